@@ -1,0 +1,5 @@
+"""`python -m dfhost`."""
+
+from dfhost.cli import main
+
+raise SystemExit(main())

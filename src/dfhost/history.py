@@ -1,0 +1,202 @@
+"""The event-sourced record of an orchestration: event kinds, events, statuses and instances.
+
+Everything here is plain data with a compact JSON form for storage. The Durable Task wire shapes
+(PascalCase, `IsPlayed`, ...) are produced from these records by `dfhost.wire`, never stored.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "EventType",
+    "HistoryEvent",
+    "Instance",
+    "OrchestrationStatus",
+    "format_time",
+    "parse_time",
+    "utcnow",
+]
+
+
+class EventType(enum.IntEnum):
+    """Durable Task history event kinds, numbered as DTFx and the SDK number them."""
+
+    EXECUTION_STARTED = 0
+    EXECUTION_COMPLETED = 1
+    EXECUTION_FAILED = 2
+    EXECUTION_TERMINATED = 3
+    TASK_SCHEDULED = 4
+    TASK_COMPLETED = 5
+    TASK_FAILED = 6
+    SUB_ORCHESTRATION_CREATED = 7
+    SUB_ORCHESTRATION_COMPLETED = 8
+    SUB_ORCHESTRATION_FAILED = 9
+    TIMER_CREATED = 10
+    TIMER_FIRED = 11
+    ORCHESTRATOR_STARTED = 12
+    ORCHESTRATOR_COMPLETED = 13
+    EVENT_SENT = 14
+    EVENT_RAISED = 15
+    CONTINUE_AS_NEW = 16
+    GENERIC_EVENT = 17
+    HISTORY_STATE = 18
+    EXECUTION_SUSPENDED = 19
+    EXECUTION_RESUMED = 20
+    EXECUTION_REWOUND = 21
+
+
+class OrchestrationStatus(enum.StrEnum):
+    """Runtime statuses, spelled as the management API and the SDK spell them."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    CONTINUED_AS_NEW = "ContinuedAsNew"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+    TERMINATED = "Terminated"
+    SUSPENDED = "Suspended"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        OrchestrationStatus.COMPLETED,
+        OrchestrationStatus.FAILED,
+        OrchestrationStatus.CANCELED,
+        OrchestrationStatus.TERMINATED,
+    }
+)
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """One fixed ISO form with microseconds and `Z`.
+
+    Fixed so that timestamps are byte-stable across replays (the SDK's `new_uuid` hashes them) and
+    so that `datetime.fromisoformat` can always parse them back.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO timestamp; naive values are taken as UTC."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEvent:
+    """One history event. Which optional fields are set depends on `type` (see DTFx).
+
+    Payload fields (`input`, `result`) hold JSON *text*, exactly as the SDK produced or expects
+    it; they are never parsed by the host except for display.
+    """
+
+    type: EventType
+    timestamp: datetime
+    event_id: int = -1
+    """Sequence number on scheduling events (TaskScheduled, TimerCreated, ...); -1 elsewhere."""
+    name: str | None = None
+    """Function name, event name, or entity operation."""
+    version: str | None = None
+    input: str | None = None
+    result: str | None = None
+    task_scheduled_id: int | None = None
+    timer_id: int | None = None
+    fire_at: datetime | None = None
+    reason: str | None = None
+    details: str | None = None
+    instance_id: str | None = None
+    """Target instance of a sub-orchestration or a sent event; own id on ExecutionStarted."""
+    execution_id: str | None = None
+    parent_instance_id: str | None = None
+    parent_execution_id: str | None = None
+    parent_task_id: int | None = None
+    status: OrchestrationStatus | None = None
+    """Final status on ExecutionCompleted."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact storage form: only the fields that are set."""
+        out: dict[str, Any] = {"type": int(self.type), "timestamp": format_time(self.timestamp)}
+        for f in fields(self):
+            if f.name in ("type", "timestamp"):
+                continue
+            value = getattr(self, f.name)
+            if value is None or (f.name == "event_id" and value == -1):
+                continue
+            if isinstance(value, datetime):
+                value = format_time(value)
+            elif isinstance(value, OrchestrationStatus):
+                value = value.value
+            out[f.name] = value
+        return out
+
+    def to_json(self) -> str:
+        """Storage form as JSON text."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HistoryEvent:
+        """Inverse of `to_dict`; raises `ValueError` on malformed data."""
+        try:
+            kwargs: dict[str, Any] = dict(data)
+            kwargs["type"] = EventType(kwargs["type"])
+            kwargs["timestamp"] = parse_time(kwargs["timestamp"])
+            if kwargs.get("fire_at") is not None:
+                kwargs["fire_at"] = parse_time(kwargs["fire_at"])
+            if kwargs.get("status") is not None:
+                kwargs["status"] = OrchestrationStatus(kwargs["status"])
+            return cls(**kwargs)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed history event {data!r}: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> HistoryEvent:
+        """Inverse of `to_json`; raises `ValueError` on malformed text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"malformed history event JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"malformed history event: expected an object, got {text[:80]!r}")
+        return cls.from_dict(data)
+
+    def with_timestamp(self, timestamp: datetime) -> HistoryEvent:
+        """The same event stamped with another time."""
+        return replace(self, timestamp=timestamp)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instance:
+    """The queryable state of one orchestration instance (its current execution)."""
+
+    instance_id: str
+    name: str
+    execution_id: str
+    status: OrchestrationStatus
+    created_at: datetime
+    last_updated_at: datetime
+    version: str | None = None
+    input: str | None = None
+    """JSON text."""
+    output: str | None = None
+    """JSON text (the failure message, as a JSON string, when Failed)."""
+    custom_status: str | None = None
+    """JSON text."""
+    parent_instance_id: str | None = None
+    failure_details: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)

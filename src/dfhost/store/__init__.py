@@ -1,0 +1,275 @@
+"""The task hub: the storage contract every backend implements, and `open_store`.
+
+The store is the only channel between clients and engines. Its rules:
+
+- An instance's inbox holds `Message`s (events on their way into its history). A timer is a
+  message whose `visible_at` is its fire time, so timers survive restarts like any other work.
+- `claim_episodes` leases instances that have visible messages; `commit_episode` applies one
+  episode's whole outcome in ONE transaction and only while the lease is still held (fencing),
+  so an episode's effects are recorded exactly once.
+- Activity work items are leased too; completing one deletes it and enqueues its result message
+  in one transaction, so a result is delivered at most once even if two hosts ran it.
+- Time is always passed in (`now`), never read from the wall clock, so a virtual clock works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from dfhost.history import HistoryEvent, Instance, OrchestrationStatus
+
+__all__ = [
+    "ActivityTask",
+    "DeliveryResult",
+    "EpisodeOutcome",
+    "EpisodeWork",
+    "InstancePage",
+    "InstanceQuery",
+    "LeaseLostError",
+    "Message",
+    "StartRequest",
+    "Store",
+    "StoreError",
+    "open_store",
+]
+
+
+class StoreError(Exception):
+    """A store could not be opened or used (bad URL, unreadable file, schema too new)."""
+
+
+class LeaseLostError(StoreError):
+    """The lease on an episode was lost (expired and taken); its outcome was not written."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """An event on its way into an instance's history."""
+
+    instance_id: str
+    event: HistoryEvent
+    execution_id: str | None = None
+    """The execution it belongs to; None for client events, which go to whichever is current."""
+    visible_at: datetime | None = None
+    """Not deliverable before this time (durable timers); None means at once."""
+    message_id: int | None = None
+    """Assigned by the store; set on messages it returns."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartRequest:
+    """Create an instance (or replace a finished one) and enqueue its ExecutionStarted."""
+
+    instance_id: str
+    name: str
+    execution_id: str
+    created_at: datetime
+    input: str | None = None
+    """JSON text."""
+    version: str | None = None
+    parent_instance_id: str | None = None
+    parent_execution_id: str | None = None
+    parent_task_id: int | None = None
+    visible_at: datetime | None = None
+    """Scheduled start time; None means now."""
+    on_conflict: Message | None = None
+    """Enqueued instead when the id is taken by an unfinished instance (sub-orchestrations)."""
+
+    def started_event(self) -> HistoryEvent:
+        """The ExecutionStarted event this request enqueues."""
+        from dfhost.history import EventType
+
+        return HistoryEvent(
+            type=EventType.EXECUTION_STARTED,
+            timestamp=self.created_at,
+            name=self.name,
+            version=self.version,
+            input=self.input,
+            instance_id=self.instance_id,
+            execution_id=self.execution_id,
+            parent_instance_id=self.parent_instance_id,
+            parent_execution_id=self.parent_execution_id,
+            parent_task_id=self.parent_task_id,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityTask:
+    """One activity invocation to run (at least once)."""
+
+    instance_id: str
+    execution_id: str
+    task_scheduled_id: int
+    name: str
+    input: str | None
+    """JSON text, as the orchestrator's action carried it."""
+    scheduled_at: datetime
+    task_id: int | None = None
+    """Assigned by the store."""
+    lease_token: int | None = None
+    """Set on claimed tasks."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpisodeWork:
+    """A claimed instance: its state, its stored history, and the messages to process."""
+
+    instance: Instance
+    history: list[HistoryEvent]
+    messages: list[Message]
+    lease_token: int
+    history_error: str | None = None
+    """Set when stored history rows could not be decoded; `history` is then empty."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpisodeOutcome:
+    """Everything one episode changes, committed atomically by `commit_episode`."""
+
+    instance: Instance
+    """The instance's new state (status, output, custom status, execution id, ...)."""
+    new_events: list[HistoryEvent]
+    """Appended to the history of `instance.execution_id`."""
+    reset_history: bool = False
+    """Delete the stored history first (continue-as-new starts a fresh one)."""
+    activities: list[ActivityTask] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    """Timers for itself, results to a parent, events to other instances."""
+    starts: list[StartRequest] = field(default_factory=list)
+    """Sub-orchestrations to create."""
+    cancelled_timer_ids: list[int] = field(default_factory=list)
+    """Pending TimerFired messages of this execution to delete."""
+    drop_pending_work: bool = False
+    """The execution ended (finished or continued as new). Before the outcome's own messages
+    are inserted, delete this instance's pending TimerFired messages, its messages addressed to
+    an execution (results that can no longer matter), and all its activity tasks. Client
+    messages (`execution_id` None, e.g. raised events) are kept for the next generation."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceQuery:
+    """Filters for listing and purging instances; all optional."""
+
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    statuses: Sequence[OrchestrationStatus] = ()
+    instance_id_prefix: str | None = None
+    name: str | None = None
+    top: int = 100
+    continuation: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstancePage:
+    """One page of instances, newest first by creation, and a token for the next page."""
+
+    instances: list[Instance]
+    continuation: str | None
+
+
+DeliveryResult = Literal["sent", "not_found", "gone"]
+
+
+class Store(Protocol):
+    """The task hub contract. All backends pass `tests/contract`."""
+
+    url: str
+
+    async def start(self) -> None:
+        """Open connections and create or migrate the schema."""
+
+    async def close(self) -> None:
+        """Release connections; idempotent."""
+
+    async def open_host(self, owner: str, now: datetime) -> None:
+        """Register a host that will claim work; make work abandoned by dead hosts claimable."""
+
+    # --- clients -------------------------------------------------------------------------
+    async def create_instance(self, request: StartRequest) -> bool:
+        """Atomically create the instance unless an unfinished one has its id.
+
+        A finished (Completed, Failed, Terminated, Canceled) instance with the id is replaced:
+        its history, inbox and work are deleted. Returns False, changing nothing, when the id is
+        taken by a Pending, Running, ContinuedAsNew or Suspended instance.
+        """
+
+    async def send_message(self, message: Message) -> DeliveryResult:
+        """Enqueue a client message (event, terminate, ...) unless the instance is unknown or
+        finished, checked in the same transaction."""
+
+    async def get_instance(self, instance_id: str) -> Instance | None: ...
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The current execution's history, in order; empty for unknown instances."""
+
+    async def query_instances(self, query: InstanceQuery) -> InstancePage: ...
+
+    async def purge_instance(self, instance_id: str) -> int:
+        """Delete an instance with its history, inbox and work; returns 0 or 1."""
+
+    async def purge_instances(self, query: InstanceQuery) -> int:
+        """Delete every instance matching the filters (ignoring paging); returns the count."""
+
+    # --- engines -------------------------------------------------------------------------
+    async def claim_episodes(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[EpisodeWork]:
+        """Lease up to `limit` unlocked instances that have messages visible at `now`.
+
+        Each work item carries every message of that instance visible at `now`, oldest first.
+        Suspended instances are claimed only for messages that resume or terminate them.
+        """
+
+    async def commit_episode(self, owner: str, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
+        """Apply `outcome`, delete the messages of `work`, and release the lease, atomically.
+
+        Raises `LeaseLostError`, writing nothing, if the lease was taken by another claim.
+        """
+
+    async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
+        """Release the lease without consuming anything."""
+
+    async def claim_activities(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[ActivityTask]:
+        """Lease up to `limit` activity tasks that are unclaimed or whose lease expired."""
+
+    async def complete_activity(self, task: ActivityTask, result: Message) -> bool:
+        """Delete the task and enqueue its result in one transaction.
+
+        Returns False, enqueuing nothing, if the task no longer exists (already completed by
+        another claim, or dropped because its execution ended).
+        """
+
+    async def renew_activity_leases(
+        self, owner: str, tasks: Sequence[ActivityTask], lease_until: datetime
+    ) -> None:
+        """Extend the leases of long-running activities this owner still holds."""
+
+    async def next_due_at(self, now: datetime) -> datetime | None:
+        """The earliest time after `now` at which work becomes claimable (a timer falls due or
+        a lease expires), or None. Work already due at `now` is not reported: it is either
+        claimable now or locked by an episode whose commit will notify."""
+
+    async def wait_for_work(self, until: datetime | None) -> None:
+        """Return when new work may have been enqueued (by anyone this backend can hear), or at
+        `until` (wall clock) at the latest; None waits for a notification only."""
+
+    def notify(self) -> None:
+        """Wake this process's waiters (after work was enqueued outside the store)."""
+
+
+def open_store(url: str) -> Store:
+    """Build the backend for `url` (`sqlite:///PATH`, `sqlite://:memory:`), not yet started."""
+    if url.startswith("sqlite:"):
+        from dfhost.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    scheme = url.split(":", 1)[0]
+    raise StoreError(
+        f"unsupported store URL {url!r}: scheme {scheme!r} is not available "
+        "(supported: sqlite:///PATH)"
+    )

@@ -1,0 +1,805 @@
+"""The SQLite task hub: one file, one host, any number of clients.
+
+One worker thread owns the connection and runs every statement, so the event loop never blocks
+on disk and the connection is never shared between threads. Every mutation is one
+`BEGIN IMMEDIATE` transaction, which also serializes writers in other processes (clients
+sharing the file). Times are stored as `format_time` text, which sorts chronologically.
+
+Messages addressed to an instance that does not exist are deleted by `claim_episodes` once they
+are visible: DTFx drops events for unknown instances, and keeping them would wedge the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import fcntl
+import functools
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import parse_qs
+
+from dfhost.history import (
+    TERMINAL_STATUSES,
+    EventType,
+    HistoryEvent,
+    Instance,
+    OrchestrationStatus,
+    format_time,
+    parse_time,
+    utcnow,
+)
+from dfhost.store import (
+    ActivityTask,
+    DeliveryResult,
+    EpisodeOutcome,
+    EpisodeWork,
+    InstancePage,
+    InstanceQuery,
+    LeaseLostError,
+    Message,
+    StartRequest,
+    StoreError,
+)
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_PURGE_BATCH = 1000
+"""Instances per purge transaction, so a huge purge never holds the write lock for long."""
+
+_SCHEMA = (
+    """CREATE TABLE instances (
+        instance_id TEXT PRIMARY KEY, name TEXT NOT NULL, execution_id TEXT NOT NULL,
+        status TEXT NOT NULL, version TEXT, input TEXT, output TEXT, custom_status TEXT,
+        parent_instance_id TEXT, failure_details TEXT, tags TEXT NOT NULL,
+        created_at TEXT NOT NULL, last_updated_at TEXT NOT NULL,
+        lock_owner TEXT, lock_token INTEGER NOT NULL DEFAULT 0, lock_until TEXT)""",
+    "CREATE INDEX instances_created ON instances (created_at DESC, instance_id)",
+    "CREATE INDEX instances_status ON instances (status)",
+    "CREATE INDEX instances_lock_until ON instances (lock_until)",
+    """CREATE TABLE history (
+        instance_id TEXT NOT NULL, execution_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        event TEXT NOT NULL, PRIMARY KEY (instance_id, execution_id, seq)) WITHOUT ROWID""",
+    """CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL, execution_id TEXT,
+        event_type INTEGER NOT NULL, timer_id INTEGER, event TEXT NOT NULL, visible_at TEXT)""",
+    "CREATE INDEX messages_instance ON messages (instance_id, id)",
+    "CREATE INDEX messages_visible ON messages (visible_at)",
+    """CREATE TABLE activity_tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL,
+        execution_id TEXT NOT NULL, task_scheduled_id INTEGER NOT NULL, name TEXT NOT NULL,
+        input TEXT, scheduled_at TEXT NOT NULL, lease_owner TEXT,
+        lease_token INTEGER NOT NULL DEFAULT 0, lease_until TEXT)""",
+    "CREATE INDEX activity_tasks_lease ON activity_tasks (lease_until)",
+    "CREATE INDEX activity_tasks_instance ON activity_tasks (instance_id)",
+    # Episode lease tokens come from one hub-wide counter, so a token is never reused even
+    # when an instance is purged and re-created while a stale episode is still in flight.
+    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT INTO counters (name, value) VALUES ('lock_token', 0)",
+)
+
+_INSTANCE_COLUMNS = (
+    "instance_id, name, execution_id, status, version, input, output, custom_status, "
+    "parent_instance_id, failure_details, tags, created_at, last_updated_at"
+)
+_UPSERT_INSTANCE = f"""
+    INSERT INTO instances ({_INSTANCE_COLUMNS}) VALUES (:instance_id, :name, :execution_id,
+        :status, :version, :input, :output, :custom_status, :parent_instance_id,
+        :failure_details, :tags, :created_at, :last_updated_at)
+    ON CONFLICT (instance_id) DO UPDATE SET name = excluded.name,
+        execution_id = excluded.execution_id, status = excluded.status,
+        version = excluded.version, input = excluded.input, output = excluded.output,
+        custom_status = excluded.custom_status, parent_instance_id = excluded.parent_instance_id,
+        failure_details = excluded.failure_details, tags = excluded.tags,
+        created_at = excluded.created_at, last_updated_at = excluded.last_updated_at,
+        lock_owner = NULL, lock_until = NULL"""
+
+_VISIBLE = "(visible_at IS NULL OR visible_at <= :now)"
+_WAKES_SUSPENDED = f"({int(EventType.EXECUTION_RESUMED)}, {int(EventType.EXECUTION_TERMINATED)})"
+# INDEXED BY: without statistics the planner prefers scanning every message in instance order;
+# reading only the visible ones matters when many timers are pending far in the future.
+_CLAIMABLE = f"""
+    SELECT m.instance_id, MIN(m.id) AS first_id
+    FROM messages AS m INDEXED BY messages_visible JOIN instances AS i USING (instance_id)
+    WHERE {_VISIBLE} AND (i.lock_until IS NULL OR i.lock_until <= :now)
+      AND (i.status != 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED})
+    GROUP BY m.instance_id ORDER BY first_id LIMIT :limit"""
+
+
+def _parse_url(url: str) -> tuple[Path | None, str]:
+    """(absolute database path or None for memory, synchronous mode) from a store URL."""
+    base, _, query = url.partition("?")
+    if base in ("sqlite://:memory:", "sqlite:///:memory:"):
+        path = None
+    elif base.startswith("sqlite:///") and len(base) > len("sqlite:///"):
+        path = Path(os.path.abspath(base[len("sqlite:///") :]))
+    else:
+        raise StoreError(
+            f"invalid store URL {url!r}: expected sqlite:///PATH, sqlite:////ABSOLUTE/PATH "
+            "or sqlite://:memory:"
+        )
+    try:
+        options = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise StoreError(f"invalid store URL {url!r}: malformed query string") from None
+    synchronous = "FULL"
+    for key, values in options.items():
+        if key != "synchronous":
+            raise StoreError(f"invalid store URL {url!r}: unsupported option {key!r}")
+        if len(values) != 1:
+            raise StoreError(f"invalid store URL {url!r}: {key!r} given more than once")
+        synchronous = values[0].upper()
+        if synchronous not in ("FULL", "NORMAL"):
+            raise StoreError(f"invalid store URL {url!r}: synchronous must be full or normal")
+    return path, synchronous
+
+
+_PLAIN_FIELDS = (
+    *("instance_id", "name", "execution_id", "version", "input", "output"),
+    *("custom_status", "parent_instance_id", "failure_details"),
+)
+"""Instance fields stored as they are; the others need converting."""
+
+
+def _instance_params(instance: Instance) -> dict[str, object]:
+    params: dict[str, object] = {name: getattr(instance, name) for name in _PLAIN_FIELDS}
+    params["status"] = instance.status.value
+    params["tags"] = json.dumps(instance.tags, sort_keys=True)
+    params["created_at"] = format_time(instance.created_at)
+    params["last_updated_at"] = format_time(instance.last_updated_at)
+    return params
+
+
+def _instance_from_row(row: sqlite3.Row) -> Instance:
+    return Instance(
+        **{name: row[name] for name in _PLAIN_FIELDS},
+        status=OrchestrationStatus(row["status"]),
+        created_at=parse_time(row["created_at"]),
+        last_updated_at=parse_time(row["last_updated_at"]),
+        tags=json.loads(row["tags"]),
+    )
+
+
+def _load_instance(conn: sqlite3.Connection, instance_id: str) -> Instance | None:
+    row = conn.execute(
+        f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?", (instance_id,)
+    ).fetchone()
+    return None if row is None else _instance_from_row(row)
+
+
+def _load_history(
+    conn: sqlite3.Connection, instance_id: str, execution_id: str
+) -> tuple[list[HistoryEvent], str | None]:
+    """The execution's events in order, or ([], why) if a row does not decode."""
+    rows = conn.execute(
+        "SELECT seq, event FROM history WHERE instance_id = ? AND execution_id = ? ORDER BY seq",
+        (instance_id, execution_id),
+    ).fetchall()
+    events: list[HistoryEvent] = []
+    for row in rows:
+        try:
+            events.append(HistoryEvent.from_json(row["event"]))
+        except (ValueError, TypeError) as exc:
+            return [], (
+                f"instance {instance_id!r} execution {execution_id!r}: history row "
+                f"seq={row['seq']} is not a valid event: {exc}"
+            )
+    return events, None
+
+
+def _insert_message(conn: sqlite3.Connection, message: Message) -> None:
+    conn.execute(
+        "INSERT INTO messages (instance_id, execution_id, event_type, timer_id, event, "
+        "visible_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            message.instance_id,
+            message.execution_id,
+            int(message.event.type),
+            message.event.timer_id,
+            message.event.to_json(),
+            None if message.visible_at is None else format_time(message.visible_at),
+        ),
+    )
+
+
+def _insert_activity(conn: sqlite3.Connection, task: ActivityTask) -> None:
+    conn.execute(
+        "INSERT INTO activity_tasks (instance_id, execution_id, task_scheduled_id, name, input, "
+        "scheduled_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            task.instance_id,
+            task.execution_id,
+            task.task_scheduled_id,
+            task.name,
+            task.input,
+            format_time(task.scheduled_at),
+        ),
+    )
+
+
+def _delete_instances(conn: sqlite3.Connection, ids: Sequence[str], *, keep_row: bool) -> int:
+    """Delete the instances' history, inbox and work (and rows); returns rows deleted."""
+    params = [(instance_id,) for instance_id in ids]
+    for table in ("history", "messages", "activity_tasks"):
+        conn.executemany(f"DELETE FROM {table} WHERE instance_id = ?", params)
+    if keep_row:
+        return 0
+    return conn.executemany("DELETE FROM instances WHERE instance_id = ?", params).rowcount
+
+
+def _start(conn: sqlite3.Connection, request: StartRequest) -> tuple[bool, bool]:
+    """Create or replace the instance; returns (created, enqueued anything)."""
+    row = conn.execute(
+        "SELECT status FROM instances WHERE instance_id = ?", (request.instance_id,)
+    ).fetchone()
+    if row is not None and OrchestrationStatus(row["status"]) not in TERMINAL_STATUSES:
+        if request.on_conflict is None:
+            return False, False
+        _insert_message(conn, request.on_conflict)
+        return False, True
+    if row is not None:
+        _delete_instances(conn, [request.instance_id], keep_row=True)
+    instance = Instance(
+        instance_id=request.instance_id,
+        name=request.name,
+        execution_id=request.execution_id,
+        status=OrchestrationStatus.PENDING,
+        created_at=request.created_at,
+        last_updated_at=request.created_at,
+        version=request.version,
+        input=request.input,
+        parent_instance_id=request.parent_instance_id,
+    )
+    # The upsert keeps lock_token and clears any lock, so an episode still running against the
+    # replaced generation fails its commit instead of overwriting the new one.
+    conn.execute(_UPSERT_INSTANCE, _instance_params(instance))
+    started = Message(
+        instance_id=request.instance_id,
+        execution_id=request.execution_id,
+        event=request.started_event(),
+        visible_at=request.visible_at,
+    )
+    _insert_message(conn, started)
+    return True, True
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """The least string greater than every string starting with `prefix` (None: unbounded)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1])
+        if code < 0x10FFFF:
+            code += 1
+            if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored; skip past them
+                code = 0xE000
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _query_filters(query: InstanceQuery) -> tuple[str, list[object]]:
+    """A WHERE clause (a range for the id prefix, so LIKE wildcards need no escaping)."""
+    clauses: list[str] = ["1"]
+    params: list[object] = []
+    if query.created_from is not None:
+        clauses.append("created_at >= ?")
+        params.append(format_time(query.created_from))
+    if query.created_to is not None:
+        clauses.append("created_at <= ?")
+        params.append(format_time(query.created_to))
+    if query.statuses:
+        clauses.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+        params.extend(OrchestrationStatus(status).value for status in query.statuses)
+    if query.instance_id_prefix:
+        clauses.append("instance_id >= ?")
+        params.append(query.instance_id_prefix)
+        upper = _prefix_upper_bound(query.instance_id_prefix)
+        if upper is not None:
+            clauses.append("instance_id < ?")
+            params.append(upper)
+    if query.name is not None:
+        clauses.append("name = ?")
+        params.append(query.name)
+    return " AND ".join(clauses), params
+
+
+def _encode_token(created_at: str, instance_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, instance_id]).encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[str, str]:
+    try:
+        data = json.loads(base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True))
+        if not (
+            isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)
+        ):
+            raise ValueError("not a [created_at, instance_id] pair")
+        parse_time(data[0])
+    except (ValueError, binascii.Error):
+        raise StoreError("invalid continuation token") from None
+    return data[0], data[1]
+
+
+class SqliteStore:
+    """The `Store` for `sqlite:///PATH` and `sqlite://:memory:` URLs.
+
+    `notify()` must be called on the event loop's thread; other threads use
+    `loop.call_soon_threadsafe(store.notify)`.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path, self._synchronous = _parse_url(url)
+        self._label = str(self.path) if self.path is not None else ":memory:"
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
+        self._host_lock: int | None = None
+        self._wake: asyncio.Event | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._executor is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfhost-sqlite")
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._open)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._executor = executor
+
+    def _open(self) -> None:
+        try:
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._label, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open task hub {self._label}: {exc}") from exc
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 10000")
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"task hub schema version {version} is newer than this dfhost supports "
+                    f"({SCHEMA_VERSION})"
+                )
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("BEGIN IMMEDIATE")
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version == 0:  # re-read: another process may have created it meanwhile
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open task hub {self._label}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._shutdown)
+        finally:
+            executor.shutdown(wait=False)
+
+    def _shutdown(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._host_lock is not None:
+            os.close(self._host_lock)  # closing the descriptor releases the flock
+            self._host_lock = None
+
+    async def open_host(self, owner: str, now: datetime) -> None:
+        """Take the file's host lock, then free every lease: their owners must be dead."""
+        if self.path is not None and self._host_lock is None:
+            await self._submit(self._lock_host)
+        await self._write(_release_all)
+
+    def _lock_host(self) -> None:
+        assert self.path is not None
+        lock_path = self.path.with_name(self.path.name + ".host.lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open host lock {lock_path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(
+                f"task hub {self.path} is in use by another dfhost host (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._host_lock = fd
+
+    # --- clients -------------------------------------------------------------------------
+    async def create_instance(self, request: StartRequest) -> bool:
+        created, enqueued = await self._write(lambda conn: _start(conn, request))
+        if enqueued:
+            self.notify()
+        return created
+
+    async def send_message(self, message: Message) -> DeliveryResult:
+        def send(conn: sqlite3.Connection) -> DeliveryResult:
+            row = conn.execute(
+                "SELECT status FROM instances WHERE instance_id = ?", (message.instance_id,)
+            ).fetchone()
+            if row is None:
+                return "not_found"
+            if OrchestrationStatus(row["status"]) in TERMINAL_STATUSES:
+                return "gone"
+            _insert_message(conn, message)
+            return "sent"
+
+        result = await self._write(send)
+        if result == "sent":
+            self.notify()
+        return result
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        return await self._read(lambda conn: _load_instance(conn, instance_id))
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """Raises StoreError if a stored row does not decode."""
+
+        def load(conn: sqlite3.Connection) -> tuple[list[HistoryEvent], str | None]:
+            instance = _load_instance(conn, instance_id)
+            if instance is None:
+                return [], None
+            return _load_history(conn, instance_id, instance.execution_id)
+
+        events, error = await self._read(load)
+        if error is not None:
+            raise StoreError(error)
+        return events
+
+    async def query_instances(self, query: InstanceQuery) -> InstancePage:
+        top = max(1, min(1000, query.top))
+        where, params = _query_filters(query)
+        if query.continuation is not None:
+            created_at, instance_id = _decode_token(query.continuation)
+            where += " AND (created_at < ? OR (created_at = ? AND instance_id > ?))"
+            params += [created_at, created_at, instance_id]
+        sql = (
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE {where} "
+            "ORDER BY created_at DESC, instance_id LIMIT ?"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql, [*params, top + 1]).fetchall())
+        page = rows[:top]
+        token = None
+        if len(rows) > top:
+            token = _encode_token(page[-1]["created_at"], page[-1]["instance_id"])
+        return InstancePage(instances=[_instance_from_row(row) for row in page], continuation=token)
+
+    async def purge_instance(self, instance_id: str) -> int:
+        return await self._write(
+            lambda conn: _delete_instances(conn, [instance_id], keep_row=False)
+        )
+
+    async def purge_instances(self, query: InstanceQuery) -> int:
+        where, params = _query_filters(query)
+        sql = f"SELECT instance_id FROM instances WHERE {where} LIMIT {_PURGE_BATCH}"
+
+        def purge_batch(conn: sqlite3.Connection) -> int:
+            ids = [row["instance_id"] for row in conn.execute(sql, params)]
+            return _delete_instances(conn, ids, keep_row=False)
+
+        total = 0
+        while count := await self._write(purge_batch):
+            total += count
+        return total
+
+    # --- engines -------------------------------------------------------------------------
+    async def claim_episodes(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[EpisodeWork]:
+        if limit <= 0:
+            return []
+        return await self._write(lambda conn: _claim_episodes(conn, owner, now, lease_until, limit))
+
+    async def commit_episode(self, owner: str, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
+        if outcome.instance.instance_id != work.instance.instance_id:
+            raise ValueError("an episode's outcome must be for the instance it claimed")
+        if await self._write(lambda conn: _commit_episode(conn, owner, work, outcome)):
+            self.notify()
+
+    async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
+        def abandon(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE instances SET lock_owner = NULL, lock_until = NULL "
+                "WHERE instance_id = ? AND lock_owner = ? AND lock_token = ?",
+                (work.instance.instance_id, owner, work.lease_token),
+            )
+            return cursor.rowcount > 0
+
+        if await self._write(abandon):
+            self.notify()  # its messages are claimable again
+
+    async def claim_activities(
+        self, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[ActivityTask]:
+        if limit <= 0:
+            return []
+        return await self._write(
+            lambda conn: _claim_activities(conn, owner, now, lease_until, limit)
+        )
+
+    async def complete_activity(self, task: ActivityTask, result: Message) -> bool:
+        # The lease token is deliberately not checked: delivery is at least once, and whichever
+        # run completes first wins.
+        def complete(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("DELETE FROM activity_tasks WHERE id = ?", (task.task_id,))
+            if cursor.rowcount == 0:
+                return False
+            _insert_message(conn, result)
+            return True
+
+        if task.task_id is None:
+            return False
+        completed = await self._write(complete)
+        if completed:
+            self.notify()
+        return completed
+
+    async def renew_activity_leases(
+        self, owner: str, tasks: Sequence[ActivityTask], lease_until: datetime
+    ) -> None:
+        params = [(format_time(lease_until), task.task_id, owner) for task in tasks]
+        await self._write(
+            lambda conn: conn.executemany(
+                "UPDATE activity_tasks SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+                params,
+            )
+        )
+
+    async def next_due_at(self, now: datetime) -> datetime | None:
+        queries = (  # each column is indexed: every MIN is one index probe
+            "SELECT MIN(visible_at) FROM messages WHERE visible_at > ?",
+            "SELECT MIN(lock_until) FROM instances WHERE lock_until > ?",
+            "SELECT MIN(lease_until) FROM activity_tasks WHERE lease_until > ?",
+        )
+
+        def due(conn: sqlite3.Connection) -> list[str]:
+            found = [conn.execute(sql, (format_time(now),)).fetchone()[0] for sql in queries]
+            return [value for value in found if value is not None]
+
+        times = await self._read(due)
+        return parse_time(min(times)) if times else None
+
+    # --- wake-ups ------------------------------------------------------------------------
+    def _event(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    async def wait_for_work(self, until: datetime | None) -> None:
+        event = self._event()
+        if not event.is_set():
+            timeout = None
+            if until is not None:
+                until = until if until.tzinfo is not None else until.replace(tzinfo=UTC)
+                timeout = (until - utcnow()).total_seconds()
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await event.wait()
+        event.clear()
+
+    def notify(self) -> None:
+        self._event().set()
+
+    # --- plumbing ------------------------------------------------------------------------
+    async def _submit(self, job: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StoreError(f"task hub {self._label} is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        except sqlite3.Error as exc:
+            raise StoreError(f"task hub {self._label}: {exc}") from exc
+
+    async def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(functools.partial(self._transaction, "BEGIN", body))
+
+    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(functools.partial(self._transaction, "BEGIN IMMEDIATE", body))
+
+    def _transaction(self, begin: str, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"task hub {self._label} is not open")
+        conn.execute(begin)
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+
+def _release_all(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "UPDATE instances SET lock_owner = NULL, lock_until = NULL WHERE lock_owner IS NOT NULL"
+    )
+    conn.execute(
+        "UPDATE activity_tasks SET lease_owner = NULL, lease_until = NULL "
+        "WHERE lease_owner IS NOT NULL"
+    )
+
+
+def _claim_activities(
+    conn: sqlite3.Connection, owner: str, now: datetime, lease_until: datetime, limit: int
+) -> list[ActivityTask]:
+    ids = [
+        (row["id"],)
+        for row in conn.execute(
+            "SELECT id FROM activity_tasks WHERE lease_until IS NULL OR lease_until <= ? "
+            "ORDER BY id LIMIT ?",
+            (format_time(now), limit),
+        )
+    ]
+    conn.executemany(
+        "UPDATE activity_tasks SET lease_owner = ?, lease_until = ?, "
+        "lease_token = lease_token + 1 WHERE id = ?",
+        [(owner, format_time(lease_until), task_id) for (task_id,) in ids],
+    )
+    rows = [conn.execute("SELECT * FROM activity_tasks WHERE id = ?", i).fetchone() for i in ids]
+    return [
+        ActivityTask(
+            instance_id=row["instance_id"],
+            execution_id=row["execution_id"],
+            task_scheduled_id=row["task_scheduled_id"],
+            name=row["name"],
+            input=row["input"],
+            scheduled_at=parse_time(row["scheduled_at"]),
+            task_id=row["id"],
+            lease_token=row["lease_token"],
+        )
+        for row in rows
+    ]
+
+
+def _claim_episodes(
+    conn: sqlite3.Connection, owner: str, now: datetime, lease_until: datetime, limit: int
+) -> list[EpisodeWork]:
+    now_text = format_time(now)
+    conn.execute(
+        f"""DELETE FROM messages WHERE {_VISIBLE} AND NOT EXISTS
+            (SELECT 1 FROM instances WHERE instances.instance_id = messages.instance_id)""",
+        {"now": now_text},
+    )
+    candidates = conn.execute(_CLAIMABLE, {"now": now_text, "limit": limit}).fetchall()
+    work: list[EpisodeWork] = []
+    for candidate in candidates:
+        instance_id: str = candidate["instance_id"]
+        messages = _visible_messages(conn, instance_id, now_text)
+        if not messages:
+            continue
+        conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'lock_token'")
+        (token,) = conn.execute("SELECT value FROM counters WHERE name = 'lock_token'").fetchone()
+        conn.execute(
+            "UPDATE instances SET lock_owner = ?, lock_until = ?, lock_token = ? "
+            "WHERE instance_id = ?",
+            (owner, format_time(lease_until), token, instance_id),
+        )
+        instance = _load_instance(conn, instance_id)
+        assert instance is not None  # the claim query joined on it
+        history, error = _load_history(conn, instance_id, instance.execution_id)
+        work.append(
+            EpisodeWork(
+                instance=instance,
+                history=history,
+                messages=messages,
+                lease_token=token,
+                history_error=error,
+            )
+        )
+    return work
+
+
+def _visible_messages(conn: sqlite3.Connection, instance_id: str, now: str) -> list[Message]:
+    rows = conn.execute(
+        f"SELECT * FROM messages WHERE instance_id = :id AND {_VISIBLE} ORDER BY id",
+        {"id": instance_id, "now": now},
+    ).fetchall()
+    messages = []
+    for row in rows:
+        try:
+            event = HistoryEvent.from_json(row["event"])
+        except (ValueError, TypeError) as exc:
+            # A message that can never be decoded would be re-claimed forever; drop it loudly.
+            log.error("dropping undecodable message %s for %r: %s", row["id"], instance_id, exc)
+            conn.execute("DELETE FROM messages WHERE id = ?", (row["id"],))
+            continue
+        visible_at = row["visible_at"]
+        messages.append(
+            Message(
+                instance_id=instance_id,
+                event=event,
+                execution_id=row["execution_id"],
+                visible_at=None if visible_at is None else parse_time(visible_at),
+                message_id=row["id"],
+            )
+        )
+    return messages
+
+
+def _commit_episode(
+    conn: sqlite3.Connection, owner: str, work: EpisodeWork, outcome: EpisodeOutcome
+) -> bool:
+    """Apply the outcome; returns whether the instance or others now have work to wake for."""
+    instance = outcome.instance
+    instance_id = instance.instance_id
+    row = conn.execute(
+        "SELECT lock_owner, lock_token FROM instances WHERE instance_id = ?", (instance_id,)
+    ).fetchone()
+    if row is None or row["lock_owner"] != owner or row["lock_token"] != work.lease_token:
+        raise LeaseLostError(f"lease on instance {instance_id!r} was lost; episode not committed")
+    conn.executemany("DELETE FROM messages WHERE id = ?", [(m.message_id,) for m in work.messages])
+    if outcome.drop_pending_work:
+        conn.execute(
+            "DELETE FROM messages WHERE instance_id = ? "
+            "AND (event_type = ? OR execution_id IS NOT NULL)",
+            (instance_id, int(EventType.TIMER_FIRED)),
+        )
+        conn.execute("DELETE FROM activity_tasks WHERE instance_id = ?", (instance_id,))
+    if outcome.reset_history:
+        conn.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
+    (last,) = conn.execute(
+        "SELECT COALESCE(MAX(seq), -1) FROM history WHERE instance_id = ? AND execution_id = ?",
+        (instance_id, instance.execution_id),
+    ).fetchone()
+    conn.executemany(
+        "INSERT INTO history (instance_id, execution_id, seq, event) VALUES (?, ?, ?, ?)",
+        [
+            (instance_id, instance.execution_id, last + 1 + offset, event.to_json())
+            for offset, event in enumerate(outcome.new_events)
+        ],
+    )
+    conn.executemany(
+        "DELETE FROM messages WHERE instance_id = ? AND event_type = ? AND timer_id = ?",
+        [
+            (instance_id, int(EventType.TIMER_FIRED), timer_id)
+            for timer_id in outcome.cancelled_timer_ids
+        ],
+    )
+    for task in outcome.activities:
+        _insert_activity(conn, task)
+    for message in outcome.messages:
+        _insert_message(conn, message)
+    enqueued = bool(outcome.activities or outcome.messages)
+    for request in outcome.starts:
+        enqueued |= _start(conn, request)[1]
+    conn.execute(_UPSERT_INSTANCE, _instance_params(instance))
+    # Messages that arrived during the episode become claimable now that the lock is gone.
+    (pending,) = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE instance_id = ?)", (instance_id,)
+    ).fetchone()
+    return enqueued or bool(pending)

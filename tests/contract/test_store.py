@@ -1,0 +1,918 @@
+"""The storage contract: every `Store` backend must pass this suite unchanged.
+
+Tests use only the `Store` protocol (plus the `corrupt_history` hook). Time is passed in
+explicitly; the wall clock matters only to `wait_for_work`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from dfhost.history import (
+    TERMINAL_STATUSES,
+    EventType,
+    HistoryEvent,
+    OrchestrationStatus,
+    utcnow,
+)
+from dfhost.store import (
+    ActivityTask,
+    EpisodeOutcome,
+    EpisodeWork,
+    InstanceQuery,
+    LeaseLostError,
+    Message,
+    StartRequest,
+    Store,
+    StoreError,
+)
+
+Status = OrchestrationStatus
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+UNFINISHED = [Status.PENDING, Status.RUNNING, Status.CONTINUED_AS_NEW, Status.SUSPENDED]
+FINISHED = sorted(TERMINAL_STATUSES)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def event(type_: EventType, **fields: Any) -> HistoryEvent:
+    fields.setdefault("timestamp", T0)
+    return HistoryEvent(type=type_, **fields)
+
+
+def raised(name: str) -> HistoryEvent:
+    return event(EventType.EVENT_RAISED, name=name, input=f'"{name}"')
+
+
+def start(instance_id: str, execution_id: str = "", **fields: Any) -> StartRequest:
+    fields.setdefault("name", "Orch")
+    fields.setdefault("created_at", T0)
+    return StartRequest(
+        instance_id=instance_id, execution_id=execution_id or f"{instance_id}:1", **fields
+    )
+
+
+def timer(instance_id: str, execution_id: str, timer_id: int, fire_at: datetime) -> Message:
+    fired = event(EventType.TIMER_FIRED, timer_id=timer_id, fire_at=fire_at)
+    return Message(
+        instance_id=instance_id, execution_id=execution_id, event=fired, visible_at=fire_at
+    )
+
+
+def task(instance_id: str, execution_id: str, scheduled_id: int) -> ActivityTask:
+    return ActivityTask(
+        instance_id=instance_id,
+        execution_id=execution_id,
+        task_scheduled_id=scheduled_id,
+        name=f"Act{scheduled_id}",
+        input=f"[{scheduled_id}]",
+        scheduled_at=T0,
+    )
+
+
+def task_key(t: ActivityTask) -> tuple[object, ...]:
+    return (t.instance_id, t.execution_id, t.task_scheduled_id, t.name, t.input, t.scheduled_at)
+
+
+async def claim(
+    store: Store, *, owner: str = "host-a", now: datetime = T0, lease: float = 60, limit: int = 10
+) -> list[EpisodeWork]:
+    return await store.claim_episodes(owner, now, now + timedelta(seconds=lease), limit)
+
+
+async def claim_by_id(store: Store, **kwargs: Any) -> dict[str, EpisodeWork]:
+    return {work.instance.instance_id: work for work in await claim(store, **kwargs)}
+
+
+async def claim_one(store: Store, instance_id: str, **kwargs: Any) -> EpisodeWork:
+    works = await claim(store, **kwargs)
+    assert [work.instance.instance_id for work in works] == [instance_id]
+    return works[0]
+
+
+def outcome(
+    work: EpisodeWork,
+    status: Status = Status.RUNNING,
+    events: list[HistoryEvent] | None = None,
+    **fields: Any,
+) -> EpisodeOutcome:
+    instance = replace(work.instance, status=status, last_updated_at=at(1))
+    if events is None:
+        events = [event(EventType.ORCHESTRATOR_STARTED), event(EventType.ORCHESTRATOR_COMPLETED)]
+    return EpisodeOutcome(instance=instance, new_events=events, **fields)
+
+
+async def episode(
+    store: Store,
+    instance_id: str,
+    status: Status = Status.RUNNING,
+    *,
+    owner: str = "host-a",
+    now: datetime = T0,
+    **fields: Any,
+) -> EpisodeOutcome:
+    """Claim the instance (it must be the only claimable one) and commit an outcome."""
+    work = await claim_one(store, instance_id, owner=owner, now=now)
+    result = outcome(work, status, **fields)
+    await store.commit_episode(owner, work, result)
+    return result
+
+
+async def drain(store: Store) -> None:
+    """Consume any pending wake-up so the next wait really waits."""
+    await asyncio.wait_for(store.wait_for_work(utcnow()), 1)
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+
+async def test_create_and_get(store: Store) -> None:
+    request = start("a", input='{"x": 1}', version="v2", parent_instance_id="p")
+    assert await store.create_instance(request) is True
+
+    instance = await store.get_instance("a")
+    assert instance is not None
+    assert (instance.instance_id, instance.name, instance.execution_id) == ("a", "Orch", "a:1")
+    assert instance.status == Status.PENDING
+    assert (instance.input, instance.version, instance.parent_instance_id) == (
+        '{"x": 1}',
+        "v2",
+        "p",
+    )
+    assert instance.created_at == T0
+    assert (instance.output, instance.custom_status, instance.failure_details) == (None,) * 3
+    assert instance.tags == {}
+    assert await store.get_history("a") == []
+    assert await store.get_instance("missing") is None
+    assert await store.get_history("missing") == []
+
+
+async def test_create_enqueues_execution_started(store: Store) -> None:
+    request = start("a", input="1", parent_instance_id="p", parent_task_id=3)
+    await store.create_instance(request)
+
+    work = await claim_one(store, "a")
+    assert work.instance == await store.get_instance("a")
+    assert work.history == []
+    assert work.history_error is None
+    [message] = work.messages
+    assert message.event == request.started_event()
+    assert message.execution_id == "a:1"
+    assert message.message_id is not None
+
+
+async def test_scheduled_start_is_not_claimable_early(store: Store) -> None:
+    await store.create_instance(start("a", visible_at=at(10)))
+    assert await claim(store, now=at(9)) == []
+    await claim_one(store, "a", now=at(10))
+
+
+@pytest.mark.parametrize("status", UNFINISHED)
+async def test_create_refused_while_unfinished(store: Store, status: Status) -> None:
+    first = start("a", input="1")
+    await store.create_instance(first)
+    if status != Status.PENDING:
+        await episode(store, "a", status)
+
+    assert await store.create_instance(start("a", "a:2", input="2")) is False
+
+    instance = await store.get_instance("a")
+    assert instance is not None
+    assert (instance.execution_id, instance.status, instance.input) == ("a:1", status, "1")
+    # Nothing was enqueued by the refused start: only what was there, plus a terminate that
+    # makes even a suspended instance claimable.
+    terminate = event(EventType.EXECUTION_TERMINATED, reason="stop")
+    assert await store.send_message(Message(instance_id="a", event=terminate)) == "sent"
+    work = await claim_one(store, "a")
+    expected = [first.started_event()] if status == Status.PENDING else []
+    assert [m.event for m in work.messages] == [*expected, terminate]
+
+
+@pytest.mark.parametrize("status", FINISHED)
+async def test_create_replaces_finished_instance(store: Store, status: Status) -> None:
+    await store.create_instance(start("a", input="1"))
+    old_events = [event(EventType.ORCHESTRATOR_STARTED), event(EventType.EXECUTION_STARTED)]
+    await episode(
+        store,
+        "a",
+        status,
+        events=old_events,
+        activities=[task("a", "a:1", 0)],
+        messages=[timer("a", "a:1", 1, at(100))],
+    )
+    assert await store.get_history("a") == old_events
+    assert await store.send_message(Message(instance_id="a", event=raised("late"))) == "gone"
+
+    second = start("a", "a:2", input="2", created_at=at(10))
+    assert await store.create_instance(second) is True
+
+    instance = await store.get_instance("a")
+    assert instance is not None
+    assert (instance.execution_id, instance.status, instance.input) == ("a:2", Status.PENDING, "2")
+    assert instance.created_at == at(10)
+    assert instance.output is None
+    assert await store.get_history("a") == []
+    assert await store.claim_activities("host-a", at(1000), at(1060), 10) == []
+    work = await claim_one(store, "a", now=at(1000))
+    assert [m.event for m in work.messages] == [second.started_event()]
+    assert work.history == []
+
+
+async def test_on_conflict_message_is_delivered_instead(store: Store) -> None:
+    await store.create_instance(start("parent"))
+    await episode(store, "parent")
+    await store.create_instance(start("child"))
+
+    failed = event(EventType.SUB_ORCHESTRATION_FAILED, task_scheduled_id=0, reason="taken")
+    notice = Message(instance_id="parent", execution_id="parent:1", event=failed)
+    assert await store.create_instance(start("child", "child:2", on_conflict=notice)) is False
+
+    works = await claim_by_id(store)
+    assert [m.event for m in works["parent"].messages] == [failed]
+    assert [m.event.type for m in works["child"].messages] == [EventType.EXECUTION_STARTED]
+    assert works["child"].instance.execution_id == "child:1"
+
+
+async def test_on_conflict_unused_when_created(store: Store) -> None:
+    await store.create_instance(start("parent"))
+    await episode(store, "parent")
+    failed = event(EventType.SUB_ORCHESTRATION_FAILED, task_scheduled_id=0)
+    notice = Message(instance_id="parent", execution_id="parent:1", event=failed)
+
+    assert await store.create_instance(start("child", on_conflict=notice)) is True
+    assert list(await claim_by_id(store)) == ["child"]
+
+
+async def test_racing_creates_exactly_one_wins(store: Store) -> None:
+    requests = [start("race", f"race:{i}") for i in range(8)]
+    results = await asyncio.gather(*(store.create_instance(r) for r in requests))
+
+    assert results.count(True) == 1
+    winner = requests[results.index(True)]
+    instance = await store.get_instance("race")
+    assert instance is not None
+    assert instance.execution_id == winner.execution_id
+    work = await claim_one(store, "race")
+    assert [m.event for m in work.messages] == [winner.started_event()]
+
+
+async def test_send_message(store: Store) -> None:
+    message = Message(instance_id="a", event=raised("e1"))
+    assert await store.send_message(message) == "not_found"
+
+    await store.create_instance(start("a"))
+    assert await store.send_message(message) == "sent"
+    work = await claim_one(store, "a")
+    assert [m.event for m in work.messages][1:] == [raised("e1")]
+    assert work.messages[1].execution_id is None
+    await store.commit_episode("host-a", work, outcome(work, Status.COMPLETED))
+
+    assert await store.send_message(Message(instance_id="a", event=raised("e2"))) == "gone"
+    assert await claim(store, now=at(1000)) == []
+
+
+# --- episodes --------------------------------------------------------------------------------
+
+
+async def test_claim_returns_visible_messages_only(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await episode(store, "a")
+    due = timer("a", "a:1", 1, at(10))
+    await store.send_message(due)
+    await store.send_message(Message(instance_id="a", event=raised("now")))
+
+    work = await claim_one(store, "a", now=at(5))
+    assert [m.event for m in work.messages] == [raised("now")]
+    await store.commit_episode("host-a", work, outcome(work))
+
+    assert await claim(store, now=at(9.999)) == []
+    work = await claim_one(store, "a", now=at(10))
+    assert [m.event for m in work.messages] == [due.event]
+    assert work.messages[0].visible_at == at(10)
+    assert work.messages[0].execution_id == "a:1"
+
+
+async def test_claim_returns_all_messages_oldest_first(store: Store) -> None:
+    request = start("a")
+    await store.create_instance(request)
+    names = [f"e{i}" for i in range(5)]
+    for name in names:
+        await store.send_message(Message(instance_id="a", event=raised(name)))
+
+    work = await claim_one(store, "a")
+    assert [m.event for m in work.messages] == [
+        request.started_event(),
+        *(raised(n) for n in names),
+    ]
+    ids = [m.message_id for m in work.messages]
+    assert all(isinstance(i, int) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+async def test_claim_respects_limit_oldest_first(store: Store) -> None:
+    for name in ("a", "b", "c"):
+        await store.create_instance(start(name))
+
+    first = await claim(store, limit=2)
+    assert sorted(w.instance.instance_id for w in first) == ["a", "b"]
+    second = await claim(store, owner="host-b", limit=10)
+    assert [w.instance.instance_id for w in second] == ["c"]
+    assert await store.claim_episodes("host-c", T0, at(60), 0) == []
+
+
+async def test_locked_instance_is_not_claimed_twice(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await claim_one(store, "a", owner="host-a", lease=60)
+
+    assert await claim(store, owner="host-b", now=at(30)) == []
+    await store.send_message(Message(instance_id="a", event=raised("more")))
+    assert await claim(store, owner="host-b", now=at(59)) == []
+
+
+async def test_expired_lease_is_reclaimed_and_old_commit_is_fenced(store: Store) -> None:
+    await store.create_instance(start("a"))
+    stale = await claim_one(store, "a", owner="host-a", lease=60)
+    fresh = await claim_one(store, "a", owner="host-b", now=at(60))
+    assert fresh.lease_token != stale.lease_token
+    assert [m.message_id for m in fresh.messages] == [m.message_id for m in stale.messages]
+
+    lost = outcome(
+        stale,
+        Status.COMPLETED,
+        activities=[task("a", "a:1", 0)],
+        messages=[timer("a", "a:1", 1, at(500))],
+        starts=[start("child")],
+    )
+    with pytest.raises(LeaseLostError):
+        await store.commit_episode("host-a", stale, lost)
+
+    instance = await store.get_instance("a")
+    assert instance is not None and instance.status == Status.PENDING
+    assert await store.get_history("a") == []
+    assert await store.get_instance("child") is None
+    assert await store.claim_activities("host-a", at(60), at(120), 10) == []
+
+    # The new owner's episode still holds the messages and commits normally.
+    done = outcome(fresh, Status.RUNNING)
+    await store.commit_episode("host-b", fresh, done)
+    assert await store.get_history("a") == done.new_events
+    assert await claim(store, now=at(1000)) == []
+
+
+async def test_same_owner_stale_token_is_fenced(store: Store) -> None:
+    await store.create_instance(start("a"))
+    stale = await claim_one(store, "a", owner="host-a", lease=60)
+    fresh = await claim_one(store, "a", owner="host-a", now=at(61))
+    with pytest.raises(LeaseLostError):
+        await store.commit_episode("host-a", stale, outcome(stale, Status.COMPLETED))
+    await store.commit_episode("host-a", fresh, outcome(fresh))
+    instance = await store.get_instance("a")
+    assert instance is not None and instance.status == Status.RUNNING
+
+
+async def test_commit_by_another_owner_is_fenced(store: Store) -> None:
+    await store.create_instance(start("a"))
+    work = await claim_one(store, "a", owner="host-a")
+    with pytest.raises(LeaseLostError):
+        await store.commit_episode("host-b", work, outcome(work, Status.COMPLETED))
+    await store.commit_episode("host-a", work, outcome(work))
+    instance = await store.get_instance("a")
+    assert instance is not None and instance.status == Status.RUNNING
+
+
+async def test_abandon_releases_without_consuming(store: Store) -> None:
+    await store.create_instance(start("a"))
+    work = await claim_one(store, "a", owner="host-a", lease=60)
+
+    await store.abandon_episode("host-x", work)  # not the owner: no effect
+    assert await claim(store, owner="host-b") == []
+
+    await store.abandon_episode("host-a", work)
+    again = await claim_one(store, "a", owner="host-b")
+    assert [m.message_id for m in again.messages] == [m.message_id for m in work.messages]
+    with pytest.raises(LeaseLostError):
+        await store.commit_episode("host-a", work, outcome(work))
+
+
+async def test_commit_appends_history_and_updates_every_field(store: Store) -> None:
+    await store.create_instance(start("a"))
+    first = [
+        event(EventType.ORCHESTRATOR_STARTED),
+        event(EventType.EXECUTION_STARTED, name="Orch"),
+        event(EventType.TASK_SCHEDULED, event_id=0, name="Act"),
+        event(EventType.ORCHESTRATOR_COMPLETED),
+    ]
+    await episode(store, "a", events=first)
+    await store.send_message(Message(instance_id="a", event=raised("go")))
+
+    work = await claim_one(store, "a")
+    assert work.history == first
+    second = [event(EventType.ORCHESTRATOR_STARTED, timestamp=at(2)), raised("go")]
+    new_state = replace(
+        work.instance,
+        status=Status.COMPLETED,
+        output='"done"',
+        custom_status='{"step": 2}',
+        failure_details='{"x": 1}',
+        version="v9",
+        tags={"team": "blue"},
+        last_updated_at=at(2),
+    )
+    await store.commit_episode(
+        "host-a", work, EpisodeOutcome(instance=new_state, new_events=second)
+    )
+
+    assert await store.get_history("a") == first + second
+    assert await store.get_instance("a") == new_state
+
+
+async def test_commit_consumes_exactly_the_claimed_messages(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await store.send_message(Message(instance_id="a", event=raised("before")))
+    work = await claim_one(store, "a")
+    await store.send_message(Message(instance_id="a", event=raised("after")))
+
+    await store.commit_episode("host-a", work, outcome(work))
+
+    work = await claim_one(store, "a")
+    assert [m.event for m in work.messages] == [raised("after")]
+
+
+async def test_commit_inserts_activities_messages_and_starts(store: Store) -> None:
+    await store.create_instance(start("peer"))
+    await episode(store, "peer")
+    await store.create_instance(start("parent"))
+
+    activities = [task("parent", "parent:1", 0), task("parent", "parent:1", 1)]
+    to_peer = Message(instance_id="peer", event=raised("hello"))
+    own_timer = timer("parent", "parent:1", 2, at(30))
+    to_nobody = Message(instance_id="ghost", event=raised("void"))
+    child = start(
+        "child",
+        parent_instance_id="parent",
+        parent_execution_id="parent:1",
+        parent_task_id=3,
+        input='"c"',
+    )
+    await episode(
+        store,
+        "parent",
+        activities=activities,
+        messages=[to_peer, own_timer, to_nobody],
+        starts=[child],
+    )
+
+    claimed = await store.claim_activities("host-a", T0, at(60), 10)
+    assert sorted(map(task_key, claimed)) == sorted(map(task_key, activities))
+    assert all(t.task_id is not None and t.lease_token is not None for t in claimed)
+
+    child_instance = await store.get_instance("child")
+    assert child_instance is not None
+    assert child_instance.status == Status.PENDING
+    assert child_instance.parent_instance_id == "parent"
+
+    works = await claim_by_id(store)
+    assert sorted(works) == ["child", "peer"]  # never "ghost", and not the parent's timer
+    assert [m.event for m in works["peer"].messages] == [to_peer.event]
+    assert [m.event for m in works["child"].messages] == [child.started_event()]
+    work = await claim_one(store, "parent", now=at(30))
+    assert [m.event for m in work.messages] == [own_timer.event]
+
+
+async def test_start_in_commit_respects_singleton(store: Store) -> None:
+    await store.create_instance(start("parent"))
+    await episode(store, "parent")
+    await store.create_instance(start("child"))
+    await store.send_message(Message(instance_id="parent", event=raised("go")))
+    await store.create_instance(start("other"))  # keeps "child" from being the only claim
+
+    works = await claim_by_id(store)
+    failed = event(EventType.SUB_ORCHESTRATION_FAILED, task_scheduled_id=4)
+    notice = Message(instance_id="parent", execution_id="parent:1", event=failed)
+    parent = works["parent"]
+    await store.commit_episode(
+        "host-a",
+        parent,
+        outcome(parent, starts=[start("child", "child:2", on_conflict=notice)]),
+    )
+    for other in ("child", "other"):
+        await store.abandon_episode("host-a", works[other])
+
+    child = await store.get_instance("child")
+    assert child is not None and child.execution_id == "child:1"
+    works = await claim_by_id(store)
+    assert [m.event for m in works["parent"].messages] == [failed]
+    assert [m.event.type for m in works["child"].messages] == [EventType.EXECUTION_STARTED]
+
+
+async def test_commit_cancels_timers_by_id(store: Store) -> None:
+    await store.create_instance(start("a"))
+    timers = [timer("a", "a:1", i, at(10)) for i in (1, 2, 3)]
+    await episode(store, "a", messages=timers)
+    await store.send_message(Message(instance_id="a", event=raised("cancel")))
+
+    await episode(store, "a", cancelled_timer_ids=[1, 3])
+
+    work = await claim_one(store, "a", now=at(10))
+    assert [m.event for m in work.messages] == [timers[1].event]
+
+
+async def test_reset_history_starts_a_fresh_execution(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await episode(store, "a")
+    await store.send_message(Message(instance_id="a", event=raised("again")))
+
+    work = await claim_one(store, "a")
+    fresh = [event(EventType.EXECUTION_STARTED, name="Orch", input='"next"')]
+    state = replace(work.instance, execution_id="a:2", status=Status.RUNNING)
+    await store.commit_episode(
+        "host-a", work, EpisodeOutcome(instance=state, new_events=fresh, reset_history=True)
+    )
+
+    assert await store.get_history("a") == fresh
+    await store.send_message(Message(instance_id="a", event=raised("more")))
+    work = await claim_one(store, "a")
+    assert work.instance.execution_id == "a:2"
+    assert work.history == fresh
+
+    # The reset does not depend on the execution id changing.
+    again = [event(EventType.EXECUTION_STARTED, name="Orch", input='"again"')]
+    await store.commit_episode(
+        "host-a",
+        work,
+        EpisodeOutcome(instance=work.instance, new_events=again, reset_history=True),
+    )
+    assert await store.get_history("a") == again
+
+
+async def test_drop_pending_work_keeps_client_messages(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await episode(
+        store, "a", activities=[task("a", "a:1", 0)], messages=[timer("a", "a:1", 1, at(100))]
+    )
+    await store.send_message(Message(instance_id="a", event=raised("e1")))
+    work = await claim_one(store, "a")
+    # Arriving during the episode: a result for the ending execution, and a client event.
+    result = event(EventType.TASK_COMPLETED, task_scheduled_id=0, result="1")
+    await store.send_message(Message(instance_id="a", execution_id="a:1", event=result))
+    await store.send_message(Message(instance_id="a", event=raised("e2")))
+
+    next_timer = timer("a", "a:2", 1, at(50))
+    state = replace(work.instance, execution_id="a:2", status=Status.RUNNING)
+    await store.commit_episode(
+        "host-a",
+        work,
+        EpisodeOutcome(
+            instance=state,
+            new_events=[event(EventType.EXECUTION_STARTED)],
+            reset_history=True,
+            drop_pending_work=True,
+            messages=[next_timer],
+        ),
+    )
+
+    assert await store.claim_activities("host-a", at(1000), at(1060), 10) == []
+    work = await claim_one(store, "a", now=at(1000))
+    assert [m.event for m in work.messages] == [raised("e2"), next_timer.event]
+
+
+@pytest.mark.parametrize("wake", [EventType.EXECUTION_RESUMED, EventType.EXECUTION_TERMINATED])
+async def test_suspended_instance_claimed_only_to_resume_or_terminate(
+    store: Store, wake: EventType
+) -> None:
+    await store.create_instance(start("a"))
+    await episode(store, "a", Status.SUSPENDED)
+    await store.send_message(Message(instance_id="a", event=raised("e1")))
+    await store.send_message(timer("a", "a:1", 1, at(5)))
+
+    assert await claim(store, now=at(10)) == []
+
+    await store.send_message(Message(instance_id="a", event=event(wake, reason="why")))
+    work = await claim_one(store, "a", now=at(10))
+    assert [m.event.type for m in work.messages] == [
+        EventType.EVENT_RAISED,
+        EventType.TIMER_FIRED,
+        wake,
+    ]
+
+
+async def test_open_host_frees_work_of_dead_owners(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await episode(store, "a", activities=[task("a", "a:1", 0)])
+    await store.send_message(Message(instance_id="a", event=raised("e1")))
+    dead = await claim_one(store, "a", owner="dead-host", lease=600)
+    assert len(await store.claim_activities("dead-host", T0, at(600), 10)) == 1
+
+    await store.open_host("host-b", at(1))
+
+    work = await claim_one(store, "a", owner="host-b", now=at(1))
+    assert [m.message_id for m in work.messages] == [m.message_id for m in dead.messages]
+    assert len(await store.claim_activities("host-b", at(1), at(61), 10)) == 1
+    with pytest.raises(LeaseLostError):
+        await store.commit_episode("dead-host", dead, outcome(dead))
+
+
+async def test_history_error_is_reported_not_raised(store: Store, corrupt_history: Any) -> None:
+    await store.create_instance(start("bad-one"))
+    await episode(store, "bad-one")
+    await corrupt_history(store, "bad-one")
+    await store.send_message(Message(instance_id="bad-one", event=raised("e1")))
+
+    work = await claim_one(store, "bad-one")
+    assert work.history == []
+    assert work.history_error is not None
+    assert "bad-one" in work.history_error
+    assert [m.event for m in work.messages] == [raised("e1")]
+
+
+async def test_messages_to_missing_instances_do_not_wedge_the_queue(store: Store) -> None:
+    await store.create_instance(start("src"))
+    stray = [Message(instance_id=f"ghost-{i}", event=raised("x")) for i in range(5)]
+    await episode(store, "src", messages=stray)
+    await store.create_instance(start("real"))
+
+    for _ in range(2):
+        works = await claim(store, limit=1)
+        assert [w.instance.instance_id for w in works] == ["real"]
+        await store.abandon_episode("host-a", works[0])
+
+
+# --- activities ------------------------------------------------------------------------------
+
+
+async def test_activity_claim_lease_and_expiry(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await episode(store, "a", activities=[task("a", "a:1", i) for i in range(3)])
+
+    first = await store.claim_activities("host-a", T0, at(60), 2)
+    assert [t.task_scheduled_id for t in first] == [0, 1]
+    assert all(t.task_id is not None and t.lease_token is not None for t in first)
+    rest = await store.claim_activities("host-b", at(30), at(90), 10)
+    assert [t.task_scheduled_id for t in rest] == [2]
+    assert await store.claim_activities("host-b", at(59), at(119), 10) == []
+
+    again = await store.claim_activities("host-b", at(60), at(120), 10)
+    assert [t.task_id for t in again] == [t.task_id for t in first]
+    assert [t.lease_token for t in again] != [t.lease_token for t in first]
+
+
+async def test_activity_completes_at_most_once(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await episode(store, "a", activities=[task("a", "a:1", 0)])
+    [slow] = await store.claim_activities("host-a", T0, at(60), 10)
+    [fast] = await store.claim_activities("host-b", at(60), at(120), 10)
+
+    result = event(EventType.TASK_COMPLETED, task_scheduled_id=0, result='"ok"')
+    message = Message(instance_id="a", execution_id="a:1", event=result)
+    assert await store.complete_activity(slow, message) is True  # first wins, stale lease or not
+    assert await store.complete_activity(fast, message) is False
+
+    assert await store.claim_activities("host-c", at(1000), at(1060), 10) == []
+    work = await claim_one(store, "a", now=at(61))
+    assert [m.event for m in work.messages] == [result]
+
+
+async def test_activity_lease_renewal(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await episode(store, "a", activities=[task("a", "a:1", 0)])
+    claimed = await store.claim_activities("host-a", T0, at(60), 10)
+
+    await store.renew_activity_leases("host-a", claimed, at(120))
+    await store.renew_activity_leases("host-x", claimed, at(1000))  # not the owner
+
+    assert await store.claim_activities("host-b", at(90), at(150), 10) == []
+    assert len(await store.claim_activities("host-b", at(120), at(180), 10)) == 1
+
+
+# --- scheduling and wake-ups -----------------------------------------------------------------
+
+
+async def test_next_due_at(store: Store) -> None:
+    assert await store.next_due_at(T0) is None
+    await store.create_instance(start("a"))
+    assert await store.next_due_at(T0) is None  # due now is not "next"
+
+    work = await claim_one(store, "a", lease=20)
+    assert await store.next_due_at(T0) == at(20)
+    await store.commit_episode(
+        "host-a",
+        work,
+        outcome(work, activities=[task("a", "a:1", 0)], messages=[timer("a", "a:1", 1, at(30))]),
+    )
+    assert await store.next_due_at(T0) == at(30)
+
+    await store.claim_activities("host-a", T0, at(10), 10)
+    assert await store.next_due_at(T0) == at(10)
+    assert await store.next_due_at(at(10)) == at(30)
+    assert await store.next_due_at(at(30)) is None
+
+
+async def test_wait_for_work_wakes_on_send_from_another_task(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await drain(store)
+    waiter = asyncio.create_task(store.wait_for_work(None))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiter.done()
+
+    await store.send_message(Message(instance_id="a", event=raised("wake")))
+    await asyncio.wait_for(waiter, 1)
+
+
+@pytest.mark.parametrize(
+    "trigger", ["create", "notify", "commit", "commit-enqueues", "abandon", "complete"]
+)
+async def test_wait_for_work_wakes_on_enqueue(store: Store, trigger: str) -> None:
+    await store.create_instance(start("a"))
+    work = await claim_one(store, "a")
+    if trigger == "commit":
+        # A message that arrives mid-episode must be picked up once the lock is released.
+        await store.send_message(Message(instance_id="a", event=raised("mid")))
+    elif trigger == "complete":
+        await store.commit_episode("host-a", work, outcome(work, activities=[task("a", "a:1", 0)]))
+        [activity] = await store.claim_activities("host-a", T0, at(60), 10)
+    await drain(store)
+    waiter = asyncio.create_task(store.wait_for_work(None))
+    await asyncio.sleep(0)
+
+    if trigger == "create":
+        await store.create_instance(start("b"))
+    elif trigger == "notify":
+        store.notify()
+    elif trigger == "commit":
+        await store.commit_episode("host-a", work, outcome(work))
+    elif trigger == "abandon":  # its messages are claimable again
+        await store.abandon_episode("host-a", work)
+    elif trigger == "commit-enqueues":
+        await store.commit_episode("host-a", work, outcome(work, activities=[task("a", "a:1", 0)]))
+    else:
+        result = event(EventType.TASK_COMPLETED, task_scheduled_id=0)
+        message = Message(instance_id="a", execution_id="a:1", event=result)
+        assert await store.complete_activity(activity, message)
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_wait_for_work_returns_at_until(store: Store) -> None:
+    await drain(store)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(store.wait_for_work(utcnow() + timedelta(seconds=0.15)), 2)
+    assert 0.1 <= loop.time() - began < 1.0
+
+    store.notify()  # a pending notification is consumed at once
+    began = loop.time()
+    await asyncio.wait_for(store.wait_for_work(utcnow() + timedelta(seconds=30)), 1)
+    assert loop.time() - began < 0.5
+
+
+# --- queries and purges ----------------------------------------------------------------------
+
+
+async def populate(store: Store, count: int = 25) -> list[str]:
+    """q-00..q-NN created a minute apart; every 5th Completed, the others Running, names
+    alternating Even/Odd. Returns the ids newest first."""
+    for i in range(count):
+        name = "Even" if i % 2 == 0 else "Odd"
+        await store.create_instance(start(f"q-{i:02}", name=name, created_at=T0 + i * MINUTE))
+    works = await claim(store, limit=count)
+    assert len(works) == count
+    for work in works:
+        index = int(work.instance.instance_id[2:])
+        status = Status.COMPLETED if index % 5 == 0 else Status.RUNNING
+        await store.commit_episode("host-a", work, outcome(work, status))
+    return [f"q-{i:02}" for i in reversed(range(count))]
+
+
+MINUTE = timedelta(minutes=1)
+
+
+async def all_pages(store: Store, query: InstanceQuery) -> list[list[str]]:
+    pages: list[list[str]] = []
+    while True:
+        page = await store.query_instances(query)
+        pages.append([i.instance_id for i in page.instances])
+        if page.continuation is None:
+            return pages
+        assert len(pages) < 100, "continuation never ends"
+        query = replace(query, continuation=page.continuation)
+
+
+async def test_query_pages_through_everything_once(store: Store) -> None:
+    expected = await populate(store)
+
+    pages = await all_pages(store, InstanceQuery(top=10))
+    assert [len(p) for p in pages[:2]] == [10, 10]
+    assert [i for page in pages for i in page] == expected
+    for top in (1, 5, 7, 25, 1000):
+        pages = await all_pages(store, InstanceQuery(top=top))
+        assert [i for page in pages for i in page] == expected, top
+
+
+async def test_query_breaks_created_at_ties_by_instance_id(store: Store) -> None:
+    ids = ["tie-c", "tie-a", "tie-e", "tie-b", "tie-d"]
+    for instance_id in ids:
+        await store.create_instance(start(instance_id, created_at=T0))
+    await store.create_instance(start("newer", created_at=at(1)))
+
+    pages = await all_pages(store, InstanceQuery(top=2))
+    assert [i for page in pages for i in page] == ["newer", *sorted(ids)]
+
+
+async def test_query_filters(store: Store) -> None:
+    expected = await populate(store)
+
+    async def ids(**filters: Any) -> list[str]:
+        pages = await all_pages(store, InstanceQuery(top=3, **filters))
+        return [i for page in pages for i in page]
+
+    window = await ids(created_from=T0 + 5 * MINUTE, created_to=T0 + 9 * MINUTE)
+    assert window == ["q-09", "q-08", "q-07", "q-06", "q-05"]
+    assert await ids(statuses=[Status.COMPLETED]) == ["q-20", "q-15", "q-10", "q-05", "q-00"]
+    assert await ids(statuses=[Status.COMPLETED, Status.RUNNING]) == expected
+    assert await ids(statuses=[Status.FAILED]) == []
+    assert await ids(name="Odd") == [i for i in expected if int(i[2:]) % 2 == 1]
+    assert await ids(name="Odd", statuses=[Status.COMPLETED]) == ["q-15", "q-05"]
+    assert await ids(instance_id_prefix="q-1") == [f"q-{i}" for i in range(19, 9, -1)]
+    assert await ids(instance_id_prefix="q-24") == ["q-24"]
+    assert await ids(instance_id_prefix="zzz") == []
+
+
+async def test_query_prefix_treats_wildcards_literally(store: Store) -> None:
+    for i, instance_id in enumerate(["x%", "x%1", "x_1", "xa1", "x\\1", "y"]):
+        await store.create_instance(start(instance_id, created_at=at(i)))
+
+    async def ids(prefix: str) -> set[str]:
+        page = await store.query_instances(InstanceQuery(instance_id_prefix=prefix))
+        return {i.instance_id for i in page.instances}
+
+    assert await ids("x%") == {"x%", "x%1"}
+    assert await ids("x_") == {"x_1"}
+    assert await ids("x\\") == {"x\\1"}
+    assert await ids("x") == {"x%", "x%1", "x_1", "xa1", "x\\1"}
+
+
+async def test_query_top_is_clamped(store: Store) -> None:
+    await populate(store, 3)
+    page = await store.query_instances(InstanceQuery(top=0))
+    assert len(page.instances) == 1
+    assert page.continuation is not None
+
+
+@pytest.mark.parametrize("token", ["not a token", "bm9wZQ==", "W10=", "!!!"])
+async def test_query_rejects_malformed_continuation(store: Store, token: str) -> None:
+    await populate(store, 2)
+    with pytest.raises(StoreError, match="invalid continuation token"):
+        await store.query_instances(InstanceQuery(continuation=token))
+
+
+async def test_purge_instance_removes_everything(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await episode(
+        store, "a", activities=[task("a", "a:1", 0)], messages=[timer("a", "a:1", 1, at(100))]
+    )
+    await store.send_message(Message(instance_id="a", event=raised("e1")))
+    await store.create_instance(start("b"))
+
+    assert await store.purge_instance("a") == 1
+    assert await store.purge_instance("a") == 0
+    assert await store.purge_instance("missing") == 0
+    assert await store.get_instance("a") is None
+    assert await store.get_history("a") == []
+    assert await store.claim_activities("host-a", at(1000), at(1060), 10) == []
+    assert list(await claim_by_id(store, now=at(1000))) == ["b"]
+
+    again = start("a", "a:2")
+    assert await store.create_instance(again) is True
+    work = await claim_one(store, "a", now=at(1000))
+    assert [m.event for m in work.messages] == [again.started_event()]
+    assert work.history == []
+
+
+async def test_purge_instances_by_filter(store: Store) -> None:
+    expected = await populate(store)
+
+    assert await store.purge_instances(InstanceQuery(statuses=[Status.COMPLETED], top=1)) == 5
+    remaining = [i for i in expected if int(i[2:]) % 5 != 0]
+    pages = await all_pages(store, InstanceQuery())
+    assert [i for page in pages for i in page] == remaining
+
+    assert await store.purge_instances(InstanceQuery(name="Odd", instance_id_prefix="q-1")) == 4
+    assert await store.get_instance("q-11") is None
+    assert await store.get_history("q-11") == []
+    assert await store.get_instance("q-12") is not None
+
+    assert await store.purge_instances(InstanceQuery()) == len(remaining) - 4
+    assert (await store.query_instances(InstanceQuery())).instances == []
+    assert await store.purge_instances(InstanceQuery()) == 0
+
+
+async def test_close_is_idempotent(store: Store) -> None:
+    await store.close()
+    await store.close()
