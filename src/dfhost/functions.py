@@ -1,0 +1,747 @@
+"""Loading a user's function app: settings, function discovery and bindings.
+
+`load_app(path)` turns an Azure Functions Python app folder, v1 model (`<folder>/function.json`)
+or v2 model (decorators in `function_app.py`), into a `FunctionApp`: the functions with their
+bindings and the callables to invoke, plus the host settings. Every broken function becomes one
+`LoadError` line (what is wrong, how to fix it) and the others still load; only a missing app
+folder raises.
+
+Module names are the Azure Python worker's: `__app__.<folder>` for v1 functions, the file stem
+(`function_app`) for v2. The SDK's custom-object envelope persists `__module__` and resolves it
+through `sys.modules`, so the names must be stable across restarts and match what real Azure
+wrote. Loading another app in the same process (tests do) therefore purges the previous app's
+modules from `sys.modules` rather than inventing unique names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, cast
+
+from azure.functions import FunctionRegister
+
+__all__ = [
+    "AppLoadError",
+    "AppNotFoundError",
+    "AppSettings",
+    "Binding",
+    "Function",
+    "FunctionApp",
+    "FunctionKind",
+    "LoadError",
+    "expand_app_settings",
+    "load_app",
+]
+
+FunctionKind = Literal["orchestrator", "activity", "entity", "http", "timer", "other"]
+
+_KIND_BY_TRIGGER: dict[str, FunctionKind] = {
+    "orchestrationTrigger": "orchestrator",
+    "activityTrigger": "activity",
+    "entityTrigger": "entity",
+    "httpTrigger": "http",
+    "timerTrigger": "timer",
+}
+# The host matches binding types case-insensitively; `orchestrationClient` is the legacy name of
+# `durableClient` (5 of the 9 official v1 samples use it).
+_CANONICAL_TYPES = {t.lower(): t for t in (*_KIND_BY_TRIGGER, "durableClient", "http")}
+_CANONICAL_TYPES["orchestrationclient"] = "durableClient"
+_DIRECTIONS = {0: "in", 1: "out", 2: "inout"}  # azure.functions BindingDirection values
+_HUB_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,44}$")
+_ENV_OVERRIDE_PREFIX = "azurefunctionsjobhost__"  # AzureFunctionsJobHost__a__b overrides a.b
+_APP_PACKAGE = "__app__"
+
+
+def _default_concurrency() -> int:
+    return 10 * (os.cpu_count() or 1)  # the extension's default outside the Consumption plan
+
+
+class AppLoadError(Exception):
+    """The app cannot be loaded at all (as opposed to a `LoadError` about one part of it)."""
+
+
+class AppNotFoundError(AppLoadError, FileNotFoundError):
+    """The app folder does not exist or is not a folder."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    type: str  # canonical spelling for the types dfhost knows, else as written
+    name: str
+    direction: str  # "in" | "out" | "inout"
+    # Every other key, camelCase as in function.json; read-only. Mappings are unhashable.
+    settings: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    name: str
+    kind: FunctionKind
+    trigger: Binding
+    bindings: tuple[Binding, ...]
+    handler: Callable[..., Any]
+    source: str
+    aliases: tuple[str, ...] = ()
+    # Computed once: engines ask per invocation and inspect.signature is not free.
+    _params: frozenset[str] = field(init=False, repr=False, compare=False, hash=False)
+    _async: bool = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_params", _parameter_names(self.handler))
+        object.__setattr__(self, "_async", _is_async(self.handler))
+
+    @property
+    def is_async(self) -> bool:
+        """Whether calling the handler returns an awaitable (still check the result)."""
+        return self._async
+
+    def parameter_names(self) -> frozenset[str]:
+        """Named parameters of the handler (not *args/**kwargs), following `__wrapped__`."""
+        return self._params
+
+
+@dataclass(frozen=True, slots=True)
+class LoadError:
+    source: str  # file or folder
+    message: str  # one line: what is wrong and how to fix it
+
+
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    hub_name: str = "TestHubName"
+    route_prefix: str = "api"
+    max_concurrent_activities: int = field(default_factory=_default_concurrency)
+    max_concurrent_orchestrators: int = field(default_factory=_default_concurrency)
+    default_version: str | None = None
+    local_http_port: int | None = None
+    host_json: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass
+class FunctionApp:
+    root: Path
+    functions: dict[str, Function]
+    settings: AppSettings
+    errors: list[LoadError]
+
+    def orchestrator(self, name: str) -> Function | None:
+        return self._lookup("orchestrator", name, fold=False)
+
+    def activity(self, name: str) -> Function | None:
+        return self._lookup("activity", name, fold=False)
+
+    def entity(self, name: str) -> Function | None:
+        # Case-insensitive: the extension lower-cases entity names in instance ids (@name@key).
+        return self._lookup("entity", name, fold=True)
+
+    def of_kind(self, kind: FunctionKind) -> list[Function]:
+        return [f for f in self.functions.values() if f.kind == kind]
+
+    def _lookup(self, kind: FunctionKind, name: str, *, fold: bool) -> Function | None:
+        # Names before aliases. load_app resolved alias clashes, so the first match is the only
+        # one; a scan is fine for apps of tens of functions and survives edits to `functions`.
+        found = self.functions.get(name)
+        if found is not None and found.kind == kind:
+            return found
+        key = name.lower() if fold else name
+        for f in self.functions.values():
+            names = (f.name, *f.aliases)
+            if f.kind == kind and key in ([n.lower() for n in names] if fold else names):
+                return f
+        return None
+
+
+class _Errors(list[LoadError]):
+    def add(self, source: str | Path, message: str) -> None:
+        self.append(LoadError(str(source), message))
+
+
+def load_app(app_dir: str | Path) -> FunctionApp:
+    """Load the app in `app_dir`. Problems land in `.errors`; only a missing folder raises."""
+    root = Path(app_dir).expanduser()
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise AppNotFoundError(f"function app folder {str(root)!r} {what}")
+    root = root.resolve()
+    errors = _Errors()
+    # local.settings.json first: its Values feed %Setting% references and host.json overrides.
+    port = _apply_local_settings(root, errors)
+    settings = _app_settings(_read_host_json(root, errors), port, root, errors)
+    _reset_import_state(root)
+
+    script_name = os.environ.get("PYTHON_SCRIPT_FILE_NAME") or "function_app.py"
+    v1_dirs = sorted(p.parent for p in root.glob("*/function.json") if p.is_file())
+    if (root / script_name).is_file():
+        loaded = _load_v2(root / script_name, errors)
+        if v1_dirs:
+            names = ", ".join(d.name for d in v1_dirs)
+            errors.add(
+                root,
+                f"{script_name} makes this a v2 app, so Azure ignores the "
+                f"function.json folders ({names}); so does dfhost",
+            )
+    else:
+        loaded = [f for d in v1_dirs if (f := _guard(d, errors, _load_v1, d, errors))]
+        if not v1_dirs:
+            errors.add(
+                root,
+                f"no functions: expected {script_name} (v2 model) or sub-folders "
+                "with a function.json (v1 model)",
+            )
+
+    functions: dict[str, Function] = {}
+    for f in loaded:
+        if _is_disabled_by_env(f.name):
+            continue
+        if f.name in functions:
+            errors.add(f.source, f"function name {f.name!r} is used twice; the first one wins")
+        else:
+            functions[f.name] = f
+    return FunctionApp(root, _resolve_aliases(functions, errors), settings, list(errors))
+
+
+def expand_app_settings(value: str, env: Mapping[str, str] | None = None) -> str:
+    """Replace `%Name%` with the app setting (environment variable) Name, as the host does.
+
+    Raises KeyError(name) for the first setting that is not defined.
+    """
+    source = os.environ if env is None else env
+    return re.sub(r"%([^%\s]+)%", lambda m: source[m.group(1)], value)
+
+
+# --------------------------------------------------------------------------------------------
+# Settings: local.settings.json and host.json
+
+
+def _apply_local_settings(root: Path, errors: _Errors) -> int | None:
+    """Copy `Values` into os.environ (variables already set win); return Host.LocalHttpPort."""
+    path = root / "local.settings.json"
+    data = _read_json_object(path, errors) if path.is_file() else None
+    if data is None:
+        return None
+    values = _get_ci(data, "Values") or {}
+    if _truthy(_get_ci(data, "IsEncrypted")):
+        errors.add(
+            path,
+            "IsEncrypted is true, and dfhost cannot decrypt values (they use the "
+            "machine key); run `func settings decrypt` or set them in the "
+            "environment",
+        )
+    elif not isinstance(values, dict):
+        errors.add(path, '"Values" must be an object of "NAME": "value" pairs')
+    else:
+        for key, value in values.items():
+            if key in os.environ or value is None:
+                continue
+            try:
+                # Environment values are text; JSON numbers/booleans keep their JSON spelling.
+                os.environ[key] = value if isinstance(value, str) else json.dumps(value)
+            except ValueError as e:  # e.g. "=" in the name
+                errors.add(path, f"Values: cannot set {key!r}: {_describe(e)}")
+    port = _get_ci(_get_ci(data, "Host"), "LocalHttpPort")
+    if port is None:
+        return None
+    if (number := _positive_int(port)) is None or number > 65535:
+        errors.add(path, f"Host.LocalHttpPort {port!r} is not a port number (1-65535)")
+        return None
+    return number
+
+
+def _read_host_json(root: Path, errors: _Errors) -> dict[str, Any]:
+    path = root / "host.json"
+    data = (_read_json_object(path, errors) if path.is_file() else None) or {}
+    if data and _get_ci(data, "version") != "2.0":
+        errors.add(path, 'needs "version": "2.0" (the Functions 2.x+ schema dfhost reads)')
+    for key, value in os.environ.items():
+        if key.lower().startswith(_ENV_OVERRIDE_PREFIX):
+            _set_path(data, key[len(_ENV_OVERRIDE_PREFIX) :].split("__"), value)
+    return data
+
+
+def _app_settings(
+    host: dict[str, Any], port: int | None, root: Path, errors: _Errors
+) -> AppSettings:
+    src = root / "host.json"
+    extensions = _get_ci(host, "extensions")
+    durable = _get_ci(extensions, "durableTask") or {}
+    prefix = _get_ci(_get_ci(extensions, "http"), "routePrefix")
+    version = _get_ci(durable, "defaultVersion")
+
+    def limit(key: str) -> int:
+        raw = _get_ci(durable, key)
+        if raw is not None and (value := _positive_int(raw)) is not None:
+            return value
+        if raw is not None:
+            errors.add(src, f"extensions.durableTask.{key} {raw!r} is not a positive integer")
+        return _default_concurrency()
+
+    return AppSettings(
+        hub_name=_hub_name(_get_ci(durable, "hubName"), src, errors),
+        route_prefix=str(prefix).strip("/") if prefix is not None else "api",
+        max_concurrent_activities=limit("maxConcurrentActivityFunctions"),
+        max_concurrent_orchestrators=limit("maxConcurrentOrchestratorFunctions"),
+        default_version=str(version) if version not in (None, "") else None,
+        local_http_port=port,
+        host_json=MappingProxyType(host),
+    )
+
+
+def _hub_name(raw: Any, src: Path, errors: _Errors) -> str:
+    if raw is None:
+        # Not chosen by the user: derive it quietly from the site name, as the extension does.
+        site = os.environ.get("WEBSITE_SITE_NAME")
+        return _sanitize_hub_name(site) if site else "TestHubName"
+    try:
+        name = expand_app_settings(str(raw))
+    except KeyError as e:
+        errors.add(
+            src,
+            f"hubName {raw!r} uses app setting {e.args[0]!r}, which is not set; "
+            "add it to local.settings.json Values (using TestHubName)",
+        )
+        return "TestHubName"
+    if _HUB_NAME_RE.match(name):
+        return name
+    fixed = _sanitize_hub_name(name)
+    errors.add(
+        src,
+        f"hubName {name!r} is invalid: use 3-45 letters or digits, starting with a "
+        f"letter (using {fixed!r})",
+    )
+    return fixed
+
+
+def _sanitize_hub_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9]", "", name)
+    if not cleaned:
+        return "TestHubName"
+    if not cleaned[0].isalpha():
+        cleaned = "Hub" + cleaned
+    return (cleaned + "Hub" if len(cleaned) < 3 else cleaned)[:45]
+
+
+# --------------------------------------------------------------------------------------------
+# v1 model: <folder>/function.json
+
+
+def _load_v1(folder: Path, errors: _Errors) -> Function | None:
+    name, src = folder.name, folder / "function.json"
+    meta = _read_json_object(src, errors)
+    if meta is None or _truthy(meta.get("disabled")) or _is_disabled_by_env(name):
+        return None
+    raw_bindings = meta.get("bindings")
+    if not isinstance(raw_bindings, list) or not raw_bindings:
+        errors.add(src, f'function {name!r} has no "bindings"; add at least its trigger')
+        return None
+    bindings: list[Binding] = []
+    for i, raw in enumerate(raw_bindings, 1):
+        if not (
+            isinstance(raw, dict)
+            and isinstance(raw.get("type"), str)
+            and isinstance(raw.get("name"), str)
+        ):
+            errors.add(src, f'function {name!r}: binding #{i} needs a string "type" and "name"')
+            return None
+        settings = {k: v for k, v in raw.items() if k not in ("type", "name", "direction")}
+        if raw["type"].lower() == "httptrigger":
+            # The host's defaults, so v1 looks like v2 (where the SDK fills them in).
+            settings = {"authLevel": "function", "route": name, **settings}
+        bindings.append(_binding(raw["type"], raw["name"], raw.get("direction"), settings))
+    triggers = [b for b in bindings if b.type.lower().endswith("trigger")]
+    if len(triggers) != 1:
+        found = f"{len(triggers)} triggers" if triggers else "no trigger"
+        errors.add(src, f"function {name!r} has {found}; a function needs exactly one")
+        return None
+    trigger = triggers[0]
+    kind = _KIND_BY_TRIGGER.get(trigger.type, "other")
+    if kind == "other":
+        # Listed but not imported: dfhost never invokes it, and its module may need packages
+        # or connections that only that trigger uses.
+        errors.append(_unsupported(src, name, trigger.type))
+        return Function(name, kind, trigger, tuple(bindings), _not_runnable(trigger.type), str(src))
+    script = (folder / str(meta.get("scriptFile") or "__init__.py")).resolve()
+    entry_point = str(meta.get("entryPoint") or "main")
+    handler = _import_entry_point(name, folder.parent, script, entry_point, errors)
+    if handler is None:
+        return None
+    return _make_function(name, kind, trigger, bindings, handler, str(script), errors, v2=False)
+
+
+def _import_entry_point(
+    name: str, root: Path, script: Path, entry_point: str, errors: _Errors
+) -> Callable[..., Any] | None:
+    if not script.is_file() or script.suffix != ".py" or not script.is_relative_to(root):
+        errors.add(script, f'function {name!r}: "scriptFile" must be a .py file in the app folder')
+        return None
+    # The worker's module name: __app__.<folder>, plus .<stem> unless the script is __init__.py.
+    parts = [_APP_PACKAGE, *script.relative_to(root).parent.parts]
+    if script.stem != "__init__":
+        parts.append(script.stem)
+    try:
+        module = importlib.import_module(".".join(parts))
+    except (Exception, SystemExit) as e:
+        errors.append(_import_failed(script, f"function {name!r}", e))
+        return None
+    handler = getattr(module, entry_point, None)
+    if handler is None:
+        message = f'no entry point {entry_point!r}; define it or set "entryPoint" in function.json'
+        errors.add(script, f"function {name!r}: {message}")
+        return None
+    if not callable(handler):
+        errors.add(script, f"function {name!r}: entry point {entry_point!r} is not callable")
+        return None
+    return cast(Callable[..., Any], handler)
+
+
+# --------------------------------------------------------------------------------------------
+# v2 model: decorators in function_app.py
+
+
+def _load_v2(script: Path, errors: _Errors) -> list[Function]:
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    if spec is None or spec.loader is None:
+        errors.add(script, "cannot be imported as a Python module")
+        return []
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[script.stem] = module  # before exec, as a normal import does
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as e:
+        del sys.modules[script.stem]
+        errors.append(_import_failed(script, script.name, e))
+        return []
+    apps = {id(v): v for v in vars(module).values() if isinstance(v, FunctionRegister)}
+    if not apps:
+        errors.add(
+            script,
+            "defines no module-level app: add `app = df.DFApp()` (or "
+            "func.FunctionApp()) and decorate the functions with it",
+        )
+    elif len(apps) > 1:
+        errors.add(
+            script, f"defines {len(apps)} apps but Azure accepts one: use blueprints instead"
+        )
+    result: list[Function] = []
+    for app in apps.values():
+        try:
+            # Also validates: unique names, one trigger each; fills HTTP route/authLevel defaults.
+            # Call it once per app object: a second call reports every name as a duplicate.
+            sdk_functions = app.get_functions()
+        except Exception as e:
+            errors.add(
+                script, f"indexing failed, so no function loads (as in Azure): {_describe(e)}"
+            )
+            continue
+        for sdk_fn in sdk_functions:
+            if fn := _guard(script, errors, _from_v2, sdk_fn, script, errors):
+                result.append(fn)
+    return result
+
+
+def _from_v2(sdk_fn: Any, script: Path, errors: _Errors) -> Function | None:
+    name = str(sdk_fn.get_function_name())
+    handler = sdk_fn.get_user_function()
+    src = _source_file(handler) or str(script)  # blueprints live in other files
+    sdk_trigger, sdk_bindings = sdk_fn.get_trigger(), list(sdk_fn.get_bindings())
+    bindings = [_v2_binding(b) for b in sdk_bindings]
+    trigger = bindings[next(i for i, b in enumerate(sdk_bindings) if b is sdk_trigger)]
+    kind = _KIND_BY_TRIGGER.get(trigger.type, "other")
+    if kind == "other":
+        errors.append(_unsupported(src, name, trigger.type))
+    return _make_function(name, kind, trigger, bindings, handler, src, errors, v2=True)
+
+
+def _v2_binding(b: Any) -> Binding:
+    settings = {
+        k: _plain(v) for k, v in b.get_dict_repr().items() if k not in ("type", "name", "direction")
+    }
+    return _binding(str(b.type), str(b.name), _DIRECTIONS.get(int(b.direction), "in"), settings)
+
+
+def _plain(value: Any) -> Any:
+    """SDK enums -> the strings function.json would hold ("anonymous", "POST", "string")."""
+    if isinstance(value, Enum):
+        return value.value if isinstance(value.value, str) else value.name.lower()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Shared by both models
+
+
+def _binding(type_: str, name: str, direction: Any, settings: dict[str, Any]) -> Binding:
+    direction_text = str(direction).lower() if direction is not None else "in"
+    canonical = _CANONICAL_TYPES.get(type_.lower(), type_)
+    return Binding(canonical, name, direction_text, MappingProxyType(settings))
+
+
+def _make_function(
+    name: str,
+    kind: FunctionKind,
+    trigger: Binding,
+    bindings: list[Binding],
+    handler: Callable[..., Any],
+    src: str,
+    errors: _Errors,
+    *,
+    v2: bool,
+) -> Function | None:
+    # Aliases: the names the extension registers (the binding's orchestration/activity/
+    # entityName) and, for v2, the def name that call_activity(fn)/call_sub_orchestrator(fn)
+    # send whatever activity= or @app.function_name say (sdk-protocol.md §7.2).
+    setting = {"orchestrator": "orchestration", "activity": "activity", "entity": "entityName"}
+    aliases = [str(trigger.settings.get(setting.get(kind, ""), "") or "")]
+    if kind in ("orchestrator", "entity"):
+        attr = "orchestrator_function" if kind == "orchestrator" else "entity_function"
+        sdk_class = "Orchestrator" if kind == "orchestrator" else "Entity"
+        user_fn = getattr(handler, attr, None)
+        if user_fn is None:
+            errors.add(
+                src,
+                f"{kind} {name!r}: entry point must be created with "
+                f"df.{sdk_class}.create(...), e.g. main = df.{sdk_class}.create(fn)",
+            )
+            return None
+        if v2 and kind == "orchestrator":
+            aliases.append(getattr(user_fn, "__name__", ""))
+    else:
+        if v2 and kind == "activity":
+            aliases.append(getattr(handler, "__name__", ""))
+        if problem := _parameter_mismatch(handler, bindings):
+            errors.add(src, f"function {name!r}: {problem}")
+            return None
+    if kind == "timer" and not trigger.settings.get("schedule"):
+        errors.add(src, f'timer {name!r} has no "schedule" (an NCRONTAB expression)')
+        return None
+    unique = tuple(dict.fromkeys(a for a in aliases if a and a != name))
+    return Function(name, kind, trigger, tuple(bindings), handler, src, unique)
+
+
+def _parameter_mismatch(handler: Callable[..., Any], bindings: Iterable[Binding]) -> str | None:
+    """The Azure worker refuses a function whose parameters and binding names differ, because
+    it passes every binding as a keyword argument. (`context` is the optional func.Context.)"""
+    try:
+        params = set(inspect.signature(handler).parameters)
+    except (TypeError, ValueError):
+        return None
+    bound = {b.name for b in bindings} - {"$return"}
+    extra, missing = sorted(params - bound - {"context"}), sorted(bound - params)
+    if not (extra or missing):
+        return None
+    return (
+        f"the parameters {extra} have no binding and the bindings {missing} no parameter; "
+        "binding names and parameter names must match"
+    )
+
+
+def _resolve_aliases(functions: dict[str, Function], errors: _Errors) -> dict[str, Function]:
+    """Give every (kind, name) one owner: function names first, then aliases in load order."""
+    owners: dict[tuple[str, str], str] = {}
+
+    def key(f: Function, n: str) -> tuple[str, str]:
+        return (f.kind, n.lower() if f.kind == "entity" else n)
+
+    for f in functions.values():
+        if (owner := owners.setdefault(key(f, f.name), f.name)) != f.name:
+            errors.add(f.source, f"entity names {owner!r} and {f.name!r} differ only in case")
+    result = dict(functions)
+    for f in functions.values():
+        kept = []
+        for alias in f.aliases:
+            if (owner := owners.setdefault(key(f, alias), f.name)) == f.name:
+                kept.append(alias)
+            else:
+                clash = f"{f.kind} {f.name!r} also answers to {alias!r}, as {owner!r} does"
+                errors.add(f.source, f"{clash}; {owner!r} wins, rename one")
+        if tuple(kept) != f.aliases:
+            result[f.name] = replace(f, aliases=tuple(kept))
+    return result
+
+
+def _guard(
+    src: str | Path, errors: _Errors, load: Callable[..., Function | None], *args: Any
+) -> Function | None:
+    """Run one function's loader; whatever it raises becomes that function's LoadError."""
+    try:
+        return load(*args)
+    except Exception as e:  # a very odd app, or a dfhost bug: report it and load the rest
+        errors.add(src, f"could not be loaded: {_describe(e)}")
+        return None
+
+
+def _unsupported(src: str | Path, name: str, trigger_type: str) -> LoadError:
+    runs = ", ".join(_KIND_BY_TRIGGER)
+    message = f"function {name!r}: dfhost runs only {runs}, not {trigger_type}; listed, never run"
+    return LoadError(str(src), message)
+
+
+def _not_runnable(trigger_type: str) -> Callable[..., Any]:
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"dfhost does not run {trigger_type} functions")
+
+    return handler
+
+
+def _import_failed(src: Path, what: str, e: BaseException) -> LoadError:
+    hint = "; install it (requirements.txt) or fix the import" if isinstance(e, ImportError) else ""
+    return LoadError(str(src), f"{what}: import failed with {_describe(e)}{hint}")
+
+
+def _describe(e: BaseException) -> str:
+    text = " ".join(str(e).split())  # one line, whatever the exception put in its message
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _source_file(handler: Callable[..., Any]) -> str | None:
+    user = handler
+    for attr in ("orchestrator_function", "entity_function", "client_function"):
+        user = getattr(handler, attr, None) or user
+    try:
+        return inspect.getsourcefile(user)
+    except TypeError:
+        return None
+
+
+def _parameter_names(handler: Callable[..., Any]) -> frozenset[str]:
+    try:
+        params = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return frozenset(p.name for p in params if p.kind not in variadic)
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    try:
+        inner = inspect.unwrap(handler)  # a functools.wraps wrapper may return the coroutine
+    except ValueError:
+        inner = handler
+    call = type(handler).__call__  # objects with `async def __call__`
+    return any(inspect.iscoroutinefunction(f) for f in (handler, inner, call))
+
+
+def _is_disabled_by_env(name: str) -> bool:
+    # App setting AzureWebJobs.<name>.Disabled; Azure app setting names are case-insensitive.
+    wanted = f"azurewebjobs.{name}.disabled".lower()
+    return any(k.lower() == wanted and _truthy(v) for k, v in os.environ.items())
+
+
+# --------------------------------------------------------------------------------------------
+# Import state
+
+_previous_roots: list[Path] = []
+_baseline_modules: set[str] = set()  # what was imported before the first app
+
+
+def _reset_import_state(root: Path) -> None:
+    """Forget the previous app's modules and put `root` first on sys.path."""
+    if not _baseline_modules:
+        _baseline_modules.update(sys.modules)
+    roots = [*_previous_roots, root]
+    for mod_name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or ""
+        # Only modules the app brought in: never the baseline, nor installed packages (an app
+        # folder may hold its own virtualenv).
+        from_app = (
+            mod_name not in _baseline_modules
+            and not {"site-packages", "dist-packages"} & set(Path(file).parts)
+            and any(Path(file).is_relative_to(r) for r in roots)
+        )
+        if from_app or mod_name == _APP_PACKAGE or mod_name.startswith(_APP_PACKAGE + "."):
+            del sys.modules[mod_name]
+    for old in _previous_roots:
+        while str(old) in sys.path:
+            sys.path.remove(str(old))
+    _previous_roots[:] = [root]
+    sys.path.insert(0, str(root))  # the seed app does `from display_time import display_time`
+    importlib.invalidate_caches()
+    # The package v1 functions are imported under, so `from ..shared_code import x` works. It has
+    # no __init__.py: its search path is the app root, and folder names may contain hyphens.
+    spec = importlib.machinery.ModuleSpec(_APP_PACKAGE, None, is_package=True)
+    spec.submodule_search_locations = [str(root)]
+    sys.modules[_APP_PACKAGE] = importlib.util.module_from_spec(spec)
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _read_json_object(path: Path, errors: _Errors) -> dict[str, Any] | None:
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # Windows editors add a BOM
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as first:
+            try:
+                data = json.loads(_strip_json_extras(text))  # the .NET host accepts these
+            except json.JSONDecodeError:
+                raise first from None
+    except json.JSONDecodeError as e:
+        errors.add(path, f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}")
+        return None
+    except (OSError, UnicodeError) as e:
+        errors.add(path, f"cannot be read: {_describe(e)}")
+        return None
+    if not isinstance(data, dict):
+        errors.add(path, "must hold a JSON object ({...})")
+        return None
+    return data
+
+
+_JSON_EXTRAS = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/|,(?=\s*[}\]])', re.S)
+
+
+def _strip_json_extras(text: str) -> str:
+    """Drop // and /* */ comments and trailing commas, leaving strings alone."""
+    return _JSON_EXTRAS.sub(lambda m: m.group(1) or "", text)
+
+
+def _get_ci(mapping: Any, key: str) -> Any:
+    """mapping[key] with the key matched case-insensitively, as .NET configuration does."""
+    if not isinstance(mapping, dict):
+        return None
+    if key in mapping:
+        return mapping[key]
+    return next((v for k, v in mapping.items() if str(k).lower() == key.lower()), None)
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: str) -> None:
+    node = data
+    for part in path[:-1]:
+        existing = next((k for k in node if k.lower() == part.lower()), part)
+        if not isinstance(node.get(existing), dict):
+            node[existing] = {}
+        node = node[existing]
+    node[next((k for k in node if k.lower() == path[-1].lower()), path[-1])] = value
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    return value is True or value == 1
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if number > 0 else None

@@ -1,0 +1,6 @@
+# dfhost does not run queue triggers, so it must not even import this module.
+raise AssertionError("dfhost imported a function whose trigger it does not run")
+
+
+def main(msg) -> None:
+    pass
