@@ -1,0 +1,575 @@
+"""One orchestration episode: replay the history through the SDK and say what happens next.
+
+`run_episode` builds the SDK's context from the stored history plus the episode's new events,
+runs the user's generator through the SDK's own `TaskOrchestrationExecutor` in-process, and
+returns what the episode produced: new history events, work to schedule, timers to cancel and
+the instance's new status. It is synchronous, touches no storage, and never raises because of
+user code: user errors become a Failed result.
+
+Task ids: the SDK numbers tasks with a private counter that never appears in its output, and
+completions must carry those numbers. Instead of re-deriving the SDK's numbering from the
+cumulative action list, we watch the context hand ids out (`_add_to_open_tasks` and
+`_record_fire_and_forget_action`), which gives every id, in order, with the task it belongs to
+- including the timers and re-schedules of `call_*_with_retry`, which never appear as actions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.durable_functions.models.actions.CallActivityAction import CallActivityAction
+from azure.durable_functions.models.actions.CallActivityWithRetryAction import (
+    CallActivityWithRetryAction,
+)
+from azure.durable_functions.models.actions.CallEntityAction import CallEntityAction
+from azure.durable_functions.models.actions.CallHttpAction import CallHttpAction
+from azure.durable_functions.models.actions.CallSubOrchestratorAction import (
+    CallSubOrchestratorAction,
+)
+from azure.durable_functions.models.actions.CallSubOrchestratorWithRetryAction import (
+    CallSubOrchestratorWithRetryAction,
+)
+from azure.durable_functions.models.actions.CreateTimerAction import CreateTimerAction
+from azure.durable_functions.models.actions.NoOpAction import NoOpAction
+from azure.durable_functions.models.actions.SignalEntityAction import SignalEntityAction
+from azure.durable_functions.models.DurableOrchestrationContext import (
+    DurableOrchestrationContext,
+)
+from azure.durable_functions.models.history.HistoryEventType import HistoryEventType
+from azure.durable_functions.models.Task import AtomicTask, RetryAbleTask
+from azure.durable_functions.models.TaskOrchestrationExecutor import (
+    TaskOrchestrationExecutor,
+)
+
+from dfhost.history import EventType, HistoryEvent
+from dfhost.wire import orchestration_context
+
+__all__ = [
+    "ActivityCall",
+    "Completed",
+    "ContinuedAsNew",
+    "EpisodeInput",
+    "EpisodeResult",
+    "Failed",
+    "NonDeterministicOrchestrationError",
+    "Running",
+    "SubOrchestrationCall",
+    "TimerRequest",
+    "is_replaying",
+    "run_episode",
+]
+
+_replaying: ContextVar[Callable[[], bool] | None] = ContextVar("dfhost_replaying", default=None)
+
+
+def is_replaying() -> bool:
+    """Whether the orchestrator code running in this context is replaying old events."""
+    probe = _replaying.get()
+    return probe() if probe is not None else False
+
+
+class NonDeterministicOrchestrationError(Exception):
+    """The orchestrator's actions on replay contradict its recorded history."""
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeInput:
+    """What an episode replays: the stored history and the events that are new this time."""
+
+    instance_id: str
+    execution_id: str
+    name: str
+    input: str | None
+    parent_instance_id: str | None
+    past: Sequence[HistoryEvent]
+    new: Sequence[HistoryEvent]
+    """Starts with this episode's OrchestratorStarted, whose timestamp is the episode's time."""
+
+    @property
+    def now(self) -> datetime:
+        return self.new[0].timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityCall:
+    event_id: int
+    name: str
+    input: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRequest:
+    event_id: int
+    fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SubOrchestrationCall:
+    event_id: int
+    name: str
+    instance_id: str
+    input: str | None
+    version: str | None
+
+
+Work = ActivityCall | TimerRequest | SubOrchestrationCall
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    output: str
+    """JSON text."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    message: str
+    details: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuedAsNew:
+    input: str | None
+    carried_events: list[HistoryEvent]
+    """Raised events no wait consumed; they go to the next generation."""
+
+
+Outcome = Running | Completed | Failed | ContinuedAsNew
+
+
+@dataclass(slots=True)
+class EpisodeResult:
+    outcome: Outcome
+    events: list[HistoryEvent] = field(default_factory=list)
+    """Scheduling events (TaskScheduled, TimerCreated, ...) to append after the new events."""
+    work: list[Work] = field(default_factory=list)
+    cancelled_timer_ids: list[int] = field(default_factory=list)
+    custom_status: str | None = None
+    """JSON text of the latest custom status, None if never set."""
+
+
+# --- the SDK, patched once for speed ---------------------------------------------------------
+
+
+def _install_fast_timestamps() -> None:
+    """Make the SDK parse history timestamps with `datetime.fromisoformat`.
+
+    The SDK parses every event's timestamp with dateutil on every replay, which is ~88% of
+    replay time (performance-notes.md). Our timestamps always have one fixed ISO form, so the
+    fast parser always applies; anything else still goes to dateutil.
+    """
+    import importlib
+
+    # The package re-exports the class under the module's name, so fetch the module itself.
+    sdk_history_event = importlib.import_module(
+        "azure.durable_functions.models.history.HistoryEvent"
+    )
+    slow_parse = sdk_history_event.dt_parse
+    if getattr(slow_parse, "_dfhost_fast", False):
+        return
+
+    def parse(text: str) -> datetime:
+        try:
+            return datetime.fromisoformat(text)
+        except (TypeError, ValueError):
+            return slow_parse(text)  # type: ignore[no-any-return]
+
+    parse._dfhost_fast = True  # type: ignore[attr-defined]
+    sdk_history_event.dt_parse = parse  # type: ignore[attr-defined]
+
+
+_install_fast_timestamps()
+
+
+class _SdkWarnings:
+    """The executor module's `warnings`, minus the warning it gives for every buffered event.
+
+    The SDK warns whenever an event arrives before its wait; for a host that buffers events
+    this is normal operation. A process-wide `warnings.filterwarnings("ignore", ...)` is not
+    enough: filters installed later in front of it (pytest's per-test `error` filter, an
+    embedding app's `catch_warnings`) turn the warning into an exception inside the SDK's
+    event processing, which then fails the orchestration.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(warnings, name)
+
+    @staticmethod
+    def warn(message: Any, *args: Any, **kwargs: Any) -> None:
+        if not str(message).startswith("Potential duplicate Task completion"):
+            warnings.warn(message, *args, **kwargs)
+
+
+_sdk_executor_module = importlib.import_module(TaskOrchestrationExecutor.__module__)
+_sdk_executor_module.warnings = _SdkWarnings()  # type: ignore[attr-defined]
+
+
+class _Executor(TaskOrchestrationExecutor):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered_events: set[int] = set()
+        """`id()`s of the SDK's EventRaised events that reached a wait."""
+
+    def get_orchestrator_state_str(self) -> str:
+        # We read the executor's state directly; serialising every cumulative action each
+        # episode is an O(n) cost the SDK pays only to talk to the .NET extension.
+        return ""
+
+    def set_task_value(self, event: Any, is_success: bool, id_key: str) -> None:
+        # Also called again for an event the SDK deferred, once its wait exists.
+        if event.event_type == HistoryEventType.EVENT_RAISED and self.context.open_tasks.get(
+            event.Name
+        ):
+            self.delivered_events.add(id(event))
+        super().set_task_value(event, is_success, id_key)
+
+
+@dataclass(slots=True)
+class _Assigned:
+    """A task id the SDK handed out, in order."""
+
+    id: int
+    task: Any
+    after_continue_as_new: bool
+    retry_is_final: bool = False
+
+
+class _IdRecorder:
+    """Watches a context hand out task ids (see the module docstring)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.assigned: list[_Assigned] = []
+        self.fire_and_forget: list[tuple[int, Any]] = []
+        add_to_open_tasks = ctx._add_to_open_tasks
+        record_fire_and_forget = ctx._record_fire_and_forget_action
+
+        def add(task: Any) -> None:
+            if isinstance(task, AtomicTask) and not task._is_scheduled and task.id is None:
+                entry = _Assigned(ctx._sequence_number, task, ctx.will_continue_as_new)
+                parent = task.parent
+                if isinstance(parent, RetryAbleTask) and _is_retry_timer(task):
+                    # The SDK waits for one timer more after the last attempt failed
+                    # (DTFx's back-compat dummy timer): that one fires at once.
+                    entry.retry_is_final = (
+                        parent.num_attempts >= parent.retry_options.max_number_of_attempts
+                    )
+                self.assigned.append(entry)
+            add_to_open_tasks(task)
+
+        def fire_and_forget(action: Any) -> None:
+            if not ctx.will_continue_as_new:
+                self.fire_and_forget.append((ctx._sequence_number, action))
+            record_fire_and_forget(action)
+
+        ctx._add_to_open_tasks = add
+        ctx._record_fire_and_forget_action = fire_and_forget
+
+
+def _is_retry_timer(task: Any) -> bool:
+    action = task.action_repr
+    return isinstance(action, NoOpAction) and action.metadata == "-WithRetry timer"
+
+
+# --- the episode ------------------------------------------------------------------------------
+
+_SCHEDULING_TYPES = (
+    EventType.TASK_SCHEDULED,
+    EventType.TIMER_CREATED,
+    EventType.SUB_ORCHESTRATION_CREATED,
+    EventType.EVENT_SENT,
+)
+
+
+def run_episode(
+    orchestrator: Callable[..., Any], episode: EpisodeInput, input_type: type | None = None
+) -> EpisodeResult:
+    """Replay `episode` through the user's generator function `orchestrator`."""
+    try:
+        ctx = DurableOrchestrationContext(
+            **orchestration_context(
+                instance_id=episode.instance_id,
+                past=episode.past,
+                new=episode.new,
+                input_text=episode.input,
+                parent_instance_id=episode.parent_instance_id,
+            )
+        )
+    except Exception as exc:  # the SDK rejects the history shape: a host bug or corrupt rows
+        return EpisodeResult(Failed(f"dfhost could not build the orchestration context: {exc}"))
+    ctx._input_expected_type = input_type
+    recorder = _IdRecorder(ctx)
+    executor = _Executor()
+    token = _replaying.set(lambda: bool(ctx.is_replaying))
+    crash: BaseException | None = None
+    try:
+        executor.execute(ctx, ctx.histories, orchestrator)
+    except Exception as exc:  # a plain (non-generator) orchestrator raised
+        crash = exc
+    finally:
+        _replaying.reset(token)
+    return _Reconciler(episode, ctx, executor, recorder).result(crash)
+
+
+class _Reconciler:
+    """Turns what the SDK did in one episode into an `EpisodeResult`."""
+
+    def __init__(self, episode: EpisodeInput, ctx: Any, executor: Any, recorder: _IdRecorder):
+        self.episode = episode
+        self.ctx = ctx
+        self.executor = executor
+        self.recorder = recorder
+        # New events are only ever inbound (results, timers, raised events): everything
+        # scheduled so far is in the past.
+        self.scheduled = {
+            e.event_id: e for e in episode.past if e.type in _SCHEDULING_TYPES and e.event_id >= 0
+        }
+
+    def result(self, crash: BaseException | None) -> EpisodeResult:
+        try:
+            custom_status = self._custom_status()
+            events, work, cancelled = self._new_work()
+            self._check_nothing_missing()
+        except NonDeterministicOrchestrationError as exc:
+            return EpisodeResult(Failed(f"NonDeterministicOrchestrationError: {exc}"))
+        except _UnsupportedError as exc:
+            return EpisodeResult(Failed(str(exc)))
+        outcome = self._outcome(crash)
+        if not isinstance(outcome, Running):
+            # Nothing an ended execution scheduled may run (e.g. a timer created after
+            # continue_as_new, which the SDK also drops from its actions).
+            work = []
+            cancelled = []
+        return EpisodeResult(outcome, events, work, cancelled, custom_status)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def _custom_status(self) -> str | None:
+        value = self.ctx.custom_status
+        if value is None:
+            return None
+        try:
+            return json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise _UnsupportedError(f"custom status is not JSON-serializable: {exc}") from exc
+
+    def _outcome(self, crash: BaseException | None) -> Outcome:
+        executor, ctx = self.executor, self.ctx
+        error = crash or executor.exception
+        if error is None and ctx.will_continue_as_new:
+            return ContinuedAsNew(self._continue_as_new_input(), self._unconsumed_events())
+        if error is None and executor.orchestrator_returned:
+            try:
+                return Completed(json.dumps(executor.output))
+            except (TypeError, ValueError) as exc:
+                error = exc
+        if error is not None:
+            message = str(error) or type(error).__name__
+            details = "".join(traceback.format_exception(error)).rstrip()
+            return Failed(f"Orchestrator function '{self.episode.name}' failed: {message}", details)
+        return Running()
+
+    def _continue_as_new_input(self) -> str | None:
+        for action in self.ctx._action_payload_v2:
+            if action.action_type == 4:  # ActionType.CONTINUE_AS_NEW
+                text = action.input_
+                return text if isinstance(text, str) else json.dumps(text)
+        return None
+
+    def _unconsumed_events(self) -> list[HistoryEvent]:
+        # The context's events are ours, one for one and in order (`orchestration_context`).
+        delivered = self.executor.delivered_events
+        carried = [
+            e
+            for e, sdk_event in zip(
+                (*self.episode.past, *self.episode.new), self.ctx.histories, strict=True
+            )
+            if e.type is EventType.EVENT_RAISED
+            and e.name is not None
+            and id(sdk_event) not in delivered
+        ]
+        carried.sort(key=lambda e: e.timestamp)
+        return carried
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def _new_work(self) -> tuple[list[HistoryEvent], list[Work], list[int]]:
+        now = self.episode.now
+        events: list[HistoryEvent] = []
+        work: list[Work] = []
+        cancelled: list[int] = []
+        for entry in self.recorder.assigned:
+            if entry.after_continue_as_new:
+                continue
+            planned = self._plan(entry, now)
+            recorded = self.scheduled.get(entry.id)
+            if recorded is not None:
+                self._check_matches(entry.id, recorded, planned)
+                if isinstance(planned, TimerRequest) and _timer_cancelled(entry.task):
+                    cancelled.append(entry.id)
+                continue
+            events.append(_scheduling_event(planned, now))
+            if isinstance(planned, TimerRequest) and _timer_cancelled(entry.task):
+                continue
+            work.append(planned)
+        if any(isinstance(a, SignalEntityAction) for _, a in self.recorder.fire_and_forget):
+            raise _UnsupportedError(
+                "signal_entity is not supported by this dfhost version (entities are planned)"
+            )
+        return events, work, cancelled
+
+    def _plan(self, entry: _Assigned, now: datetime) -> Work:
+        task = entry.task
+        action = task.action_repr
+        if isinstance(action, NoOpAction):
+            retry = task.parent
+            if action.metadata == "-WithRetry timer":
+                delay = timedelta(
+                    milliseconds=retry.retry_options.first_retry_interval_in_milliseconds
+                )
+                return TimerRequest(entry.id, now if entry.retry_is_final else now + delay)
+            action = retry.actions  # "rescheduled task": run the original action again
+        if isinstance(action, CallActivityAction | CallActivityWithRetryAction):
+            return ActivityCall(entry.id, action.function_name, action.input_)
+        if isinstance(action, CreateTimerAction):
+            fire_at = action.fire_at
+            if fire_at.tzinfo is None:  # the SDK labels naive datetimes as UTC too
+                fire_at = fire_at.replace(tzinfo=UTC)
+            return TimerRequest(entry.id, fire_at)
+        if isinstance(action, CallSubOrchestratorAction | CallSubOrchestratorWithRetryAction):
+            child_id = action.instance_id or f"{self.episode.execution_id}:{entry.id}"
+            return SubOrchestrationCall(
+                entry.id, action.function_name, child_id, action._input, action.version
+            )
+        if isinstance(action, CallEntityAction):
+            raise _UnsupportedError(
+                "call_entity is not supported by this dfhost version (entities are planned)"
+            )
+        if isinstance(action, CallHttpAction):
+            raise _UnsupportedError(
+                "call_http is not supported by this dfhost version (durable HTTP is planned)"
+            )
+        raise _UnsupportedError(f"unsupported orchestrator action {type(action).__name__}")
+
+    def _check_matches(self, event_id: int, recorded: HistoryEvent, planned: Work) -> None:
+        expected = _describe_event(recorded)
+        actual = _describe_work(planned)
+        same_kind = (
+            (isinstance(planned, ActivityCall) and recorded.type is EventType.TASK_SCHEDULED)
+            or (isinstance(planned, TimerRequest) and recorded.type is EventType.TIMER_CREATED)
+            or (
+                isinstance(planned, SubOrchestrationCall)
+                and recorded.type is EventType.SUB_ORCHESTRATION_CREATED
+            )
+        )
+        same_call = (
+            same_kind
+            and (isinstance(planned, TimerRequest) or planned.name == recorded.name)
+            and (
+                isinstance(planned, TimerRequest)
+                or _json_kind(planned.input) == _json_kind(recorded.input)
+            )
+        )
+        if not same_call:
+            if (
+                same_kind
+                and not isinstance(planned, TimerRequest)
+                and planned.name == recorded.name
+            ):  # only the input differs: say how
+                expected = f"{expected[:-1]}, <{_json_kind(recorded.input)}>)"
+                actual = f"{actual[:-1]}, <{_json_kind(planned.input)}>)"
+            raise NonDeterministicOrchestrationError(
+                f"instance '{self.episode.instance_id}', task {event_id}: the history has "
+                f"{expected} but the orchestrator now schedules {actual}. Orchestrator code "
+                "must make the same calls, in the same order, on every replay."
+            )
+
+    def _check_nothing_missing(self) -> None:
+        produced = {e.id for e in self.recorder.assigned if not e.after_continue_as_new}
+        produced.update(seq for seq, _ in self.recorder.fire_and_forget)
+        for event_id, recorded in sorted(self.scheduled.items()):
+            if event_id not in produced:
+                raise NonDeterministicOrchestrationError(
+                    f"instance '{self.episode.instance_id}', task {event_id}: the history has "
+                    f"{_describe_event(recorded)} but the orchestrator no longer schedules it."
+                )
+        for key in self.ctx.deferred_tasks:
+            if isinstance(key, int):
+                raise NonDeterministicOrchestrationError(
+                    f"instance '{self.episode.instance_id}', task {key}: the history has a "
+                    "result for it, but the orchestrator never scheduled that task."
+                )
+
+
+class _UnsupportedError(Exception):
+    pass
+
+
+def _timer_cancelled(task: Any) -> bool:
+    action = task.action_repr
+    return isinstance(action, CreateTimerAction) and bool(action.is_cancelled)
+
+
+def _scheduling_event(work: Work, now: datetime) -> HistoryEvent:
+    if isinstance(work, ActivityCall):
+        return HistoryEvent(
+            type=EventType.TASK_SCHEDULED,
+            timestamp=now,
+            event_id=work.event_id,
+            name=work.name,
+            input=work.input,
+        )
+    if isinstance(work, TimerRequest):
+        return HistoryEvent(
+            type=EventType.TIMER_CREATED,
+            timestamp=now,
+            event_id=work.event_id,
+            fire_at=work.fire_at,
+        )
+    return HistoryEvent(
+        type=EventType.SUB_ORCHESTRATION_CREATED,
+        timestamp=now,
+        event_id=work.event_id,
+        name=work.name,
+        version=work.version,
+        input=work.input,
+        instance_id=work.instance_id,
+    )
+
+
+def _json_kind(text: str | None) -> str:
+    stripped = (text or "null").lstrip()[:1]
+    kinds = {'"': "string", "{": "object", "[": "array", "t": "boolean", "f": "boolean"}
+    if stripped in kinds:
+        return kinds[stripped]
+    return "null" if stripped == "n" else "number"
+
+
+def _describe_event(e: HistoryEvent) -> str:
+    if e.type is EventType.TASK_SCHEDULED:
+        return f"call_activity('{e.name}')"
+    if e.type is EventType.TIMER_CREATED:
+        return "create_timer()"
+    if e.type is EventType.SUB_ORCHESTRATION_CREATED:
+        return f"call_sub_orchestrator('{e.name}')"
+    return f"an entity message to '{e.instance_id}'"
+
+
+def _describe_work(w: Work) -> str:
+    if isinstance(w, ActivityCall):
+        return f"call_activity('{w.name}')"
+    if isinstance(w, TimerRequest):
+        return "create_timer()"
+    return f"call_sub_orchestrator('{w.name}')"
