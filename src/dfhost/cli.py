@@ -1,0 +1,125 @@
+"""The `dfhost` command: load an app, open its task hub, run the engine and the HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from dfhost import __version__
+from dfhost.client import DurableClient
+from dfhost.engine import Engine
+from dfhost.functions import AppLoadError, FunctionApp, load_app
+from dfhost.logs import configure_console
+from dfhost.store import StoreError, open_store
+from dfhost.web import build_app
+
+log = logging.getLogger("dfhost")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `dfhost` console script."""
+    parser = argparse.ArgumentParser(prog="dfhost", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dfhost {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", help="run a function app")
+    start.add_argument("app_dir", nargs="?", default=".", help="the function app folder")
+    start.add_argument("--port", type=int, help="HTTP port (default: LocalHttpPort or 7071)")
+    start.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    start.add_argument("--store", help="task hub URL (default sqlite:///APP_DIR/.dfhost/...)")
+    args = parser.parse_args(argv)
+    configure_console()
+    try:
+        return asyncio.run(_start(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def default_store_url(app_dir: Path) -> str:
+    """The embedded SQLite task hub inside the app folder."""
+    return f"sqlite:///{(app_dir / '.dfhost' / 'taskhub.sqlite3').resolve()}"
+
+
+async def _start(args: argparse.Namespace) -> int:
+    app_dir = Path(args.app_dir)
+    try:
+        app = load_app(app_dir)
+    except AppLoadError as exc:
+        log.error("dfhost: %s", exc)
+        return 2
+    for error in app.errors:
+        log.error("dfhost: %s: %s", error.source, error.message)
+    port = args.port if args.port is not None else (app.settings.local_http_port or 7071)
+    try:
+        sock = _bind(args.host, port)
+    except OSError as exc:
+        log.error("dfhost: cannot listen on %s:%s: %s", args.host, port, exc.strerror or exc)
+        return 2
+    store = open_store(args.store or default_store_url(app_dir))
+    try:
+        await store.start()
+    except StoreError as exc:
+        log.error("dfhost: %s", exc)
+        return 2
+    engine = Engine(app, store)
+    try:
+        await engine.start()
+    except StoreError as exc:
+        log.error("dfhost: %s", exc)
+        await store.close()
+        return 2
+    try:
+        return await _serve(app, store, sock, args.host)
+    finally:
+        await engine.stop()
+        await store.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve(app: FunctionApp, store: object, sock: socket.socket, host: str) -> int:
+    import uvicorn
+
+    port = sock.getsockname()[1]
+    # The app's own client bindings call the management API over loopback, whatever the
+    # public bind address is.
+    rpc_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+    if ":" in rpc_host and not rpc_host.startswith("["):
+        rpc_host = f"[{rpc_host}]"
+    rpc_base_url = f"http://{rpc_host}:{port}/runtime/webhooks/durabletask/"
+    client = DurableClient(store, app, default_version=app.settings.default_version)  # type: ignore[arg-type]
+    web_app = build_app(client, app, rpc_base_url=rpc_base_url)
+    config = uvicorn.Config(web_app, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    _print_functions(app, f"http://{rpc_host}:{port}")
+    log.info("dfhost %s: listening on http://%s:%d", __version__, rpc_host, port)
+    await server.serve(sockets=[sock])
+    return 0
+
+
+def _print_functions(app: FunctionApp, origin: str) -> None:
+    lines = ["", "Functions:", ""]
+    prefix = app.settings.route_prefix.strip("/")
+    for function in app.functions.values():
+        trigger = function.trigger
+        if function.kind == "http":
+            methods = trigger.settings.get("methods") or ["GET", "POST", "PUT", "DELETE"]
+            route = str(trigger.settings.get("route") or function.name).lstrip("/")
+            path = f"{prefix}/{route}" if prefix else route
+            verbs = ",".join(str(m).upper() for m in methods)
+            lines.append(f"        {function.name}: [{verbs}] {origin}/{path}")
+        else:
+            lines.append(f"        {function.name}: {trigger.type}")
+        lines.append("")
+    print("\n".join(lines), file=sys.stderr, flush=True)

@@ -1,0 +1,623 @@
+"""The runtime: claim work from the task hub, run episodes and activities, commit the results.
+
+One asyncio loop dispatches. Orchestrator episodes run the SDK's replay in a thread (so a slow
+orchestrator can't stall the loop), sync activities in a thread pool sized by host.json, async
+activities on the loop. The loop sleeps until the store reports new work or the next timer or
+lease falls due: there is no polling interval, so a timer fires at its due time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import socket
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from dfhost import replay
+from dfhost.functions import Function, FunctionApp
+from dfhost.history import (
+    TERMINAL_STATUSES,
+    EventType,
+    HistoryEvent,
+    Instance,
+    OrchestrationStatus,
+    utcnow,
+)
+from dfhost.logs import Invocation, log_invocation
+from dfhost.store import (
+    ActivityTask,
+    EpisodeOutcome,
+    EpisodeWork,
+    LeaseLostError,
+    Message,
+    StartRequest,
+    Store,
+)
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("dfhost.engine")
+
+_CONTROL_TYPES = (
+    EventType.EXECUTION_TERMINATED,
+    EventType.EXECUTION_SUSPENDED,
+    EventType.EXECUTION_RESUMED,
+)
+
+
+class Engine:
+    """Runs one host's share of a task hub's work until stopped."""
+
+    def __init__(
+        self,
+        app: FunctionApp,
+        store: Store,
+        *,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        lease: timedelta = timedelta(minutes=5),
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self.lease = lease
+        self.max_episodes = max(1, app.settings.max_concurrent_orchestrators)
+        self.max_activities = max(1, app.settings.max_concurrent_activities)
+        self._episodes: set[asyncio.Task[None]] = set()
+        self._activities: dict[asyncio.Task[None], ActivityTask] = {}
+        self._orchestrator_pool = ThreadPoolExecutor(
+            max_workers=min(4, self.max_episodes), thread_name_prefix="dfhost-orchestrator"
+        )
+        self._activity_pool = ThreadPoolExecutor(
+            max_workers=self.max_activities, thread_name_prefix="dfhost-activity"
+        )
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register as a host and start dispatching in the background."""
+        await self.store.open_host(self.owner, self.clock())
+        self._loop_task = asyncio.create_task(self._dispatch_loop(), name="dfhost-dispatch")
+        self._renew_task = asyncio.create_task(self._renew_leases(), name="dfhost-leases")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let in-flight work finish for up to `grace` seconds, then cancel it.
+
+        Cancelled work is not lost: its leases are released when the store is reopened (or
+        expire), and it runs again.
+        """
+        self._stopping = True
+        self.store.notify()
+        for task in (self._loop_task, self._renew_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        pending = [*self._episodes, *self._activities]
+        if pending:
+            _, still_running = await asyncio.wait(pending, timeout=grace)
+            for task in still_running:
+                task.cancel()
+            if still_running:
+                await asyncio.wait(still_running)
+        self._orchestrator_pool.shutdown(wait=False, cancel_futures=True)
+        self._activity_pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- dispatch -------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self._claim_work()
+                now = self.clock()
+                due = await self.store.next_due_at(now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A store outage must not kill the host: log once per failure and retry.
+                log.exception("dfhost: could not reach the task hub; retrying in 1 s")
+                await asyncio.sleep(1.0)
+                continue
+            await self.store.wait_for_work(due)
+
+    async def _claim_work(self) -> None:
+        now = self.clock()
+        free = self.max_episodes - len(self._episodes)
+        if free > 0:
+            for work in await self.store.claim_episodes(self.owner, now, now + self.lease, free):
+                self._spawn(self._episodes, self._run_episode(work))
+        free = self.max_activities - len(self._activities)
+        if free > 0:
+            for task in await self.store.claim_activities(self.owner, now, now + self.lease, free):
+                t = asyncio.create_task(self._run_activity(task))
+                self._activities[t] = task
+                t.add_done_callback(self._activity_done)
+
+    def _spawn(self, tasks: set[asyncio.Task[None]], coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            tasks.discard(t)
+            self.store.notify()  # capacity is free again
+
+        task.add_done_callback(done)
+
+    def _activity_done(self, task: asyncio.Task[None]) -> None:
+        self._activities.pop(task, None)
+        self.store.notify()
+
+    async def _renew_leases(self) -> None:
+        interval = max(1.0, self.lease.total_seconds() / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if self._activities:
+                try:
+                    await self.store.renew_activity_leases(
+                        self.owner, list(self._activities.values()), self.clock() + self.lease
+                    )
+                except Exception:
+                    log.exception("dfhost: could not renew activity leases")
+
+    # --- episodes -------------------------------------------------------------------------
+
+    async def _run_episode(self, work: EpisodeWork) -> None:
+        try:
+            consumed, outcome = await self._plan_episode(work)
+        except Exception as exc:  # a dfhost bug: fail the instance rather than spin on it
+            log.exception("dfhost: internal error in an episode of %s", work.instance.instance_id)
+            consumed = work
+            outcome = self._failed_outcome(
+                work, self.clock(), f"dfhost internal error: {exc!r}", traceback.format_exc()
+            )
+        try:
+            await self.store.commit_episode(self.owner, consumed, outcome)
+        except LeaseLostError:
+            log.warning(
+                "dfhost: lost the lease on %s; its episode will run again elsewhere",
+                work.instance.instance_id,
+            )
+
+    async def _plan_episode(self, work: EpisodeWork) -> tuple[EpisodeWork, EpisodeOutcome]:
+        inst = work.instance
+        now = self.clock()
+        relevant = [m for m in work.messages if m.execution_id in (None, inst.execution_id)]
+        if inst.status in TERMINAL_STATUSES:
+            # Late results and events for a finished instance: consume, change nothing.
+            return work, EpisodeOutcome(instance=inst, new_events=[])
+        if work.history_error:
+            return work, self._failed_outcome(work, now, work.history_error, None)
+
+        control = [m.event for m in relevant if m.event.type in _CONTROL_TYPES]
+        terminated = next((e for e in control if e.type is EventType.EXECUTION_TERMINATED), None)
+        if terminated is not None:
+            return work, self._terminated_outcome(work, now, terminated)
+
+        suspended = inst.status is OrchestrationStatus.SUSPENDED
+        for e in control:
+            suspended = e.type is EventType.EXECUTION_SUSPENDED
+        # Suspend/resume markers go into the history for the record (the SDK ignores them),
+        # but never before the OrchestratorStarted/ExecutionStarted pair that must open it.
+        markers = [e.with_timestamp(now) for e in control] if work.history else []
+        if suspended:
+            # Keep everything else in the inbox: it is delivered, in order, on resume.
+            consumed = replace(
+                work, messages=[m for m in work.messages if m.event.type in _CONTROL_TYPES]
+            )
+            state = replace(inst, status=OrchestrationStatus.SUSPENDED, last_updated_at=now)
+            return consumed, EpisodeOutcome(instance=state, new_events=markers)
+
+        inbound = [m.event for m in relevant if m.event.type not in _CONTROL_TYPES]
+        has_start = bool(work.history) or any(
+            e.type is EventType.EXECUTION_STARTED for e in inbound
+        )
+        if not has_start:
+            log.warning(
+                "dfhost: %s has no ExecutionStarted; dropping its messages", inst.instance_id
+            )
+            return work, EpisodeOutcome(instance=inst, new_events=[])
+        if not inbound:
+            status = OrchestrationStatus.RUNNING if control else inst.status
+            state = replace(inst, status=status, last_updated_at=now)
+            return work, EpisodeOutcome(instance=state, new_events=markers)
+
+        function = self.app.orchestrator(inst.name)
+        if function is None:
+            message = (
+                f"The orchestrator function '{inst.name}' doesn't exist in this app "
+                "(renamed or removed?)."
+            )
+            return work, self._failed_outcome(work, now, message, None)
+
+        new = [HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=now), *inbound]
+        episode = replay.EpisodeInput(
+            instance_id=inst.instance_id,
+            execution_id=inst.execution_id,
+            name=inst.name,
+            input=inst.input,
+            parent_instance_id=inst.parent_instance_id,
+            past=work.history,
+            new=new,
+        )
+        result = await self._replay(function, episode)
+        return work, self._episode_outcome(work, now, [new[0], *markers, *new[1:]], result)
+
+    async def _replay(
+        self, function: Function, episode: replay.EpisodeInput
+    ) -> replay.EpisodeResult:
+        inv = Invocation(
+            function=function.name,
+            instance_id=episode.instance_id,
+            replaying=replay.is_replaying,
+        )
+        generator = function.handler.orchestrator_function  # type: ignore[attr-defined]
+        input_type = getattr(function.handler, "_df_input_type", None)
+        loop = asyncio.get_running_loop()
+        result: replay.EpisodeResult | None = None
+        try:
+            with log_invocation(inv, "(null)"):
+                ctx = contextvars.copy_context()
+                call = partial(ctx.run, replay.run_episode, generator, episode, input_type)
+                result = await loop.run_in_executor(self._orchestrator_pool, call)
+                if isinstance(result.outcome, replay.Failed):
+                    raise _EpisodeFailed
+        except _EpisodeFailed:
+            pass
+        assert result is not None
+        if isinstance(result.outcome, replay.Failed):
+            log.error(
+                "Orchestration '%s' (%s) failed: %s",
+                function.name,
+                episode.instance_id,
+                result.outcome.message,
+            )
+        return result
+
+    def _episode_outcome(
+        self,
+        work: EpisodeWork,
+        now: datetime,
+        new: list[HistoryEvent],
+        result: replay.EpisodeResult,
+    ) -> EpisodeOutcome:
+        inst = work.instance
+        outcome = result.outcome
+        events = [*new, *result.events]
+        state = replace(
+            inst,
+            status=OrchestrationStatus.RUNNING,
+            last_updated_at=now,
+            custom_status=result.custom_status,
+        )
+        if isinstance(outcome, replay.ContinuedAsNew):
+            return self._continued_outcome(work, now, state, outcome)
+        events.append(HistoryEvent(type=EventType.ORCHESTRATOR_COMPLETED, timestamp=now))
+        if isinstance(outcome, replay.Completed | replay.Failed):
+            return self._finished_outcome(work, now, state, events, outcome)
+        activities: list[ActivityTask] = []
+        messages: list[Message] = []
+        starts: list[StartRequest] = []
+        for item in result.work:
+            if isinstance(item, replay.ActivityCall):
+                activities.append(
+                    ActivityTask(
+                        instance_id=inst.instance_id,
+                        execution_id=inst.execution_id,
+                        task_scheduled_id=item.event_id,
+                        name=item.name,
+                        input=item.input,
+                        scheduled_at=now,
+                    )
+                )
+            elif isinstance(item, replay.TimerRequest):
+                fired = HistoryEvent(
+                    type=EventType.TIMER_FIRED,
+                    timestamp=item.fire_at,
+                    timer_id=item.event_id,
+                    fire_at=item.fire_at,
+                )
+                messages.append(
+                    Message(
+                        instance_id=inst.instance_id,
+                        execution_id=inst.execution_id,
+                        event=fired,
+                        visible_at=item.fire_at,
+                    )
+                )
+            else:
+                starts.append(self._sub_orchestration(inst, now, item))
+        return EpisodeOutcome(
+            instance=state,
+            new_events=events,
+            activities=activities,
+            messages=messages,
+            starts=starts,
+            cancelled_timer_ids=result.cancelled_timer_ids,
+        )
+
+    def _sub_orchestration(
+        self, parent: Instance, now: datetime, call: replay.SubOrchestrationCall
+    ) -> StartRequest:
+        conflict = HistoryEvent(
+            type=EventType.SUB_ORCHESTRATION_FAILED,
+            timestamp=now,
+            task_scheduled_id=call.event_id,
+            reason=(
+                f"Orchestrator function '{call.name}' failed: an orchestration instance with "
+                f"id '{call.instance_id}' already exists and is still running."
+            ),
+        )
+        return StartRequest(
+            instance_id=call.instance_id,
+            name=call.name,
+            execution_id=uuid.uuid4().hex,
+            created_at=now,
+            input=call.input,
+            version=call.version or self.app.settings.default_version,
+            parent_instance_id=parent.instance_id,
+            parent_execution_id=parent.execution_id,
+            parent_task_id=call.event_id,
+            on_conflict=Message(
+                instance_id=parent.instance_id, execution_id=parent.execution_id, event=conflict
+            ),
+        )
+
+    def _continued_outcome(
+        self,
+        work: EpisodeWork,
+        now: datetime,
+        state: Instance,
+        outcome: replay.ContinuedAsNew,
+    ) -> EpisodeOutcome:
+        started = _execution_started(work)
+        execution_id = uuid.uuid4().hex
+        restart = HistoryEvent(
+            type=EventType.EXECUTION_STARTED,
+            timestamp=now,
+            name=state.name,
+            version=state.version,
+            input=outcome.input,
+            instance_id=state.instance_id,
+            execution_id=execution_id,
+            parent_instance_id=started.parent_instance_id if started else None,
+            parent_execution_id=started.parent_execution_id if started else None,
+            parent_task_id=started.parent_task_id if started else None,
+        )
+        messages = [
+            Message(instance_id=state.instance_id, execution_id=execution_id, event=restart)
+        ]
+        messages.extend(
+            Message(instance_id=state.instance_id, execution_id=execution_id, event=e)
+            for e in outcome.carried_events
+        )
+        return EpisodeOutcome(
+            instance=replace(
+                state, execution_id=execution_id, input=outcome.input, custom_status=None
+            ),
+            new_events=[],
+            reset_history=True,
+            messages=messages,
+            drop_pending_work=True,
+        )
+
+    def _finished_outcome(
+        self,
+        work: EpisodeWork,
+        now: datetime,
+        state: Instance,
+        events: list[HistoryEvent],
+        outcome: replay.Completed | replay.Failed,
+    ) -> EpisodeOutcome:
+        if isinstance(outcome, replay.Completed):
+            status, output, details = OrchestrationStatus.COMPLETED, outcome.output, None
+        else:
+            status, output, details = (
+                OrchestrationStatus.FAILED,
+                json.dumps(outcome.message),
+                outcome.details,
+            )
+        events.append(
+            HistoryEvent(
+                type=EventType.EXECUTION_COMPLETED,
+                timestamp=now,
+                status=status,
+                result=output,
+                details=details,
+            )
+        )
+        return EpisodeOutcome(
+            instance=replace(state, status=status, output=output, failure_details=details),
+            new_events=events,
+            messages=self._notify_parent(work, now, status, output, details),
+            drop_pending_work=True,
+        )
+
+    def _failed_outcome(
+        self, work: EpisodeWork, now: datetime, message: str, details: str | None
+    ) -> EpisodeOutcome:
+        state = replace(work.instance, last_updated_at=now)
+        return self._finished_outcome(work, now, state, [], replay.Failed(message, details))
+
+    def _terminated_outcome(
+        self, work: EpisodeWork, now: datetime, terminated: HistoryEvent
+    ) -> EpisodeOutcome:
+        status = OrchestrationStatus.TERMINATED
+        reason = terminated.input if terminated.input is not None else json.dumps(None)
+        events = [
+            terminated.with_timestamp(now),
+            HistoryEvent(
+                type=EventType.EXECUTION_COMPLETED, timestamp=now, status=status, result=reason
+            ),
+        ]
+        state = replace(work.instance, status=status, output=reason, last_updated_at=now)
+        return EpisodeOutcome(
+            instance=state,
+            new_events=events,
+            messages=self._notify_parent(work, now, status, reason, None),
+            drop_pending_work=True,
+        )
+
+    def _notify_parent(
+        self,
+        work: EpisodeWork,
+        now: datetime,
+        status: OrchestrationStatus,
+        output: str | None,
+        details: str | None,
+    ) -> list[Message]:
+        started = _execution_started(work)
+        if started is None or started.parent_instance_id is None:
+            return []
+        if status is OrchestrationStatus.COMPLETED:
+            event = HistoryEvent(
+                type=EventType.SUB_ORCHESTRATION_COMPLETED,
+                timestamp=now,
+                task_scheduled_id=started.parent_task_id,
+                result=output,
+            )
+        else:
+            text = json.loads(output) if output else status.value
+            event = HistoryEvent(
+                type=EventType.SUB_ORCHESTRATION_FAILED,
+                timestamp=now,
+                task_scheduled_id=started.parent_task_id,
+                reason=text if isinstance(text, str) else json.dumps(text),
+                details=details,
+            )
+        return [
+            Message(
+                instance_id=started.parent_instance_id,
+                execution_id=started.parent_execution_id,
+                event=event,
+            )
+        ]
+
+    # --- activities -----------------------------------------------------------------------
+
+    async def _run_activity(self, task: ActivityTask) -> None:
+        event = await self._execute_activity(task)
+        result = Message(instance_id=task.instance_id, execution_id=task.execution_id, event=event)
+        try:
+            await self.store.complete_activity(task, result)
+        except Exception:
+            log.exception("dfhost: could not record the result of activity '%s'", task.name)
+
+    async def _execute_activity(self, task: ActivityTask) -> HistoryEvent:
+        now = self.clock
+        function = self.app.activity(task.name)
+        if function is None:
+            return _task_failed(task, now(), f"activity '{task.name}' not found", None)
+        inv = Invocation(function=function.name, instance_id=task.instance_id)
+        try:
+            with log_invocation(inv, f"(null), InstanceId={task.instance_id}"):
+                value = await self._call_activity(function, task)
+                try:
+                    result = _df_dumps(value)
+                except (TypeError, ValueError) as exc:
+                    raise _ResultNotSerializableError(str(exc)) from exc
+        except _ResultNotSerializableError as exc:
+            reason = f"Activity function '{function.name}' failed: {exc}"
+            return _task_failed(task, now(), reason, None)
+        except Exception as exc:
+            reason = f"Activity function '{function.name}' failed: {type(exc).__name__}: {exc}"
+            details = "".join(traceback.format_exception(exc)).rstrip()
+            logging.getLogger("function").error("%s\n%s", reason, details)
+            return _task_failed(task, now(), reason, details)
+        return HistoryEvent(
+            type=EventType.TASK_COMPLETED,
+            timestamp=now(),
+            task_scheduled_id=task.task_scheduled_id,
+            result=result,
+        )
+
+    async def _call_activity(self, function: Function, task: ActivityTask) -> Any:
+        kwargs: dict[str, Any] = {function.trigger.name: _decode_activity_input(task.input)}
+        for binding in function.bindings:
+            if binding is not function.trigger and binding.name != "$return":
+                kwargs[binding.name] = _Out() if binding.direction == "out" else None
+        if "context" in function.parameter_names() and "context" not in kwargs:
+            kwargs["context"] = None
+        if function.is_async:
+            return await function.handler(**kwargs)
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._activity_pool, partial(ctx.run, function.handler, **kwargs)
+        )
+
+
+class _EpisodeFailed(Exception):
+    """Marks the Executed line of a failed episode as Failed."""
+
+
+class _ResultNotSerializableError(Exception):
+    pass
+
+
+class _Out:
+    """Stand-in for output bindings dfhost doesn't implement (e.g. twilioSms): kept, not sent."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def set(self, value: Any) -> None:
+        self.value = value
+
+    def get(self) -> Any:
+        return self.value
+
+
+def _execution_started(work: EpisodeWork) -> HistoryEvent | None:
+    for e in work.history[:2]:
+        if e.type is EventType.EXECUTION_STARTED:
+            return e
+    for m in work.messages:
+        if m.event.type is EventType.EXECUTION_STARTED:
+            return m.event
+    return None
+
+
+def _task_failed(
+    task: ActivityTask, now: datetime, reason: str, details: str | None
+) -> HistoryEvent:
+    return HistoryEvent(
+        type=EventType.TASK_FAILED,
+        timestamp=now,
+        task_scheduled_id=task.task_scheduled_id,
+        reason=reason,
+        details=details,
+    )
+
+
+def _decode_activity_input(text: str | None) -> Any:
+    # Same decoding as the Python worker's ActivityTriggerConverter: JSON (with the SDK's
+    # custom-object envelope), falling back to the raw string.
+    from azure.durable_functions.models.utils.df_serialization import df_loads
+
+    if text is None:
+        return None
+    try:
+        return df_loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _df_dumps(value: Any) -> str:
+    from azure.durable_functions.models.utils.df_serialization import df_dumps
+
+    return df_dumps(value)  # type: ignore[no-any-return]

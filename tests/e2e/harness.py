@@ -1,0 +1,131 @@
+"""Run `dfhost start` as a subprocess and talk to it the way a user's code does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import azure.durable_functions as df
+
+from dfhost import wire
+
+REPO = Path(__file__).resolve().parents[2]
+SEED_APP = REPO.parent / "shared" / "fixtures" / "seed_app"
+APPS = REPO / "tests" / "apps"
+T = TypeVar("T")
+
+
+class HostProcess:
+    """One `dfhost start` process; its console output is collected line by line."""
+
+    def __init__(self, app_dir: Path, store_url: str, env: dict[str, str] | None = None):
+        self.app_dir = app_dir
+        self.store_url = store_url
+        self.env = {**os.environ, **(env or {})}
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.origin = ""
+
+    def start(self, timeout: float = 30.0) -> HostProcess:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dfhost",
+                "start",
+                str(self.app_dir),
+                "--port",
+                "0",
+                "--store",
+                self.store_url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+        ready = threading.Event()
+
+        def drain() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+                found = re.search(r"listening on (http://\S+)", line)
+                if found:
+                    self.origin = found.group(1)
+                    ready.set()
+            ready.set()
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+        if not ready.wait(timeout) or not self.origin:
+            self.stop()
+            raise RuntimeError("dfhost did not start:\n" + "\n".join(self.lines))
+        return self
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def client(self, hub_name: str) -> df.DurableOrchestrationClient:
+        binding = wire.client_binding(
+            origin=self.origin,
+            hub_name=hub_name,
+            rpc_base_url=f"{self.origin}/runtime/webhooks/durabletask/",
+        )
+        return df.DurableOrchestrationClient(json.dumps(binding))
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._drain.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], timeout: float = 20.0
+) -> T:
+    """Poll `probe` until `accept` holds; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+async def finished(client: Any, instance_id: str, timeout: float = 20.0) -> Any:
+    """The status of `instance_id` once it is no longer Pending/Running."""
+    return await wait_until(
+        lambda: client.get_status(instance_id),
+        lambda s: (
+            bool(s) and s.runtime_status.value not in ("Pending", "Running", "ContinuedAsNew")
+        ),
+        timeout,
+    )
