@@ -58,16 +58,18 @@ async def _start(args: argparse.Namespace) -> int:
     except OSError as exc:
         log.error("dfhost: cannot listen on %s:%s: %s", args.host, port, exc.strerror or exc)
         return 2
-    store = open_store(args.store or default_store_url(app_dir))
     try:
+        store = open_store(args.store or default_store_url(app_dir))
         await store.start()
     except StoreError as exc:
+        sock.close()
         log.error("dfhost: %s", exc)
         return 2
     engine = Engine(app, store)
     try:
         await engine.start()
     except StoreError as exc:
+        sock.close()
         log.error("dfhost: %s", exc)
         await store.close()
         return 2

@@ -532,7 +532,7 @@ class Engine:
                     raise _ResultNotSerializableError(str(exc)) from exc
         except _ResultNotSerializableError as exc:
             reason = f"Activity function '{function.name}' failed: {exc}"
-            return _task_failed(task, now(), reason, None)
+            return _task_failed(task, now(), reason, f"the result could not be serialized: {exc}")
         except Exception as exc:
             reason = f"Activity function '{function.name}' failed: {type(exc).__name__}: {exc}"
             details = "".join(traceback.format_exception(exc)).rstrip()

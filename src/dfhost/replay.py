@@ -338,14 +338,16 @@ class _Reconciler:
         }
 
     def result(self, crash: BaseException | None) -> EpisodeResult:
+        custom_status: str | None = None
         try:
             custom_status = self._custom_status()
             events, work, cancelled = self._new_work()
             self._check_nothing_missing()
         except NonDeterministicOrchestrationError as exc:
-            return EpisodeResult(Failed(f"NonDeterministicOrchestrationError: {exc}"))
+            message = f"NonDeterministicOrchestrationError: {exc}"
+            return EpisodeResult(Failed(message), custom_status=custom_status)
         except _UnsupportedError as exc:
-            return EpisodeResult(Failed(str(exc)))
+            return EpisodeResult(Failed(str(exc)), custom_status=custom_status)
         outcome = self._outcome(crash)
         if not isinstance(outcome, Running):
             # Nothing an ended execution scheduled may run (e.g. a timer created after

@@ -142,3 +142,51 @@ def blocked(context: df.DurableOrchestrationContext):
 @app.orchestration_trigger(context_name="context")
 def waiter(context: df.DurableOrchestrationContext):
     return (yield context.wait_for_external_event("Go"))
+
+
+@app.activity_trigger(input_name="ignored")
+def unserializable(ignored: None) -> object:
+    return {1, 2, 3}
+
+
+@app.orchestration_trigger(context_name="context")
+def calls_unknown(context: df.DurableOrchestrationContext):
+    try:
+        yield context.call_activity("no_such_activity", 1)
+    except Exception as exc:
+        return str(exc)
+
+
+@app.orchestration_trigger(context_name="context")
+def calls_unserializable(context: df.DurableOrchestrationContext):
+    try:
+        yield context.call_activity("unserializable")
+    except Exception as exc:
+        return str(exc)
+
+
+@app.orchestration_trigger(context_name="context")
+def timers_in_order(context: df.DurableOrchestrationContext):
+    # Three timers, created out of order, raced one at a time: each must fire, in due order.
+    start = context.current_utc_datetime
+    timers = {
+        name: context.create_timer(start + timedelta(milliseconds=ms))
+        for name, ms in (("third", 600), ("first", 200), ("second", 400))
+    }
+    order = []
+    while timers:
+        winner = yield context.task_any(list(timers.values()))
+        name = next(n for n, t in timers.items() if t is winner)
+        order.append(name)
+        del timers[name]
+    return order
+
+
+@app.orchestration_trigger(context_name="context")
+def chatty(context: df.DurableOrchestrationContext):
+    logging.info("chatty starts")
+    yield context.call_activity("double", 1)
+    logging.info("chatty after first")
+    yield context.call_activity("double", 2)
+    logging.info("chatty done")
+    return "ok"

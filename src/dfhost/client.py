@@ -1,0 +1,219 @@
+"""Durable client operations over the task hub: what `DurableOrchestrationClient` asks the
+extension to do, minus HTTP. The management API, the dashboard, the CLI and tests all use it.
+
+Every operation goes through the `Store`; the store wakes the engines itself, so starting an
+instance or raising an event here is picked up without any further signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from dfhost.history import (
+    TERMINAL_STATUSES,
+    EventType,
+    HistoryEvent,
+    Instance,
+    OrchestrationStatus,
+    utcnow,
+)
+from dfhost.store import DeliveryResult, InstancePage, InstanceQuery, Message, StartRequest, Store
+
+if TYPE_CHECKING:
+    from dfhost.functions import FunctionApp
+
+__all__ = [
+    "DurableClient",
+    "InstanceExistsError",
+    "InvalidInstanceIdError",
+    "UnknownOrchestratorError",
+    "validate_instance_id",
+]
+
+# DTFx/Azure Storage refuse these in instance ids (they are not valid in table keys or URLs).
+_FORBIDDEN_ID_CHARS = frozenset("/\\#?")
+_MAX_ID_LENGTH = 256
+
+
+class UnknownOrchestratorError(Exception):
+    """The name is not an orchestrator of the app."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        listed = ", ".join(known) if known else "(none)"
+        super().__init__(
+            f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator "
+            f"function. Additional info: The following are the known orchestrator functions: "
+            f"{listed}."
+        )
+
+
+class InstanceExistsError(Exception):
+    """An unfinished instance already has the requested id (the singleton pattern's refusal)."""
+
+    def __init__(self, instance_id: str, status: OrchestrationStatus) -> None:
+        self.instance_id = instance_id
+        self.status = status
+        super().__init__(
+            f"An Orchestration instance with the status {status.value} already exists "
+            f"(instance ID '{instance_id}')."
+        )
+
+
+class InvalidInstanceIdError(ValueError):
+    """The requested instance id cannot be stored or addressed by URL."""
+
+
+def validate_instance_id(instance_id: str) -> None:
+    """Raise `InvalidInstanceIdError` for ids the extension rejects."""
+    if not instance_id:
+        raise InvalidInstanceIdError("Instance ID must not be empty.")
+    if len(instance_id) > _MAX_ID_LENGTH:
+        raise InvalidInstanceIdError(
+            f"Instance ID '{instance_id[:40]}...' is longer than {_MAX_ID_LENGTH} characters."
+        )
+    bad = sorted({c for c in instance_id if c in _FORBIDDEN_ID_CHARS or not c.isprintable()})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise InvalidInstanceIdError(
+            f"Instance ID '{instance_id}' contains invalid characters: {shown}."
+        )
+
+
+class DurableClient:
+    """Start, query and control orchestration instances in one task hub."""
+
+    def __init__(
+        self,
+        store: Store,
+        app: FunctionApp | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        default_version: str | None = None,
+    ) -> None:
+        self.store = store
+        self.app = app
+        self.clock = clock
+        self.default_version = default_version
+
+    async def start_new(
+        self,
+        name: str,
+        instance_id: str | None = None,
+        input_text: str | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Create an instance of orchestrator `name` and return its id.
+
+        `input_text` is JSON text, as the orchestrator's `get_input()` will `df_loads` it. A
+        finished instance with the same id is replaced; an unfinished one raises
+        `InstanceExistsError`.
+        """
+        if self.app is not None and self.app.orchestrator(name) is None:
+            known = sorted(f.name for f in self.app.of_kind("orchestrator"))
+            raise UnknownOrchestratorError(name, known)
+        if instance_id is None:
+            instance_id = uuid.uuid4().hex
+        else:
+            validate_instance_id(instance_id)
+        request = StartRequest(
+            instance_id=instance_id,
+            name=name,
+            execution_id=uuid.uuid4().hex,
+            created_at=self.clock(),
+            input=input_text,
+            version=version if version is not None else self.default_version,
+        )
+        # The conflicting instance may finish or be purged between the refusal and our look at
+        # it; then the id is free and trying again is what the caller wanted.
+        for _ in range(3):
+            if await self.store.create_instance(request):
+                return instance_id
+            existing = await self.store.get_instance(instance_id)
+            if existing is not None and existing.status not in TERMINAL_STATUSES:
+                raise InstanceExistsError(instance_id, existing.status)
+        raise InstanceExistsError(instance_id, OrchestrationStatus.RUNNING)
+
+    async def get_status(self, instance_id: str) -> Instance | None:
+        return await self.store.get_instance(instance_id)
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The current execution's history; empty for unknown instances."""
+        return await self.store.get_history(instance_id)
+
+    async def query(self, q: InstanceQuery) -> InstancePage:
+        return await self.store.query_instances(q)
+
+    async def raise_event(
+        self, instance_id: str, event_name: str, data_text: str | None
+    ) -> DeliveryResult:
+        """Deliver an external event; `data_text` is JSON text (None: the event has no data)."""
+        return await self._send(
+            instance_id,
+            HistoryEvent(
+                type=EventType.EVENT_RAISED,
+                timestamp=self.clock(),
+                name=event_name,
+                input=data_text,
+            ),
+        )
+
+    async def terminate(self, instance_id: str, reason: str | None) -> DeliveryResult:
+        # DTFx carries the reason as the event's JSON input and makes it the instance output.
+        return await self._send(
+            instance_id,
+            HistoryEvent(
+                type=EventType.EXECUTION_TERMINATED,
+                timestamp=self.clock(),
+                input=json.dumps(reason),
+            ),
+        )
+
+    async def suspend(self, instance_id: str, reason: str | None) -> DeliveryResult:
+        return await self._send(
+            instance_id,
+            HistoryEvent(type=EventType.EXECUTION_SUSPENDED, timestamp=self.clock(), reason=reason),
+        )
+
+    async def resume(self, instance_id: str, reason: str | None) -> DeliveryResult:
+        return await self._send(
+            instance_id,
+            HistoryEvent(type=EventType.EXECUTION_RESUMED, timestamp=self.clock(), reason=reason),
+        )
+
+    async def purge(self, instance_id: str) -> int:
+        """Delete an instance and its history; returns 1, or 0 if it did not exist."""
+        return await self.store.purge_instance(instance_id)
+
+    async def purge_many(self, q: InstanceQuery) -> int:
+        return await self.store.purge_instances(q)
+
+    async def wait_for_completion(
+        self,
+        instance_id: str,
+        timeout: float,  # noqa: ASYNC109 - a polling deadline, not a cancel scope
+        interval: float = 0.1,
+    ) -> Instance | None:
+        """Poll until the instance is finished or `timeout` seconds passed (wall clock).
+
+        Returns the last status seen (possibly still running), or None if it does not exist.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        interval = max(0.001, interval)
+        while True:
+            instance = await self.get_status(instance_id)
+            if instance is None or instance.status in TERMINAL_STATUSES:
+                return instance
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return instance
+            await asyncio.sleep(min(interval, remaining))
+
+    async def _send(self, instance_id: str, event: HistoryEvent) -> DeliveryResult:
+        return await self.store.send_message(Message(instance_id=instance_id, event=event))

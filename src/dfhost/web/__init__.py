@@ -1,0 +1,100 @@
+"""dfhost's HTTP surface: the management API, the app's HTTP triggers and host status.
+
+Route order matters: `/admin/host/status`, then the management API mount (which also answers
+the SDK's `rpcBaseUrl` calls), then the HTTP triggers, which see every other path. A route
+prefix of "" therefore cannot shadow the management API, as in Azure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from dfhost import __version__
+from dfhost.client import DurableClient
+from dfhost.functions import FunctionApp
+from dfhost.web.api import BASE_PATH, ManagementApi
+from dfhost.web.triggers import HttpTriggers
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "WebState", "build_app"]
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+Hook = Callable[[], Awaitable[Any]]
+
+
+@dataclass
+class WebState:
+    """Mutable server state, reachable as `web_app.state.dfhost`."""
+
+    rpc_base_url: str
+    """Where the app's client bindings send their SDK calls. Settable after the server bound
+    its port (port 0), since HTTP functions read it per request."""
+    state: str = "Starting"
+    """The host state `/admin/host/status` reports: Starting, Running or Stopping."""
+    started_at: float = field(default_factory=time.monotonic)
+
+
+def build_app(
+    client: DurableClient,
+    app: FunctionApp,
+    *,
+    rpc_base_url: str,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    on_startup: Sequence[Hook] = (),
+    on_shutdown: Sequence[Hook] = (),
+) -> Starlette:
+    """The ASGI app serving `app` with `client`'s task hub.
+
+    `rpc_base_url` must end with `/` (the SDK appends paths to it) and point at this server's
+    `/runtime/webhooks/durabletask/`, normally over loopback. `on_startup` hooks run in the
+    server's lifespan before it reports Running; `on_shutdown` hooks run when it stops.
+    """
+    if not rpc_base_url.endswith("/"):
+        rpc_base_url += "/"
+    web_state = WebState(rpc_base_url=rpc_base_url)
+    api = ManagementApi(client, hub_name=app.settings.hub_name, max_body_bytes=max_body_bytes)
+    triggers = HttpTriggers(app, rpc_base_url=web_state, max_body_bytes=max_body_bytes)
+
+    async def host_status(request: Request) -> Response:
+        running = web_state.state == "Running"
+        body = {
+            "id": app.settings.hub_name,
+            "state": web_state.state,
+            "version": __version__,
+            "versionDetails": f"dfhost {__version__}",
+            "processUptime": round((time.monotonic() - web_state.started_at) * 1000),
+            "errors": [f"{e.source}: {e.message}" for e in app.errors],
+        }
+        return JSONResponse(body, 200 if running else 503)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        for hook in on_startup:
+            await hook()
+        web_state.state = "Running"
+        try:
+            yield
+        finally:
+            web_state.state = "Stopping"
+            for hook in on_shutdown:
+                await hook()
+
+    web_app = Starlette(
+        routes=[
+            Route("/admin/host/status", host_status, methods=["GET"]),
+            Mount(BASE_PATH, routes=api.routes()),
+            Route("/{path:path}", triggers),
+        ],
+        lifespan=lifespan,
+    )
+    web_app.state.dfhost = web_state
+    return web_app

@@ -1,0 +1,408 @@
+"""The Durable Functions management API, served at `/runtime/webhooks/durabletask`.
+
+This one mount is both the public API (curl, dashboards) and the `rpcBaseUrl` the SDK's
+`DurableOrchestrationClient` calls, so routes, status codes and bodies follow the extension
+(sdk-protocol.md §5.3 and §6). Every body the SDK may read is JSON or empty: it parses all
+responses with `response.json()`, and a text body would crash it.
+
+Payload encodings (the Python client double-encodes its POST bodies):
+- Start: the body's JSON value becomes the input. A string value holding JSON text (what the
+  SDK sends: `"{\\"a\\": 1}"`) is stored as that text, so `get_input()` returns `{"a": 1}`;
+  any other value (a curl body `{"a": 1}`) is stored as its JSON text, with the same result.
+- Raise event: the body's JSON text is the event data unchanged, as the extension stores it.
+  So `client.raise_event(id, "E", {"a": 1})` reaches the orchestrator as the *string*
+  `'{"a": 1}'` (Azure/azure-functions-durable-python#295), while a curl body `{"a": 1}`
+  arrives as a dict. dfhost reproduces this on purpose: code that works here works on Azure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from dfhost.client import (
+    DurableClient,
+    InstanceExistsError,
+    InvalidInstanceIdError,
+    UnknownOrchestratorError,
+)
+from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus, parse_time
+from dfhost.store import DeliveryResult, InstanceQuery, StoreError
+from dfhost.web.common import BadRequestError, BodyTooLargeError, origin_of, read_body, url_of
+from dfhost.wire import api_history, api_status, check_status_payload
+
+__all__ = ["BASE_PATH", "ManagementApi"]
+
+BASE_PATH = "/runtime/webhooks/durabletask"
+CONTINUATION_HEADER = "x-ms-continuation-token"
+
+log = logging.getLogger("dfhost")
+
+_IN_PROGRESS = frozenset(
+    {
+        OrchestrationStatus.PENDING,
+        OrchestrationStatus.RUNNING,
+        OrchestrationStatus.CONTINUED_AS_NEW,
+        OrchestrationStatus.SUSPENDED,
+    }
+)
+_ARGUMENT_ERROR = "One or more of the arguments submitted is incorrect"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class _Query:
+    """Query parameters with case-insensitive keys, as the extension reads them."""
+
+    def __init__(self, request: Request) -> None:
+        self._values: dict[str, str] = {}
+        for key, value in request.query_params.multi_items():
+            self._values.setdefault(key.lower(), value)
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name.lower())
+
+    def flag(self, name: str, default: bool) -> bool:
+        # .NET bool.TryParse: "true"/"false" in any case; anything else keeps the default.
+        value = (self.get(name) or "").strip().lower()
+        if value == "true":
+            return True
+        if value == "false":
+            return False
+        return default
+
+    def time(self, name: str) -> datetime | None:
+        value = self.get(name)
+        if value is None or not value.strip():
+            return None
+        for candidate in (value.strip(), value.strip().replace(" ", "+")):
+            try:
+                return parse_time(candidate)
+            except ValueError:
+                continue
+        raise BadRequestError(f"{name} '{value}' is not a valid ISO 8601 date and time.")
+
+    def statuses(self) -> list[OrchestrationStatus]:
+        value = self.get("runtimeStatus")
+        if not value:
+            return []
+        by_name = {s.value.lower(): s for s in OrchestrationStatus}
+        result: list[OrchestrationStatus] = []
+        for item in value.split(","):
+            name = item.strip()
+            if not name:
+                continue
+            status = by_name.get(name.lower())
+            if status is None:
+                known = ", ".join(s.value for s in OrchestrationStatus)
+                raise BadRequestError(f"runtimeStatus '{name}' is not one of: {known}.")
+            result.append(status)
+        return result
+
+    def number(self, name: str) -> float | None:
+        value = self.get(name)
+        if value is None or not value.strip():
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number < 0:
+            raise BadRequestError(f"{name} '{value}' is not a non-negative number of seconds.")
+        return number
+
+
+def _error(status: int, message: str, detail: str | None = None) -> JsonResponse:
+    return JsonResponse({"Message": message, "ExceptionMessage": detail or message}, status)
+
+
+def _delivery(result: DeliveryResult, instance_id: str) -> Response:
+    if result == "not_found":
+        return _error(404, f"No instance with ID '{instance_id}' found.")
+    if result == "gone":
+        return _error(410, f"Instance with ID '{instance_id}' is gone: it has already finished.")
+    return Response(status_code=202)
+
+
+def _json_text(text: str) -> Any:
+    """Parse JSON as the SDK's own `json.loads` does (NaN and Infinity included: `df_dumps`
+    writes them for float values, and Newtonsoft reads them too)."""
+    return json.loads(text)
+
+
+class JsonResponse(JSONResponse):
+    """Starlette's JSONResponse refuses NaN; a stored output holding one must still be shown
+    (the SDK parses it back with `json.loads`)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _body_text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequestError("The request body is not valid UTF-8 text.") from None
+
+
+def start_input(body: bytes) -> str | None:
+    """The orchestration input (JSON text) for a start request body; see the module notes."""
+    text = _body_text(body).strip()
+    if not text:
+        return None
+    try:
+        value = _json_text(text)
+    except ValueError as exc:
+        raise BadRequestError(f"The request body is not valid JSON: {exc}") from None
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            _json_text(value)
+        except ValueError:
+            # A plain string from curl: the extension would hand the orchestrator text that
+            # get_input() cannot parse; keeping it a JSON string is the only useful reading.
+            return json.dumps(value)
+        return value
+    return json.dumps(value)
+
+
+class ManagementApi:
+    """The routes of the management API; mount them at `BASE_PATH`."""
+
+    def __init__(self, client: DurableClient, *, hub_name: str, max_body_bytes: int) -> None:
+        self.client = client
+        self.hub_name = hub_name
+        self.max_body_bytes = max_body_bytes
+
+    def routes(self) -> list[BaseRoute]:
+        def route(path: str, endpoint: Endpoint, methods: list[str]) -> Route:
+            return Route(path, _guarded(endpoint), methods=methods)
+
+        instance = "/instances/{instance_id}"
+        return [
+            route("/orchestrators/{function_name}", self.start, ["POST"]),
+            route("/orchestrators/{function_name}/{instance_id}", self.start, ["POST"]),
+            route("/instances", self.list_instances, ["GET"]),
+            route("/instances/", self.list_instances, ["GET"]),
+            route("/instances", self.purge_many, ["DELETE"]),
+            route("/instances/", self.purge_many, ["DELETE"]),
+            route(instance, self.get_status, ["GET"]),
+            route(instance, self.purge, ["DELETE"]),
+            route(instance + "/raiseEvent/{event_name}", self.raise_event, ["POST"]),
+            route(instance + "/terminate", self.terminate, ["POST"]),
+            route(instance + "/suspend", self.suspend, ["POST"]),
+            route(instance + "/resume", self.resume, ["POST"]),
+            route(instance + "/rewind", self.not_implemented, ["POST"]),
+            route(instance + "/restart", self.not_implemented, ["POST"]),
+            Route("/entities", _NotImplementedApp()),
+            Route("/entities/{rest:path}", _NotImplementedApp()),
+            # Last: everything else, including known paths with another method, is a 404 with
+            # an empty body (the extension's answer, and one the SDK can parse).
+            Route("/{rest:path}", _NotFoundApp()),
+        ]
+
+    # --- start ---------------------------------------------------------------------------
+    async def start(self, request: Request) -> Response:
+        name = request.path_params["function_name"]
+        instance_id = request.path_params.get("instance_id")
+        query = _Query(request)
+        timeout = query.number("timeout")
+        interval = query.number("pollingInterval")
+        input_text = start_input(await read_body(request, self.max_body_bytes))
+        version = query.get("version") or None
+        try:
+            instance_id = await self.client.start_new(name, instance_id, input_text, version)
+        except (UnknownOrchestratorError, InvalidInstanceIdError) as exc:
+            return _error(400, _ARGUMENT_ERROR, str(exc))
+        except InstanceExistsError as exc:
+            # The extension answers 500 here; 409 says what happened. The SDK's start_new
+            # raises Exception(<this body>), whose text carries the message either way.
+            return _error(409, str(exc))
+        if timeout is not None:
+            finished = await self.client.wait_for_completion(
+                instance_id, timeout, interval if interval else 1.0
+            )
+            if finished is not None and finished.status is OrchestrationStatus.COMPLETED:
+                return Response(
+                    finished.output if finished.output is not None else "null",
+                    200,
+                    media_type="application/json",
+                )
+            if finished is not None and finished.status in TERMINAL_STATUSES:
+                return await self._status_response(request, finished, _Query(request))
+        return self._check_status(request, instance_id)
+
+    def _check_status(self, request: Request, instance_id: str) -> Response:
+        payload = check_status_payload(
+            origin=origin_of(request),
+            hub_name=self.hub_name,
+            instance_id=quote(instance_id, safe=""),
+        )
+        payload["id"] = instance_id
+        headers = {"Location": payload["statusQueryGetUri"], "Retry-After": "10"}
+        return JsonResponse(payload, 202, headers=headers)
+
+    # --- queries -------------------------------------------------------------------------
+    async def get_status(self, request: Request) -> Response:
+        instance_id = request.path_params["instance_id"]
+        instance = await self.client.get_status(instance_id)
+        if instance is None:
+            return Response(status_code=404)
+        return await self._status_response(request, instance, _Query(request))
+
+    async def _status_response(
+        self, request: Request, instance: Instance, query: _Query
+    ) -> Response:
+        show_input = query.flag("showInput", True)
+        history = None
+        if query.flag("showHistory", False):
+            events = await self.client.get_history(instance.instance_id)
+            history = api_history(
+                events, show_input=show_input, show_output=query.flag("showHistoryOutput", False)
+            )
+        body = api_status(instance, show_input=show_input, history=history)
+        if instance.status in _IN_PROGRESS:
+            headers = {"Location": url_of(request), "Retry-After": "5"}
+            return JsonResponse(body, 202, headers=headers)
+        if instance.status is OrchestrationStatus.FAILED and query.flag(
+            "returnInternalServerErrorOnFailure", False
+        ):
+            return JsonResponse(body, 500)
+        return JsonResponse(body, 200)
+
+    async def list_instances(self, request: Request) -> Response:
+        query = _Query(request)
+        top_text = query.get("top")
+        top = 100
+        if top_text is not None and top_text.strip():
+            try:
+                top = int(top_text)
+            except ValueError:
+                top = 0
+            if top <= 0:
+                raise BadRequestError(f"top '{top_text}' is not a positive integer.")
+        token = request.headers.get(CONTINUATION_HEADER) or None
+        q = InstanceQuery(
+            created_from=query.time("createdTimeFrom"),
+            created_to=query.time("createdTimeTo"),
+            statuses=query.statuses(),
+            instance_id_prefix=query.get("instanceIdPrefix") or None,
+            top=top,
+            continuation=token,
+        )
+        try:
+            page = await self.client.query(q)
+        except StoreError as exc:
+            if token is None:
+                raise
+            raise BadRequestError(f"Invalid {CONTINUATION_HEADER} header: {exc}") from None
+        show_input = query.flag("showInput", True)
+        body = [api_status(i, show_input=show_input) for i in page.instances]
+        headers = {CONTINUATION_HEADER: page.continuation} if page.continuation else None
+        return JsonResponse(body, 200, headers=headers)
+
+    # --- events and control --------------------------------------------------------------
+    async def raise_event(self, request: Request) -> Response:
+        instance_id = request.path_params["instance_id"]
+        instance = await self.client.get_status(instance_id)
+        if instance is None:
+            return _delivery("not_found", instance_id)
+        if instance.status in TERMINAL_STATUSES:
+            return _delivery("gone", instance_id)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            return _error(400, "Only application/json request content is supported")
+        text = _body_text(await read_body(request, self.max_body_bytes)).strip()
+        if text:
+            try:
+                _json_text(text)
+            except ValueError as exc:
+                return _error(400, "Invalid JSON content", f"Invalid JSON content: {exc}")
+        result = await self.client.raise_event(
+            instance_id, request.path_params["event_name"], text or None
+        )
+        return _delivery(result, instance_id)
+
+    async def terminate(self, request: Request) -> Response:
+        instance_id = request.path_params["instance_id"]
+        result = await self.client.terminate(instance_id, _Query(request).get("reason"))
+        return _delivery(result, instance_id)
+
+    async def suspend(self, request: Request) -> Response:
+        instance_id = request.path_params["instance_id"]
+        result = await self.client.suspend(instance_id, _Query(request).get("reason"))
+        return _delivery(result, instance_id)
+
+    async def resume(self, request: Request) -> Response:
+        instance_id = request.path_params["instance_id"]
+        result = await self.client.resume(instance_id, _Query(request).get("reason"))
+        return _delivery(result, instance_id)
+
+    # --- purge ---------------------------------------------------------------------------
+    async def purge(self, request: Request) -> Response:
+        deleted = await self.client.purge(request.path_params["instance_id"])
+        if deleted == 0:
+            return Response(status_code=404)
+        return JsonResponse({"instancesDeleted": deleted}, 200)
+
+    async def purge_many(self, request: Request) -> Response:
+        query = _Query(request)
+        created_from = query.time("createdTimeFrom")
+        if created_from is None:
+            raise BadRequestError("createdTimeFrom is required to purge instances.")
+        q = InstanceQuery(
+            created_from=created_from,
+            created_to=query.time("createdTimeTo"),
+            statuses=query.statuses(),
+        )
+        deleted = await self.client.purge_many(q)
+        if deleted == 0:
+            return Response(status_code=404)
+        return JsonResponse({"instancesDeleted": deleted}, 200)
+
+    async def not_implemented(self, request: Request) -> Response:
+        return _not_implemented(request.url.path)
+
+
+def _not_implemented(path: str) -> Response:
+    operation = "entities" if "/entities" in path else path.rstrip("/").rsplit("/", 1)[-1]
+    return _error(501, f"dfhost does not support '{operation}' yet.")
+
+
+class _NotFoundApp:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await Response(status_code=404)(scope, receive, send)
+
+
+class _NotImplementedApp:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await _not_implemented(str(scope.get("path", "")))(scope, receive, send)
+
+
+def _guarded(endpoint: Endpoint) -> Endpoint:
+    """Map bad input to 4xx and anything unexpected to a logged 500; never let one escape."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except BadRequestError as exc:
+            return _error(400, _ARGUMENT_ERROR, str(exc))
+        except BodyTooLargeError as exc:
+            return _error(413, str(exc))
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening; not worth a traceback
+        except Exception as exc:
+            log.exception("management API %s %s failed", request.method, request.url.path)
+            return _error(500, "Something went wrong while processing your request", str(exc))
+
+    return guarded

@@ -1,0 +1,169 @@
+"""The engine on a real SQLite task hub, in-process: throughput shapes, generations, timers,
+logs, and bad input that must fail cleanly instead of crashing the host."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dfhost.client import DurableClient
+from dfhost.engine import Engine
+from dfhost.functions import FunctionApp, load_app
+from dfhost.history import EventType, Instance, OrchestrationStatus
+from dfhost.logs import configure_console
+from dfhost.store import Store, open_store
+from tests.e2e.harness import APPS
+
+
+@pytest.fixture(scope="module")
+def app() -> FunctionApp:
+    loaded = load_app(APPS / "e2e_v2")
+    assert loaded.errors == []
+    return loaded
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, app: FunctionApp) -> AsyncIterator[tuple[Store, DurableClient]]:
+    os.environ["DFHOST_E2E_STATE"] = str(tmp_path)
+    store = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
+    await store.start()
+    engine = Engine(app, store)
+    await engine.start()
+    yield store, DurableClient(store, app)
+    await engine.stop()
+    await store.close()
+
+
+async def run(client: DurableClient, name: str, input_text: str | None = None) -> Instance:
+    iid = await client.start_new(name, input_text=input_text)
+    status = await client.wait_for_completion(iid, timeout=60)
+    assert status is not None, f"{name} did not finish"
+    return status
+
+
+async def test_fan_out_of_a_thousand_activities(hub: tuple[Store, DurableClient]) -> None:
+    _, client = hub
+    status = await run(client, "fanout", "1000")
+    assert status.status is OrchestrationStatus.COMPLETED
+    assert status.output == str(sum(2 * i for i in range(1000)))
+
+
+async def test_a_hundred_generations_keep_only_the_last_history(
+    hub: tuple[Store, DurableClient],
+) -> None:
+    _, client = hub
+    status = await run(client, "counter", '{"n": 0, "until": 100}')
+    assert status.status is OrchestrationStatus.COMPLETED
+    assert status.output == "100"
+    history = await client.get_history(status.instance_id)
+    starts = [e for e in history if e.type is EventType.EXECUTION_STARTED]
+    assert len(starts) == 1
+    assert starts[0].input == '{"n": 99, "until": 100}'
+    assert [e.result for e in history if e.type is EventType.TASK_COMPLETED] == ["198"]
+
+
+async def test_timers_fire_in_due_order(hub: tuple[Store, DurableClient]) -> None:
+    _, client = hub
+    status = await run(client, "timers_in_order")
+    assert status.output == '["first", "second", "third"]'
+    history = await client.get_history(status.instance_id)
+    fired = [e for e in history if e.type is EventType.TIMER_FIRED]
+    assert [e.fire_at for e in fired] == sorted(e.fire_at for e in fired if e.fire_at)
+    for event in fired:
+        episode = next(
+            e
+            for e in history
+            if e.type is EventType.ORCHESTRATOR_STARTED and e.timestamp >= event.timestamp
+        )
+        assert event.fire_at is not None and episode.timestamp >= event.fire_at
+
+
+async def test_unknown_activity_is_a_task_failure(hub: tuple[Store, DurableClient]) -> None:
+    _, client = hub
+    status = await run(client, "calls_unknown")
+    assert status.status is OrchestrationStatus.COMPLETED
+    assert "activity 'no_such_activity' not found" in (status.output or "")
+
+
+async def test_unserializable_result_is_a_task_failure(hub: tuple[Store, DurableClient]) -> None:
+    _, client = hub
+    status = await run(client, "calls_unserializable")
+    assert status.status is OrchestrationStatus.COMPLETED
+    # The SDK's serializer explains what's wrong with the value.
+    assert "Activity function 'unserializable' failed" in (status.output or "")
+    assert "<class 'set'> does not expose a `to_json` function" in (status.output or "")
+
+
+async def test_unknown_orchestrator_in_the_store_fails_clearly(
+    hub: tuple[Store, DurableClient],
+) -> None:
+    store, _ = hub
+    renamed = DurableClient(store)  # no app: starts any name, as an older deployment would
+    iid = await renamed.start_new("renamed_away")
+    status = await renamed.wait_for_completion(iid, timeout=10)
+    assert status is not None and status.status is OrchestrationStatus.FAILED
+    assert "'renamed_away' doesn't exist" in (status.output or "")
+
+
+async def test_malformed_history_row_fails_the_instance(
+    tmp_path: Path, hub: tuple[Store, DurableClient]
+) -> None:
+    _, client = hub
+    iid = await client.start_new("waiter")
+    running = await _wait_status(client, iid, OrchestrationStatus.RUNNING)
+    assert running
+    with sqlite3.connect(tmp_path / "hub.sqlite3") as db:
+        db.execute("UPDATE history SET event = '{broken' WHERE instance_id = ? AND seq = 1", (iid,))
+    assert await client.raise_event(iid, "Go", '"now"') == "sent"
+    status = await client.wait_for_completion(iid, timeout=10)
+    assert status is not None and status.status is OrchestrationStatus.FAILED
+    assert iid in (status.output or "")
+
+
+async def test_replayed_orchestrator_logs_are_dropped(hub: tuple[Store, DurableClient]) -> None:
+    _, client = hub
+    console = io.StringIO()
+    configure_console(stream=console)
+    try:
+        status = await run(client, "chatty")
+    finally:
+        root = logging.getLogger()
+        root.handlers[:] = [h for h in root.handlers if not getattr(h, "_dfhost", False)]
+    assert status.output == '"ok"'
+    lines = console.getvalue().splitlines()
+    # Three episodes replay "chatty starts" three times; only the live run is shown, tagged
+    # with the function and instance.
+    for message in ("chatty starts", "chatty after first", "chatty done"):
+        shown = [line for line in lines if line.endswith(message)]
+        assert len(shown) == 1, lines
+        assert f"chatty ({status.instance_id}): {message}" in shown[0]
+    executing = [line for line in lines if "Executing 'Functions.chatty'" in line]
+    executed = [line for line in lines if "Executed 'Functions.chatty' (Succeeded" in line]
+    assert len(executing) == len(executed) == 3
+
+
+async def _wait_status(
+    client: DurableClient, iid: str, wanted: OrchestrationStatus
+) -> Instance | None:
+    import asyncio
+
+    for _ in range(200):
+        status = await client.get_status(iid)
+        if status is not None and status.status is wanted:
+            return status
+        await asyncio.sleep(0.02)
+    return None
+
+
+class _NullStream:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
