@@ -153,5 +153,8 @@ def configure_console(level: int = logging.INFO, stream: TextIO | None = None) -
     handler._dfhost = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # azure-functions' Durable codec logs one-time advisories to app authors at INFO from
+    # inside our payload decoding, where they would read as the user's own log lines.
+    logging.getLogger("azure.functions.DurableFunctions").setLevel(logging.WARNING)
     if not isinstance(sys.stdout, _PrintRouter):
         sys.stdout = _PrintRouter(sys.stdout)
