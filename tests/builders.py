@@ -15,9 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dfhost.history import EventType, HistoryEvent
-from dfhost.replay import EpisodeInput, EpisodeResult, run_episode
+from dfhost.replay import EpisodeInput, EpisodeResult, SessionCache, run_episode
 
 __all__ = ["T0", "HistoryBuilder"]
+
+INCREMENTAL = False
+"""New builders keep a session cache, so episodes after the first continue the suspended
+generator instead of replaying (tests/unit/test_replay.py runs every test both ways)."""
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 """The default start of every builder's clock."""
@@ -38,8 +42,11 @@ class HistoryBuilder:
         parent_instance_id: str | None = None,
         start: datetime = T0,
         input_type: type | None = None,
+        incremental: bool | None = None,
     ) -> None:
         self.orchestrator = orchestrator
+        use_sessions = INCREMENTAL if incremental is None else incremental
+        self.sessions = SessionCache() if use_sessions else None
         self.name = name
         self.input = input
         self.instance_id = instance_id
@@ -80,7 +87,7 @@ class HistoryBuilder:
     def deliver(self, *events: HistoryEvent) -> EpisodeResult:
         """One episode whose new events are `events` (after the OrchestratorStarted)."""
         episode = self.episode(*events)
-        result = run_episode(self.orchestrator, episode, self.input_type)
+        result = run_episode(self.orchestrator, episode, self.input_type, self.sessions)
         self.history.extend(episode.new)
         self.history.extend(result.events)
         self.history.append(HistoryEvent(type=EventType.ORCHESTRATOR_COMPLETED, timestamp=self.now))

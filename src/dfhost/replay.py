@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import threading
 import traceback
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ from azure.durable_functions.models.actions.SignalEntityAction import SignalEnti
 from azure.durable_functions.models.DurableOrchestrationContext import (
     DurableOrchestrationContext,
 )
+from azure.durable_functions.models.history.HistoryEvent import HistoryEvent as SdkHistoryEvent
 from azure.durable_functions.models.history.HistoryEventType import HistoryEventType
 from azure.durable_functions.models.Task import AtomicTask, RetryAbleTask
 from azure.durable_functions.models.TaskOrchestrationExecutor import (
@@ -50,7 +53,7 @@ from azure.durable_functions.models.TaskOrchestrationExecutor import (
 )
 
 from dfhost.history import EventType, HistoryEvent
-from dfhost.wire import orchestration_context
+from dfhost.wire import dtfx_event, orchestration_context
 
 __all__ = [
     "ActivityCall",
@@ -252,6 +255,8 @@ class _IdRecorder:
 
     def __init__(self, ctx: Any) -> None:
         self.assigned: list[_Assigned] = []
+        self.timers: list[_Assigned] = []
+        """The durable timers among `assigned`: they can be cancelled in a later episode."""
         self.fire_and_forget: list[tuple[int, Any]] = []
         add_to_open_tasks = ctx._add_to_open_tasks
         record_fire_and_forget = ctx._record_fire_and_forget_action
@@ -267,6 +272,8 @@ class _IdRecorder:
                         parent.num_attempts >= parent.retry_options.max_number_of_attempts
                     )
                 self.assigned.append(entry)
+                if isinstance(task.action_repr, CreateTimerAction):
+                    self.timers.append(entry)
             add_to_open_tasks(task)
 
         def fire_and_forget(action: Any) -> None:
@@ -294,55 +301,183 @@ _SCHEDULING_TYPES = (
 
 
 def run_episode(
-    orchestrator: Callable[..., Any], episode: EpisodeInput, input_type: type | None = None
+    orchestrator: Callable[..., Any],
+    episode: EpisodeInput,
+    input_type: type | None = None,
+    sessions: SessionCache | None = None,
 ) -> EpisodeResult:
-    """Replay `episode` through the user's generator function `orchestrator`."""
-    try:
-        ctx = DurableOrchestrationContext(
-            **orchestration_context(
-                instance_id=episode.instance_id,
-                past=episode.past,
-                new=episode.new,
-                input_text=episode.input,
-                parent_instance_id=episode.parent_instance_id,
+    """Replay `episode` through the user's generator function `orchestrator`.
+
+    With `sessions`, an instance whose previous episode ran here continues from where its
+    generator stopped and only the new events are fed to it (an "extended session"); any
+    doubt about the history falls back to a full replay from the stored events.
+    """
+    session = sessions.take(orchestrator, episode) if sessions is not None else None
+    if session is None:
+        try:
+            session = _Session.replay_from_scratch(orchestrator, episode, input_type)
+        except _ContextError as exc:
+            return EpisodeResult(Failed(str(exc)))
+    else:
+        session.continue_with(episode)
+    result = _Reconciler(episode, session).result()
+    if sessions is not None and isinstance(result.outcome, Running):
+        sessions.keep(episode, session, result)
+    return result
+
+
+class _ContextError(Exception):
+    pass
+
+
+class _Session:
+    """The SDK objects of one instance's execution, and what dfhost has already reconciled."""
+
+    def __init__(self, orchestrator: Callable[..., Any], ctx: Any, events: list[HistoryEvent]):
+        self.orchestrator = orchestrator
+        self.ctx = ctx
+        self.events = events
+        """Our events, one for one with `ctx.histories`."""
+        self.recorder = _IdRecorder(ctx)
+        self.executor = _Executor()
+        self.scheduled = {
+            e.event_id: e for e in events if e.type in _SCHEDULING_TYPES and e.event_id >= 0
+        }
+        self.reconciled = 0
+        """How many of `recorder.assigned` earlier episodes already turned into work."""
+        self.cancelled_reported: set[int] = set()
+        self.crash: BaseException | None = None
+        self.replayed_from_scratch = True
+
+    @classmethod
+    def replay_from_scratch(
+        cls, orchestrator: Callable[..., Any], episode: EpisodeInput, input_type: type | None
+    ) -> _Session:
+        try:
+            ctx = DurableOrchestrationContext(
+                **orchestration_context(
+                    instance_id=episode.instance_id,
+                    past=episode.past,
+                    new=episode.new,
+                    input_text=episode.input,
+                    parent_instance_id=episode.parent_instance_id,
+                )
             )
-        )
-    except Exception as exc:  # the SDK rejects the history shape: a host bug or corrupt rows
-        return EpisodeResult(Failed(f"dfhost could not build the orchestration context: {exc}"))
-    ctx._input_expected_type = input_type
-    recorder = _IdRecorder(ctx)
-    executor = _Executor()
-    token = _replaying.set(lambda: bool(ctx.is_replaying))
-    crash: BaseException | None = None
-    try:
-        executor.execute(ctx, ctx.histories, orchestrator)
-    except Exception as exc:  # a plain (non-generator) orchestrator raised
-        crash = exc
-    finally:
-        _replaying.reset(token)
-    return _Reconciler(episode, ctx, executor, recorder).result(crash)
+        except Exception as exc:  # the SDK rejects the history shape: a bug or corrupt rows
+            raise _ContextError(f"dfhost could not build the orchestration context: {exc}") from exc
+        ctx._input_expected_type = input_type
+        session = cls(orchestrator, ctx, [*episode.past, *episode.new])
+        token = _replaying.set(lambda: bool(ctx.is_replaying))
+        try:
+            session.executor.execute(ctx, ctx.histories, orchestrator)
+        except Exception as exc:  # a plain (non-generator) orchestrator raised
+            session.crash = exc
+        finally:
+            _replaying.reset(token)
+        return session
+
+    def continue_with(self, episode: EpisodeInput) -> None:
+        """Feed the events this session hasn't seen to the suspended generator."""
+        self.replayed_from_scratch = False
+        token = _replaying.set(lambda: bool(self.ctx.is_replaying))
+        try:
+            self.feed(episode.past[len(self.events) :], played=True)
+            self.feed(episode.new, played=False)
+        finally:
+            _replaying.reset(token)
+
+    def feed(self, events: Sequence[HistoryEvent], *, played: bool) -> None:
+        executor = self.executor
+        for event in events:
+            sdk_event = SdkHistoryEvent(**dtfx_event(event, played=played))
+            self.ctx._histories.append(sdk_event)
+            self.events.append(event)
+            if executor.has_execution_completed:
+                continue  # as in full replay: later events are recorded but not processed
+            executor._is_processing_new_events = not played
+            executor.process_event(sdk_event)
+
+
+class SessionCache:
+    """Recently run instances' sessions, for incremental episodes (least recently used out).
+
+    Thread-safe: episodes run in a thread pool, one episode per instance at a time.
+    """
+
+    def __init__(self, max_sessions: int = 1000) -> None:
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, tuple[_Session, str, int, HistoryEvent]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def take(self, orchestrator: Callable[..., Any], episode: EpisodeInput) -> _Session | None:
+        """The instance's session if `episode.past` is exactly what it left behind."""
+        with self._lock:
+            entry = self._sessions.pop(episode.instance_id, None)
+            if entry is not None:
+                session, execution_id, length, last = entry
+                past = episode.past
+                # The engine appends the episode's OrchestratorCompleted after our events;
+                # anything else (another host's episode, a lost commit, suspend markers,
+                # a rewind) changes the length or the last events, and we replay from scratch.
+                if (
+                    session.orchestrator is orchestrator
+                    and execution_id == episode.execution_id
+                    and len(past) == length + 1
+                    and past[-1].type is EventType.ORCHESTRATOR_COMPLETED
+                    and past[-2] == last
+                ):
+                    self.hits += 1
+                    return session
+            self.misses += 1
+            return None
+
+    def keep(self, episode: EpisodeInput, session: _Session, result: EpisodeResult) -> None:
+        # The engine stores the episode's scheduling events after its new events; the next full
+        # replay would process them there, so the session processes them now.
+        session.feed(result.events, played=True)
+        session.scheduled.update((e.event_id, e) for e in result.events)
+        with self._lock:
+            self._sessions[episode.instance_id] = (
+                session,
+                episode.execution_id,
+                len(session.events),
+                session.events[-1],
+            )
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+
+    def forget(self, instance_id: str) -> None:
+        """Drop an instance's session (its history changed behind our back)."""
+        with self._lock:
+            self._sessions.pop(instance_id, None)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
 
 
 class _Reconciler:
     """Turns what the SDK did in one episode into an `EpisodeResult`."""
 
-    def __init__(self, episode: EpisodeInput, ctx: Any, executor: Any, recorder: _IdRecorder):
+    def __init__(self, episode: EpisodeInput, session: _Session):
         self.episode = episode
-        self.ctx = ctx
-        self.executor = executor
-        self.recorder = recorder
-        # New events are only ever inbound (results, timers, raised events): everything
-        # scheduled so far is in the past.
-        self.scheduled = {
-            e.event_id: e for e in episode.past if e.type in _SCHEDULING_TYPES and e.event_id >= 0
-        }
+        self.session = session
+        self.ctx = session.ctx
+        self.executor = session.executor
+        self.recorder = session.recorder
+        self.scheduled = session.scheduled
 
-    def result(self, crash: BaseException | None) -> EpisodeResult:
+    def result(self) -> EpisodeResult:
+        crash = self.session.crash
         custom_status: str | None = None
         try:
             custom_status = self._custom_status()
             events, work, cancelled = self._new_work()
-            self._check_nothing_missing()
+            if self.session.replayed_from_scratch:
+                # A continued session only ever saw histories it wrote itself.
+                self._check_nothing_missing()
+            self._check_no_stray_results()
         except NonDeterministicOrchestrationError as exc:
             message = f"NonDeterministicOrchestrationError: {exc}"
             return EpisodeResult(Failed(message), custom_status=custom_status)
@@ -395,9 +530,7 @@ class _Reconciler:
         delivered = self.executor.delivered_events
         carried = [
             e
-            for e, sdk_event in zip(
-                (*self.episode.past, *self.episode.new), self.ctx.histories, strict=True
-            )
+            for e, sdk_event in zip(self.session.events, self.ctx.histories, strict=True)
             if e.type is EventType.EVENT_RAISED
             and e.name is not None
             and id(sdk_event) not in delivered
@@ -409,23 +542,30 @@ class _Reconciler:
 
     def _new_work(self) -> tuple[list[HistoryEvent], list[Work], list[int]]:
         now = self.episode.now
+        session = self.session
         events: list[HistoryEvent] = []
         work: list[Work] = []
         cancelled: list[int] = []
-        for entry in self.recorder.assigned:
+        fresh = self.recorder.assigned[session.reconciled :]
+        session.reconciled = len(self.recorder.assigned)
+        for entry in fresh:
             if entry.after_continue_as_new:
                 continue
             planned = self._plan(entry, now)
             recorded = self.scheduled.get(entry.id)
             if recorded is not None:
                 self._check_matches(entry.id, recorded, planned)
-                if isinstance(planned, TimerRequest) and _timer_cancelled(entry.task):
-                    cancelled.append(entry.id)
                 continue
             events.append(_scheduling_event(planned, now))
             if isinstance(planned, TimerRequest) and _timer_cancelled(entry.task):
+                session.cancelled_reported.add(entry.id)
                 continue
             work.append(planned)
+        for entry in self.recorder.timers:
+            if entry.id not in session.cancelled_reported and _timer_cancelled(entry.task):
+                session.cancelled_reported.add(entry.id)
+                if entry.id in self.scheduled:
+                    cancelled.append(entry.id)
         if any(isinstance(a, SignalEntityAction) for _, a in self.recorder.fire_and_forget):
             raise _UnsupportedError(
                 "signal_entity is not supported by this dfhost version (entities are planned)"
@@ -507,6 +647,8 @@ class _Reconciler:
                     f"instance '{self.episode.instance_id}', task {event_id}: the history has "
                     f"{_describe_event(recorded)} but the orchestrator no longer schedules it."
                 )
+
+    def _check_no_stray_results(self) -> None:
         for key in self.ctx.deferred_tasks:
             if isinstance(key, int):
                 raise NonDeterministicOrchestrationError(

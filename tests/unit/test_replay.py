@@ -18,11 +18,6 @@ from typing import Any, TypeAlias
 import azure.durable_functions as df
 import pytest
 
-try:
-    from tests.builders import T0, HistoryBuilder
-except ModuleNotFoundError:  # `tests` is no package here: pytest put tests/ itself on sys.path
-    from builders import T0, HistoryBuilder  # type: ignore[no-redef]
-
 from dfhost import replay
 from dfhost.history import EventType, HistoryEvent
 from dfhost.replay import (
@@ -36,6 +31,8 @@ from dfhost.replay import (
     TimerRequest,
     run_episode,
 )
+from tests import builders
+from tests.builders import T0, HistoryBuilder
 
 # The SDK's one-time advisory for `df_loads` without an expected type fires on the first
 # result any orchestrator receives in the process; it is meant for app authors, not a failure.
@@ -45,6 +42,13 @@ pytestmark = pytest.mark.filterwarnings(
 
 Ctx: TypeAlias = df.DurableOrchestrationContext
 Orchestrator = Generator[Any, Any, Any]
+
+
+@pytest.fixture(autouse=True, params=["full replay", "incremental"])
+def replay_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: replaying whole histories, and continuing cached sessions."""
+    monkeypatch.setattr(builders, "INCREMENTAL", request.param == "incremental")
+    return str(request.param)
 
 
 def secs(n: float) -> datetime:
@@ -756,7 +760,7 @@ def test_version_and_input_default_to_none() -> None:
     assert HistoryBuilder(orchestrator).start() == completed([None, None])
 
 
-def test_is_replaying_is_true_for_old_events_only() -> None:
+def test_is_replaying_is_true_for_old_events_only(replay_mode: str) -> None:
     seen: list[tuple[bool, bool]] = []
 
     def orchestrator(ctx: Ctx) -> Orchestrator:
@@ -772,14 +776,26 @@ def test_is_replaying_is_true_for_old_events_only() -> None:
     assert seen == [(False, False)]
     seen.clear()
     b.complete(0)
-    assert seen == [(True, True), (False, False)]
+    if replay_mode == "incremental":
+        # A continued session doesn't re-run old code at all: nothing to replay.
+        assert seen == [(False, False)]
+    else:
+        assert seen == [(True, True), (False, False)]
     seen.clear()
     b.complete(1)
-    assert seen == [(True, True), (True, True), (False, False)]
+    if replay_mode == "incremental":
+        assert seen == [(False, False)]
+    else:
+        assert seen == [(True, True), (True, True), (False, False)]
     assert replay.is_replaying() is False  # outside an episode
+    b.sessions = None  # a full replay (a cache miss) still marks old code as replaying
+    seen.clear()
+    b.complete(2)
+    assert seen == [(True, True), (True, True), (True, True)]
 
 
 def test_new_uuid_is_stable_across_replays() -> None:
+    # Full replays only: the point is that re-running old code gives the same ids.
     seen: list[str] = []
 
     def orchestrator(ctx: Ctx) -> Orchestrator:
@@ -788,7 +804,7 @@ def test_new_uuid_is_stable_across_replays() -> None:
         seen.append(ctx.new_uuid())
         yield ctx.call_activity("B")
 
-    b = HistoryBuilder(orchestrator)
+    b = HistoryBuilder(orchestrator, incremental=False)
     b.start()
     [first] = seen
     seen.clear()
