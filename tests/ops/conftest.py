@@ -1,0 +1,176 @@
+"""Fixtures for the operations tests: the ops app with its switch folder, a task hub with an
+engine running it, the management API in-process, and `dfhost start` with extra arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dfhost.client import DurableClient
+from dfhost.engine import Engine
+from dfhost.functions import FunctionApp, load_app
+from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus
+from dfhost.store import Store
+from dfhost.web import build_app
+from tests.e2e.harness import HostProcess
+from tests.web.conftest import asgi
+
+OPS_APP = Path(__file__).resolve().parent / "apps" / "ops_app"
+BASE = "/runtime/webhooks/durabletask"
+Status = OrchestrationStatus
+
+# The engine replays orchestrators in its own threads, where pytest's `error` filter would turn
+# the SDK's one-time df_loads advice into a failed orchestration.
+SDK_ADVICE = "ignore:azure.functions df_loads was called without expected_type:DeprecationWarning"
+
+
+def load_ops_app(root: Path = OPS_APP) -> FunctionApp:
+    app = load_app(root)
+    assert app.errors == [], app.errors
+    return app
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The app's switch folder (DFHOST_OPS_STATE); every gate opens at teardown."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    monkeypatch.setenv("DFHOST_OPS_STATE", str(folder))
+    yield folder
+    (folder / "open-all").touch()
+
+
+@pytest.fixture
+def ops_app(state: Path) -> FunctionApp:
+    return load_ops_app()
+
+
+@dataclass
+class Hub:
+    store: Store
+    client: DurableClient
+    engine: Engine
+    app: FunctionApp
+    state: Path
+
+    def calls(self, key: str) -> int:
+        counter = self.state / f"calls-{key}"
+        return len(counter.read_text()) if counter.exists() else 0
+
+
+@pytest.fixture
+async def hub(store: Store, ops_app: FunctionApp, state: Path) -> AsyncIterator[Hub]:
+    engine = Engine(ops_app, store)
+    await engine.start()
+    try:
+        yield Hub(store, DurableClient(store, ops_app), engine, ops_app, state)
+    finally:
+        (state / "open-all").touch()
+        await engine.stop()
+
+
+@pytest.fixture
+async def http(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
+    """The management API of `hub`, in-process."""
+    web_app = build_app(hub.client, hub.app, rpc_base_url="http://127.0.0.1:1/unused/")
+    async with asgi(web_app) as client:
+        yield client
+
+
+async def wait_status(
+    client: DurableClient, instance_id: str, *statuses: Status, within: float = 15.0
+) -> Instance:
+    """The instance once it is in one of `statuses` (any finished one, if none are given)."""
+    wanted = set(statuses) or set(TERMINAL_STATUSES)
+    seen: Instance | None = None
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        seen = await client.get_status(instance_id)
+        if seen is not None and seen.status in wanted:
+            return seen
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{instance_id} never reached {sorted(wanted)}; last seen: {seen}")
+
+
+async def until(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
+    """Poll an async predicate until it returns something truthy; that value."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"condition not met within {within}s")
+
+
+def copy_ops_app(target: Path) -> Path:
+    """A private copy of the ops app (tests that edit the app's code or host.json)."""
+    shutil.copytree(OPS_APP, target, ignore=shutil.ignore_patterns("__pycache__", ".dfhost"))
+    return target
+
+
+class OpsHost(HostProcess):
+    """`dfhost start` with extra arguments (e.g. --ensure); refused starts are reported, not
+    raised, so two hosts can race."""
+
+    def __init__(self, app_dir: Path, store_url: str, state: Path, *extra: str) -> None:
+        super().__init__(app_dir, store_url, env={"DFHOST_OPS_STATE": str(state)})
+        self.extra = list(extra)
+        self.ready = threading.Event()
+
+    def launch(self) -> OpsHost:
+        command = [sys.executable, "-m", "dfhost", "start", str(self.app_dir), "--port", "0"]
+        command += ["--store", self.store_url, *self.extra]
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
+        )
+
+        def drain() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+                found = re.search(r"listening on (http://\S+)", line)
+                if found:
+                    self.origin = found.group(1)
+                    self.ready.set()
+            self.ready.set()
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Whether it is serving (False: it exited, e.g. refused)."""
+        self.ready.wait(timeout)
+        return bool(self.origin)
+
+    def start(self, timeout: float = 30.0) -> OpsHost:
+        self.launch()
+        if not self.wait_ready(timeout):
+            self.stop()
+            raise RuntimeError("dfhost did not start:\n" + self.output)
+        return self
+
+
+def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`python -m dfhost ...` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "dfhost", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+        env={**os.environ},
+    )
