@@ -1,0 +1,217 @@
+"""The timer runner in-process, against a SQLite task hub: no overlap, catch-up, run now."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dfhost.client import DurableClient
+from dfhost.history import utcnow
+from dfhost.store import Store, TimerStatus, open_store
+from dfhost.timers import TimerRunner
+from dfhost.web import build_app
+from tests.timers.conftest import load_timers_app, read_runs, wait_for_runs
+
+RPC = "http://127.0.0.1:1/runtime/webhooks/durabletask/"
+
+
+def shifted(offset: timedelta) -> Callable[[], datetime]:
+    return lambda: utcnow() + offset
+
+
+@pytest.mark.slow
+async def test_a_timer_every_2s_whose_runs_take_3s_never_overlaps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dfhost.timers")
+    runs_file = tmp_path / "runs.jsonl"
+    app = load_timers_app(monkeypatch, runs_file, ["slow"], DFHOST_SLOW_SECONDS="3")
+    await hub.open_host("host", utcnow())
+    runner = TimerRunner(app, hub, owner="host", rpc_base_url=RPC)
+    assert runner.problems == []
+    await runner.start()
+    try:
+        await wait_for_runs(runs_file, lambda runs: len(runs) >= 2, timeout=15)
+    finally:
+        await runner.stop()
+
+    runs = sorted(read_runs(runs_file), key=lambda run: run["start"])
+    for earlier, later in pairwise(runs):
+        assert later["start"] >= earlier["end"], runs
+        # The occurrence 2 s after a start fell due mid-run and was skipped.
+        assert later["start"] - earlier["start"] >= 3.9, runs
+    for run in runs:
+        assert run["start"] % 2 < 0.5, run  # at an even second: */2
+        assert run["past_due"] is False and run["status"] == {}  # sub-minute: not monitored
+        assert run["schedule"] == {"AdjustForDST": True}
+    skipped = [r.getMessage() for r in caplog.records if "skipped its" in r.getMessage()]
+    assert skipped, caplog.text
+    assert all("the run started at" in line and "is still going" in line for line in skipped)
+
+
+async def test_a_monitored_timer_catches_up_once_after_downtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_url: str
+) -> None:
+    runs_file = tmp_path / "runs.jsonl"
+    app = load_timers_app(monkeypatch, runs_file, ["every_minute"])
+    # A clock 0.4 s before a minute, so that the every-minute timer fires at once.
+    now = utcnow()
+    offset = now.replace(second=59, microsecond=600_000) - now
+    stores = [open_store(hub_url) for _ in range(3)]
+    for store in stores:
+        await store.start()
+    try:
+        await stores[0].open_host("first", utcnow())
+        first = TimerRunner(app, stores[0], owner="first", rpc_base_url=RPC, clock=shifted(offset))
+        assert first.timers["every_minute"].use_monitor  # the default at once a minute
+        await first.start()
+        try:
+            [ran] = await wait_for_runs(runs_file, lambda runs: len(runs) == 1)
+        finally:
+            await first.stop()
+        await stores[0].close()
+        assert ran["past_due"] is False
+
+        # The host was down 10 minutes; two hosts start at once: ONE catch-up run.
+        later = shifted(offset + timedelta(minutes=10))
+        hosts = []
+        for name, store in (("second", stores[1]), ("third", stores[2])):
+            await store.open_host(name, later())
+            hosts.append(TimerRunner(app, store, owner=name, rpc_base_url=RPC, clock=later))
+        for host in hosts:
+            await host.start()
+        try:
+            await wait_for_runs(runs_file, lambda runs: len(runs) >= 2)
+            await asyncio.sleep(1.0)  # long enough for a burst of catch-up runs to show
+        finally:
+            for host in hosts:
+                await host.stop()
+        runs = read_runs(runs_file)
+        assert len(runs) == 2, runs
+        catch_up = runs[1]
+        assert catch_up["past_due"] is True
+        status = catch_up["status"]
+        assert set(status) == {"Last", "Next", "LastUpdated"}
+        # Next is the first occurrence missed: one minute after the run before the downtime.
+        last = datetime.fromisoformat(status["Last"])
+        assert datetime.fromisoformat(status["Next"]) == last.replace(
+            second=0, microsecond=0
+        ) + timedelta(minutes=1)
+
+        recorded = await stores[1].get_timer_status("every_minute")
+        assert recorded is not None and recorded.next > later() - timedelta(seconds=2)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_run_cut_short_by_a_crash_still_gets_its_catch_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: Store
+) -> None:
+    runs_file = tmp_path / "runs.jsonl"
+    app = load_timers_app(monkeypatch, runs_file, ["every_minute"])
+    # A host claimed the 12:01 occurrence and died mid-run, before recording its status.
+    occurrence = datetime.fromisoformat("2024-05-01T12:01:00+00:00")
+    before = TimerStatus(
+        last=occurrence - timedelta(minutes=1), next=occurrence, last_updated=occurrence
+    )
+    await hub.set_timer_status("every_minute", before)
+    assert await hub.claim_timer_run(
+        "every_minute", occurrence, "dead", occurrence, occurrence + timedelta(minutes=5)
+    )
+
+    later = shifted(occurrence + timedelta(minutes=30, seconds=20) - utcnow())
+    await hub.open_host("host", later())  # frees the dead host's run
+    runner = TimerRunner(app, hub, owner="host", rpc_base_url=RPC, clock=later)
+    await runner.start()
+    try:
+        [run] = await wait_for_runs(runs_file, lambda runs: len(runs) == 1)
+    finally:
+        await runner.stop()
+    assert run["past_due"] is True
+    assert datetime.fromisoformat(run["status"]["Next"]) == occurrence
+
+
+async def test_run_now_over_http_never_overlaps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: Store
+) -> None:
+    runs_file = tmp_path / "runs.jsonl"
+    app = load_timers_app(monkeypatch, runs_file, ["slow"], DFHOST_SLOW_SECONDS="0.5")
+    await hub.open_host("host", utcnow())
+    runner = TimerRunner(app, hub, owner="host", rpc_base_url=RPC)  # not started: no schedule
+    web_app = build_app(DurableClient(hub, app), app, rpc_base_url=RPC, run_function=runner.run_now)
+    transport = httpx.ASGITransport(app=web_app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            body = {"input": ""}
+            assert (await http.post("/admin/functions/slow", json=body)).status_code == 202
+            busy = await http.post("/admin/functions/slow", json=body)
+            assert busy.status_code == 409
+            assert "already running" in busy.text
+            missing = await http.post("/admin/functions/nope", json=body)
+            assert missing.status_code == 404
+            assert missing.text == "no timer-triggered function named 'nope'"
+            await wait_for_runs(runs_file, lambda runs: len(runs) == 1)
+            # Once the run has ended (a moment after its record), it runs again; function
+            # names are case-insensitive, as in Azure.
+            for _ in range(500):
+                again = await http.post("/admin/functions/SLOW")
+                if again.status_code != 409:
+                    break
+                await asyncio.sleep(0.02)
+            assert again.status_code == 202
+            await wait_for_runs(runs_file, lambda runs: len(runs) == 2)
+    finally:
+        await runner.stop()
+    assert all(run["past_due"] is False for run in read_runs(runs_file))
+
+
+def test_unusable_schedules_are_one_line_each_and_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: Store
+) -> None:
+    monkeypatch.delenv("TICK_SCHEDULE", raising=False)
+    app = load_timers_app(monkeypatch, tmp_path / "runs.jsonl", ["tick", "every_minute"])
+    runner = TimerRunner(app, hub, owner="host", rpc_base_url=RPC)
+    assert runner.problems == [
+        "timer 'tick': schedule '%TICK_SCHEDULE%' uses app setting 'TICK_SCHEDULE', which "
+        "is not set; the function is not scheduled"
+    ]
+    assert list(runner.timers) == ["every_minute"]
+
+    runner = TimerRunner(
+        app, hub, owner="host", rpc_base_url=RPC, env={"TICK_SCHEDULE": "0 0 */0 * * *"}
+    )
+    assert runner.problems == [
+        "timer 'tick': schedule '0 0 */0 * * *': hour field: '*/0': the step after / must be "
+        "a whole number from 1; the function is not scheduled"
+    ]
+
+    env = {"TICK_SCHEDULE": "* * * * *", "WEBSITE_TIME_ZONE": "Pacific Standard Time"}
+    runner = TimerRunner(app, hub, owner="host", rpc_base_url=RPC, env=env)
+    assert runner.problems == [
+        "WEBSITE_TIME_ZONE 'Pacific Standard Time' is a Windows time zone name; use the IANA "
+        "name (e.g. America/New_York); timer functions 'every_minute', 'tick' are not scheduled"
+    ]
+    assert runner.timers == {}
+
+
+def test_time_zone_and_explicit_monitor_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: Store
+) -> None:
+    app = load_timers_app(monkeypatch, tmp_path / "runs.jsonl", ["tick", "every_minute"])
+    env = {"TICK_SCHEDULE": "0 0 9 * * *", "WEBSITE_TIME_ZONE": "Europe/Paris"}
+    runner = TimerRunner(app, hub, owner="host", rpc_base_url=RPC, env=env)
+    assert runner.problems == []
+    tick = runner.timers["tick"]
+    assert not tick.use_monitor  # use_monitor=False wins over the once-a-day default
+    assert str(tick.time_zone) == "Europe/Paris"
+    assert tick.schedule.next_occurrence(datetime.fromisoformat("2024-07-01T00:00:00+00:00")) == (
+        datetime.fromisoformat("2024-07-01T07:00:00+00:00")
+    )
