@@ -1,17 +1,29 @@
-"""Shared fixtures. `--backend` picks the store the contract suite runs against."""
+"""Shared fixtures. `--backend` picks the stores that tests using `store` run against: every
+such test runs once per selected backend.
+
+PostgreSQL is the server at `$DFHOST_TEST_POSTGRES` (default postgresql://postgres@127.0.0.1:5432
+/postgres); each run creates a throwaway database there, dropped at the end, and each test gets
+its own task hub (schema) in it. A PostgreSQL that can't be reached fails the run."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from dfhost.store import Store, open_store
 
-BACKENDS = ("sqlite",)
+BACKENDS = ("sqlite", "postgres")
+DEFAULT_BACKENDS = ("sqlite", "postgres")
+"""What a plain run (and CI) tests: `all` minus backends that need a cloud emulator."""
+POSTGRES_ADMIN_URL = os.environ.get(
+    "DFHOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 CorruptHistory = Callable[[Store, str], Awaitable[None]]
 
@@ -19,23 +31,64 @@ CorruptHistory = Callable[[Store, str], Awaitable[None]]
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--backend",
-        choices=BACKENDS,
-        default="sqlite",
-        help="task hub backend for the store tests (default: sqlite)",
+        choices=(*BACKENDS, "all"),
+        default=None,
+        help=f"task hub backend for the store tests (default: {', '.join(DEFAULT_BACKENDS)})",
     )
 
 
-@pytest.fixture
-def backend(request: pytest.FixtureRequest) -> str:
-    value: str = request.config.getoption("--backend")
-    return value
+def selected_backends(config: pytest.Config) -> tuple[str, ...]:
+    value: str | None = config.getoption("--backend")
+    if value is None:
+        return DEFAULT_BACKENDS
+    return BACKENDS if value == "all" else (value,)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", selected_backends(metafunc.config))
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """The URL of a PostgreSQL database created for this run (dropped afterwards); it has a
+    query string, so add `&hub=NAME`.
+
+    Its sessions commit without waiting for the disk (synchronous_commit=off): a flush costs
+    ~2 ms per commit here, and durability across an OS crash is not what the tests test."""
+    try:
+        import psycopg
+    except ImportError:
+        pytest.fail("the postgres backend needs psycopg: pip install -e '.[dev]'", pytrace=False)
+    name = f"dfhost_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_ADMIN_URL} can't be reached ({str(exc).strip()}); start "
+            "it, point DFHOST_TEST_POSTGRES at one, or run with --backend=sqlite",
+            pytrace=False,
+        )
+    base, _, _ = POSTGRES_ADMIN_URL.partition("?")
+    try:
+        yield f"{base.rsplit('/', 1)[0]}/{name}?options=-c%20synchronous_commit%3Doff"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
-async def store(backend: str, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Store]:
     """A started store on a fresh, empty task hub; closed afterwards."""
     if backend == "sqlite":
         hub = open_store(f"sqlite:///{tmp_path / 'hub' / 'hub.db'}")
+    elif backend == "postgres":
+        database = request.getfixturevalue("postgres_database")
+        name = _spare_postgres_hubs.pop() if _spare_postgres_hubs else f"T{uuid.uuid4().hex[:16]}"
+        hub = open_store(f"{database}&hub={name}")
     else:  # pragma: no cover - --backend rejects anything else
         raise pytest.UsageError(f"unknown backend {backend!r}")
     await hub.start()
@@ -43,6 +96,23 @@ async def store(backend: str, tmp_path: Path) -> AsyncIterator[Store]:
         yield hub
     finally:
         await hub.close()
+        if backend == "postgres":
+            await _empty_postgres_hub(hub)
+            _spare_postgres_hubs.append(name)
+
+
+_spare_postgres_hubs: list[str] = []
+"""Hubs emptied after their test: creating a schema costs ~0.1 s, emptying it ~1 ms."""
+
+
+async def _empty_postgres_hub(store: Store) -> None:
+    import psycopg
+
+    conninfo: str = getattr(store, "conninfo")  # noqa: B009 - its search_path is the hub's
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        for table in ("history", "messages", "activity_tasks", "timer_functions", "hosts"):
+            await conn.execute(f"DELETE FROM {table}")
+        await conn.execute("DELETE FROM instances")
 
 
 @pytest.fixture
@@ -51,6 +121,8 @@ def corrupt_history(backend: str) -> CorruptHistory:
     current history. Every backend must provide it: the test that uses it fails otherwise."""
     if backend == "sqlite":
         return _corrupt_sqlite_history
+    if backend == "postgres":
+        return _corrupt_postgres_history
     pytest.fail(f"backend {backend!r} has no corrupt_history hook")
 
 
@@ -71,3 +143,19 @@ async def _corrupt_sqlite_history(store: Store, instance_id: str) -> None:
         conn.close()
 
     await asyncio.to_thread(corrupt)
+
+
+async def _corrupt_postgres_history(store: Store, instance_id: str) -> None:
+    import psycopg
+
+    conninfo: str | None = getattr(store, "conninfo", None)  # its search_path is the hub's
+    assert conninfo is not None, "corrupt_history needs a PostgresStore"
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO history (instance_id, execution_id, seq, event) "
+            "SELECT instance_id, execution_id, "
+            "(SELECT COALESCE(MAX(seq), -1) + 1 FROM history AS h "
+            " WHERE h.instance_id = i.instance_id AND h.execution_id = i.execution_id), "
+            "'{not json' FROM instances AS i WHERE instance_id = %s",
+            (instance_id,),
+        )

@@ -10,12 +10,18 @@ import sys
 from pathlib import Path
 
 from dfhost import __version__
+from dfhost.admin import (
+    add_instances_command,
+    default_store_url,
+    ensure_instances,
+    operations_settings,
+    run_instances_command,
+)
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
 from dfhost.functions import AppLoadError, FunctionApp, load_app
 from dfhost.logs import configure_console
+from dfhost.maintenance import OpsConfigError
 from dfhost.store import StoreError, open_store
-from dfhost.web import build_app
 
 log = logging.getLogger("dfhost")
 
@@ -30,17 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--port", type=int, help="HTTP port (default: LocalHttpPort or 7071)")
     start.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     start.add_argument("--store", help="task hub URL (default sqlite:///APP_DIR/.dfhost/...)")
+    start.add_argument(
+        "--ensure",
+        action="append",
+        default=[],
+        metavar="ID=ORCHESTRATOR[:JSON]",
+        help="keep this instance running: start it unless it is already (repeatable)",
+    )
+    add_instances_command(commands)
     args = parser.parse_args(argv)
+    if args.command == "instances":
+        return run_instances_command(args)
     configure_console()
     try:
         return asyncio.run(_start(args))
     except KeyboardInterrupt:
         return 130
-
-
-def default_store_url(app_dir: Path) -> str:
-    """The embedded SQLite task hub inside the app folder."""
-    return f"sqlite:///{(app_dir / '.dfhost' / 'taskhub.sqlite3').resolve()}"
 
 
 async def _start(args: argparse.Namespace) -> int:
@@ -52,6 +63,11 @@ async def _start(args: argparse.Namespace) -> int:
         return 2
     for error in app.errors:
         log.error("dfhost: %s: %s", error.source, error.message)
+    try:
+        operations = operations_settings(app, args.ensure)
+    except OpsConfigError as exc:
+        log.error("dfhost: %s", exc)
+        return 2
     port = args.port if args.port is not None else (app.settings.local_http_port or 7071)
     try:
         sock = _bind(args.host, port)
@@ -65,7 +81,11 @@ async def _start(args: argparse.Namespace) -> int:
         sock.close()
         log.error("dfhost: %s", exc)
         return 2
-    engine = Engine(app, store)
+    # Imported here, as in _serve: `dfhost instances` needs neither the SDK nor the web stack,
+    # and starts in a fraction of the time without them.
+    from dfhost.engine import Engine
+
+    engine = Engine(app, store, retention=operations.retention)
     try:
         await engine.start()
     except StoreError as exc:
@@ -74,7 +94,9 @@ async def _start(args: argparse.Namespace) -> int:
         await store.close()
         return 2
     try:
-        return await _serve(app, store, sock, args.host)
+        client = DurableClient(store, app, default_version=app.settings.default_version)
+        await ensure_instances(client, operations.ensure)
+        return await _serve(app, store, sock, args.host, engine.owner)
     finally:
         await engine.stop()
         await store.close()
@@ -90,8 +112,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve(app: FunctionApp, store: object, sock: socket.socket, host: str) -> int:
+async def _serve(
+    app: FunctionApp, store: object, sock: socket.socket, host: str, owner: str
+) -> int:
     import uvicorn
+
+    from dfhost.timers import TimerRunner
+    from dfhost.web import build_app
 
     port = sock.getsockname()[1]
     # The app's own client bindings call the management API over loopback, whatever the
@@ -101,7 +128,18 @@ async def _serve(app: FunctionApp, store: object, sock: socket.socket, host: str
         rpc_host = f"[{rpc_host}]"
     rpc_base_url = f"http://{rpc_host}:{port}/runtime/webhooks/durabletask/"
     client = DurableClient(store, app, default_version=app.settings.default_version)  # type: ignore[arg-type]
-    web_app = build_app(client, app, rpc_base_url=rpc_base_url)
+    # Timers share the engine's owner: a host's death frees its timer runs with its leases.
+    timers = TimerRunner(app, store, owner=owner, rpc_base_url=rpc_base_url)  # type: ignore[arg-type]
+    for problem in timers.problems:
+        log.error("dfhost: %s", problem)
+    web_app = build_app(
+        client,
+        app,
+        rpc_base_url=rpc_base_url,
+        on_startup=[timers.start],
+        on_shutdown=[timers.stop],
+        run_function=timers.run_now,
+    )
     config = uvicorn.Config(web_app, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     _print_functions(app, f"http://{rpc_host}:{port}")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DurableClient",
     "InstanceExistsError",
+    "InstanceNotFoundError",
     "InvalidInstanceIdError",
     "UnknownOrchestratorError",
     "validate_instance_id",
@@ -65,6 +66,14 @@ class InstanceExistsError(Exception):
             f"An Orchestration instance with the status {status.value} already exists "
             f"(instance ID '{instance_id}')."
         )
+
+
+class InstanceNotFoundError(LookupError):
+    """No instance has the id."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        super().__init__(f"No instance with ID '{instance_id}' found.")
 
 
 class InvalidInstanceIdError(ValueError):
@@ -140,6 +149,46 @@ class DurableClient:
                 raise InstanceExistsError(instance_id, existing.status)
         raise InstanceExistsError(instance_id, OrchestrationStatus.RUNNING)
 
+    async def ensure_running(
+        self, instance_id: str, name: str, input_text: str | None = None
+    ) -> bool:
+        """Start `name` as `instance_id` unless an unfinished instance already holds the id;
+        returns whether it started one. Atomic, so any number of hosts starting at once (and
+        every restart) leave exactly one instance running."""
+        try:
+            await self.start_new(name, instance_id, input_text)
+        except InstanceExistsError:
+            return False
+        return True
+
+    async def restart(self, instance_id: str, new_instance_id: bool) -> str:
+        """Start the instance's orchestrator again with its input (and version); returns the
+        new instance's id. With `new_instance_id` False the id is reused, which replaces a
+        finished instance and raises `InstanceExistsError` for an unfinished one."""
+        instance = await self.store.get_instance(instance_id)
+        if instance is None:
+            raise InstanceNotFoundError(instance_id)
+        return await self.start_new(
+            instance.name,
+            None if new_instance_id else instance_id,
+            instance.input,
+            instance.version,
+        )
+
+    async def rewind(self, instance_id: str, reason: str | None) -> DeliveryResult:
+        """Ask the engine to re-run the failed work of a Failed instance (`dfhost.rewind`);
+        "gone" for an instance in any other status. With an app, an instance whose
+        orchestrator is not in it raises `UnknownOrchestratorError`: it could not replay."""
+        if self.app is not None:
+            instance = await self.store.get_instance(instance_id)
+            if instance is not None and self.app.orchestrator(instance.name) is None:
+                known = sorted(f.name for f in self.app.of_kind("orchestrator"))
+                raise UnknownOrchestratorError(instance.name, known)
+        return await self._send(
+            instance_id,
+            HistoryEvent(type=EventType.EXECUTION_REWOUND, timestamp=self.clock(), reason=reason),
+        )
+
     async def get_status(self, instance_id: str) -> Instance | None:
         return await self.store.get_instance(instance_id)
 
@@ -149,6 +198,9 @@ class DurableClient:
 
     async def query(self, q: InstanceQuery) -> InstancePage:
         return await self.store.query_instances(q)
+
+    async def count(self, q: InstanceQuery) -> int:
+        return await self.store.count_instances(q)
 
     async def raise_event(
         self, instance_id: str, event_name: str, data_text: str | None

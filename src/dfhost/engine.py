@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from dfhost import replay
+from dfhost import replay, rewind
 from dfhost.functions import Function, FunctionApp
 from dfhost.history import (
     TERMINAL_STATUSES,
@@ -35,6 +35,7 @@ from dfhost.history import (
     utcnow,
 )
 from dfhost.logs import Invocation, log_invocation
+from dfhost.maintenance import Retention, RetentionPolicy, report_startup
 from dfhost.store import (
     ActivityTask,
     EpisodeOutcome,
@@ -54,6 +55,8 @@ _CONTROL_TYPES = (
     EventType.EXECUTION_SUSPENDED,
     EventType.EXECUTION_RESUMED,
 )
+# A rewound parent starts these sub-orchestrations again (their failure was never reported).
+_RESTARTED_CHILDREN = (OrchestrationStatus.TERMINATED, OrchestrationStatus.CANCELED)
 
 
 class Engine:
@@ -67,12 +70,19 @@ class Engine:
         owner: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         lease: timedelta = timedelta(minutes=5),
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.app = app
         self.store = store
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self.lease = lease
+        durable = app.settings.host_json.get("extensions", {}).get("durableTask", {})
+        # Incremental episodes are on unless host.json asks for Azure's default of full
+        # replays; both give the same results (tests/unit/test_replay_equivalence.py).
+        self.sessions: replay.SessionCache | None = (
+            None if durable.get("extendedSessionsEnabled") is False else replay.SessionCache()
+        )
         self.max_episodes = max(1, app.settings.max_concurrent_orchestrators)
         self.max_activities = max(1, app.settings.max_concurrent_activities)
         self._episodes: set[asyncio.Task[None]] = set()
@@ -86,14 +96,24 @@ class Engine:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
+        self.retention = None if retention is None else Retention(store, retention, clock)
+        self._retention_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Register as a host and start dispatching in the background."""
         await self.store.open_host(self.owner, self.clock())
+        try:
+            await report_startup(self.app, self.store, self.clock())
+        except Exception:  # a report is not worth refusing to start over
+            log.exception("dfhost: could not list orphaned instances and overdue timers")
         self._loop_task = asyncio.create_task(self._dispatch_loop(), name="dfhost-dispatch")
         self._renew_task = asyncio.create_task(self._renew_leases(), name="dfhost-leases")
+        if self.retention is not None:
+            self._retention_task = asyncio.create_task(
+                self.retention.run(), name="dfhost-retention"
+            )
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let in-flight work finish for up to `grace` seconds, then cancel it.
@@ -103,7 +123,7 @@ class Engine:
         """
         self._stopping = True
         self.store.notify()
-        for task in (self._loop_task, self._renew_task):
+        for task in (self._loop_task, self._renew_task, self._retention_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -188,6 +208,8 @@ class Engine:
         try:
             await self.store.commit_episode(self.owner, consumed, outcome)
         except LeaseLostError:
+            if self.sessions is not None:
+                self.sessions.forget(work.instance.instance_id)
             log.warning(
                 "dfhost: lost the lease on %s; its episode will run again elsewhere",
                 work.instance.instance_id,
@@ -197,9 +219,16 @@ class Engine:
         inst = work.instance
         now = self.clock()
         relevant = [m for m in work.messages if m.execution_id in (None, inst.execution_id)]
+        rewound = next(
+            (m.event for m in relevant if m.event.type is EventType.EXECUTION_REWOUND), None
+        )
+        if rewound is not None and inst.status is OrchestrationStatus.FAILED:
+            return work, await self._rewound_outcome(work, now, rewound)
         if inst.status in TERMINAL_STATUSES:
             # Late results and events for a finished instance: consume, change nothing.
             return work, EpisodeOutcome(instance=inst, new_events=[])
+        # Only a Failed instance can be rewound; a rewind that raced a restart is dropped.
+        relevant = [m for m in relevant if m.event.type is not EventType.EXECUTION_REWOUND]
         if work.history_error:
             return work, self._failed_outcome(work, now, work.history_error, None)
 
@@ -257,6 +286,98 @@ class Engine:
         result = await self._replay(function, episode)
         return work, self._episode_outcome(work, now, [new[0], *markers, *new[1:]], result)
 
+    async def _rewound_outcome(
+        self, work: EpisodeWork, now: datetime, rewound: HistoryEvent
+    ) -> EpisodeOutcome:
+        """Cut the failed execution's history back (see `dfhost.rewind`), replay from there,
+        and schedule again the work that has no result."""
+        inst = work.instance
+        function = self.app.orchestrator(inst.name)
+        if work.history_error or function is None:
+            why = work.history_error or f"its orchestrator '{inst.name}' is not in this app"
+            log.error("dfhost: cannot rewind %s: %s", inst.instance_id, why)
+            return EpisodeOutcome(instance=inst, new_events=[])
+        plan = rewind.plan_rewind(work.history)
+        redelivered = plan.redelivered
+        if not any(e.type is EventType.EXECUTION_STARTED for e in (*plan.past, *redelivered)):
+            # It failed before its first episode was recorded (e.g. its orchestrator was
+            # missing then): start it over from what the instance row remembers.
+            redelivered = [_restarted_event(inst, now), *redelivered]
+        started = HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=now)
+        episode = replay.EpisodeInput(
+            instance_id=inst.instance_id,
+            execution_id=inst.execution_id,
+            name=inst.name,
+            input=inst.input,
+            parent_instance_id=inst.parent_instance_id,
+            past=plan.past,
+            new=[started, *redelivered],
+        )
+        log.info("dfhost: rewinding %s (%s)", inst.instance_id, rewound.reason or "no reason")
+        result = await self._replay(function, episode)
+        notes: list[Message] = []
+        if isinstance(result.outcome, replay.Running):
+            cancelled = set(result.cancelled_timer_ids)
+            rerun, notes = await self._rerun(inst, now, plan.unanswered, cancelled)
+            result.work.extend(rerun)
+        base = replace(
+            work, instance=replace(inst, output=None, failure_details=None), history=plan.past
+        )
+        new = [started, rewound.with_timestamp(now), *redelivered]
+        outcome = self._episode_outcome(base, now, new, result)
+        if outcome.reset_history:  # continued as new: a fresh execution with its own history
+            return outcome
+        return replace(
+            outcome,
+            new_events=[*plan.past, *outcome.new_events],
+            reset_history=True,
+            messages=[*outcome.messages, *notes],
+        )
+
+    async def _rerun(
+        self, inst: Instance, now: datetime, unanswered: list[HistoryEvent], cancelled: set[int]
+    ) -> tuple[list[replay.Work], list[Message]]:
+        """The work that answers `unanswered` scheduling events again, and the messages for
+        sub-orchestrations that need no new start."""
+        work: list[replay.Work] = []
+        messages: list[Message] = []
+        for e in unanswered:
+            if e.type is EventType.TASK_SCHEDULED:
+                work.append(replay.ActivityCall(e.event_id, e.name or "", e.input))
+            elif e.type is EventType.TIMER_CREATED:
+                if e.event_id not in cancelled:
+                    work.append(replay.TimerRequest(e.event_id, e.fire_at or now))
+            elif e.instance_id is not None:  # a sub-orchestration
+                child = await self.store.get_instance(e.instance_id)
+                if child is None or child.status in _RESTARTED_CHILDREN:
+                    call = replay.SubOrchestrationCall(
+                        e.event_id, e.name or "", e.instance_id, e.input, e.version
+                    )
+                    work.append(call)
+                elif child.status is OrchestrationStatus.FAILED:
+                    why = f"rewind of its parent '{inst.instance_id}'"
+                    event = HistoryEvent(
+                        type=EventType.EXECUTION_REWOUND, timestamp=now, reason=why
+                    )
+                    messages.append(Message(instance_id=child.instance_id, event=event))
+                elif child.status is OrchestrationStatus.COMPLETED:
+                    # It finished after this execution failed, so its result never arrived.
+                    event = HistoryEvent(
+                        type=EventType.SUB_ORCHESTRATION_COMPLETED,
+                        timestamp=now,
+                        task_scheduled_id=e.event_id,
+                        result=child.output,
+                    )
+                    messages.append(
+                        Message(
+                            instance_id=inst.instance_id,
+                            execution_id=inst.execution_id,
+                            event=event,
+                        )
+                    )
+                # Otherwise it is still running, and reports to this same execution.
+        return work, messages
+
     async def _replay(
         self, function: Function, episode: replay.EpisodeInput
     ) -> replay.EpisodeResult:
@@ -272,7 +393,9 @@ class Engine:
         try:
             with log_invocation(inv, "(null)"):
                 ctx = contextvars.copy_context()
-                call = partial(ctx.run, replay.run_episode, generator, episode, input_type)
+                call = partial(
+                    ctx.run, replay.run_episode, generator, episode, input_type, self.sessions
+                )
                 result = await loop.run_in_executor(self._orchestrator_pool, call)
                 if isinstance(result.outcome, replay.Failed):
                     raise _EpisodeFailed
@@ -590,6 +713,19 @@ def _execution_started(work: EpisodeWork) -> HistoryEvent | None:
         if m.event.type is EventType.EXECUTION_STARTED:
             return m.event
     return None
+
+
+def _restarted_event(inst: Instance, now: datetime) -> HistoryEvent:
+    return HistoryEvent(
+        type=EventType.EXECUTION_STARTED,
+        timestamp=now,
+        name=inst.name,
+        version=inst.version,
+        input=inst.input,
+        instance_id=inst.instance_id,
+        execution_id=inst.execution_id,
+        parent_instance_id=inst.parent_instance_id,
+    )
 
 
 def _task_failed(

@@ -30,6 +30,7 @@ from dfhost.store import (
     StartRequest,
     Store,
     StoreError,
+    TimerStatus,
 )
 
 Status = OrchestrationStatus
@@ -619,6 +620,112 @@ async def test_open_host_frees_work_of_dead_owners(store: Store) -> None:
         await store.commit_episode("dead-host", dead, outcome(dead))
 
 
+# --- timer triggers --------------------------------------------------------------------------
+
+
+async def claim_run(
+    store: Store,
+    due: float | None,
+    *,
+    owner: str = "host-a",
+    now: float = 0,
+    lease: float = 60,
+    function: str = "tick",
+) -> int | None:
+    due_at = None if due is None else at(due)
+    return await store.claim_timer_run(function, due_at, owner, at(now), at(now + lease))
+
+
+async def test_timer_occurrence_is_claimed_once_and_never_after_a_later_one(store: Store) -> None:
+    first = await claim_run(store, 10, now=10)
+    assert first is not None
+    assert await store.finish_timer_run("tick", "host-a", first, None)
+
+    assert await claim_run(store, 10, owner="host-b", now=10) is None  # same occurrence
+    assert await claim_run(store, 5, owner="host-b", now=10) is None  # an older one
+    second = await claim_run(store, 20, owner="host-b", now=20)
+    assert second is not None and second > first
+    assert await claim_run(store, 20, owner="host-b", now=21, function="other") is not None
+
+
+async def test_timer_runs_never_overlap(store: Store) -> None:
+    token = await claim_run(store, 10, now=10, lease=60)
+    assert token is not None
+    # A later occurrence, a run without occurrence, and the same owner are all refused.
+    assert await claim_run(store, 20, owner="host-b", now=20) is None
+    assert await claim_run(store, None, owner="host-b", now=20) is None
+    assert await claim_run(store, 30, now=30) is None
+
+    assert await store.finish_timer_run("tick", "host-a", token, None)
+    # Refused occurrences were not recorded: a later one is claimable once the run ended.
+    assert await claim_run(store, 30, owner="host-b", now=31) is not None
+
+
+async def test_runs_without_an_occurrence_record_none(store: Store) -> None:
+    token = await claim_run(store, None)
+    assert token is not None
+    assert await store.finish_timer_run("tick", "host-a", token, None)
+    token = await claim_run(store, 10, now=10)
+    assert token is not None
+    assert await store.finish_timer_run("tick", "host-a", token, None)
+    assert await claim_run(store, None, now=11) is not None
+
+
+async def test_expired_timer_run_is_claimable_and_the_old_one_fenced(store: Store) -> None:
+    old = await claim_run(store, 10, now=10, lease=5)
+    assert old is not None
+    assert await claim_run(store, 20, owner="host-b", now=14) is None
+    new = await claim_run(store, 20, owner="host-b", now=15)
+    assert new is not None
+
+    status = TimerStatus(last=at(10), next=at(20), last_updated=at(11))
+    assert not await store.renew_timer_run("tick", "host-a", old, at(100))
+    assert not await store.finish_timer_run("tick", "host-a", old, status)
+    assert await store.get_timer_status("tick") is None
+    assert await claim_run(store, 30, now=30) is None  # host-b's run is still going
+
+
+async def test_timer_run_lease_renewal(store: Store) -> None:
+    token = await claim_run(store, 10, now=10, lease=10)
+    assert token is not None
+    assert await store.renew_timer_run("tick", "host-a", token, at(100))
+    assert await claim_run(store, 50, owner="host-b", now=50) is None
+    assert not await store.renew_timer_run("tick", "host-b", token, at(200))
+    assert await claim_run(store, 101, owner="host-b", now=101) is not None
+
+
+async def test_racing_timer_claims_exactly_one_wins(store: Store) -> None:
+    results = await asyncio.gather(*(claim_run(store, 10, owner=f"h{i}") for i in range(8)))
+    assert sum(token is not None for token in results) == 1
+
+
+async def test_timer_status(store: Store) -> None:
+    assert await store.get_timer_status("tick") is None
+    initial = TimerStatus(last=None, next=at(10), last_updated=at(1))
+    await store.set_timer_status("tick", initial)
+    assert await store.get_timer_status("tick") == initial
+    assert await store.get_timer_status("other") is None
+
+    token = await claim_run(store, 10, now=10)
+    assert token is not None
+    await store.set_timer_status("tick", initial)  # leaves the run alone
+    assert await claim_run(store, 20, owner="host-b", now=20) is None
+    after = TimerStatus(last=at(10.5), next=at(20), last_updated=at(10.5))
+    assert await store.finish_timer_run("tick", "host-a", token, after)
+    assert await store.get_timer_status("tick") == after
+
+    token = await claim_run(store, None, now=21)
+    assert token is not None
+    assert await store.finish_timer_run("tick", "host-a", token, None)
+    assert await store.get_timer_status("tick") == after
+
+
+async def test_open_host_frees_timer_runs_of_dead_owners(store: Store) -> None:
+    assert await claim_run(store, 10, owner="dead-host", lease=600) is not None
+    await store.open_host("host-b", at(1))
+    assert await claim_run(store, 20, owner="host-b", now=1) is not None
+
+
 async def test_history_error_is_reported_not_raised(store: Store, corrupt_history: Any) -> None:
     await store.create_instance(start("bad-one"))
     await episode(store, "bad-one")
@@ -916,3 +1023,105 @@ async def test_purge_instances_by_filter(store: Store) -> None:
 async def test_close_is_idempotent(store: Store) -> None:
     await store.close()
     await store.close()
+
+
+# --- operations: rewind delivery, counting, retention, startup report --------------------------
+
+
+async def finish_at(store: Store, instance_id: str, status: Status, when: datetime) -> None:
+    """Claim `instance_id` and end it in `status`, finished (last updated) at `when`."""
+    work = next(
+        w for w in await claim(store, now=when, limit=100) if w.instance.instance_id == instance_id
+    )
+    result = outcome(work, status)
+    finished = replace(result, instance=replace(result.instance, last_updated_at=when))
+    await store.commit_episode("host-a", work, finished)
+
+
+def rewound() -> HistoryEvent:
+    return event(EventType.EXECUTION_REWOUND, reason="fixed")
+
+
+async def test_rewind_message_is_delivered_to_failed_instances_only(store: Store) -> None:
+    assert await store.send_message(Message(instance_id="x", event=rewound())) == "not_found"
+    await store.create_instance(start("a"))
+    assert await store.send_message(Message(instance_id="a", event=rewound())) == "gone"
+    await finish_at(store, "a", Status.FAILED, at(1))
+    await store.create_instance(start("b"))
+    await finish_at(store, "b", Status.COMPLETED, at(1))
+
+    assert await store.send_message(Message(instance_id="a", event=raised("e"))) == "gone"
+    assert await store.send_message(Message(instance_id="b", event=rewound())) == "gone"
+    assert await store.send_message(Message(instance_id="a", event=rewound())) == "sent"
+    work = await claim_one(store, "a", now=at(2))
+    assert [m.event for m in work.messages] == [rewound()]
+    assert work.instance.status is Status.FAILED
+
+
+async def test_count_instances(store: Store) -> None:
+    await populate(store)
+    assert await store.count_instances(InstanceQuery()) == 25
+    assert await store.count_instances(InstanceQuery(top=1)) == 25
+    assert await store.count_instances(InstanceQuery(statuses=[Status.COMPLETED])) == 5
+    assert await store.count_instances(InstanceQuery(name="Odd", instance_id_prefix="q-1")) == 5
+    assert await store.count_instances(InstanceQuery(created_from=T0 + 20 * MINUTE)) == 5
+    assert await store.count_instances(InstanceQuery(name="Nope")) == 0
+
+
+async def test_purge_finished_in_bounded_batches(store: Store) -> None:
+    old, recent = at(0), at(3600)
+    for i, (status, when) in enumerate(
+        [
+            (Status.COMPLETED, old),
+            (Status.COMPLETED, old),
+            (Status.COMPLETED, old),
+            (Status.COMPLETED, recent),
+            (Status.FAILED, old),
+            (Status.TERMINATED, old),
+        ]
+    ):
+        await store.create_instance(start(f"f{i}"))
+        await finish_at(store, f"f{i}", status, when)
+    await store.create_instance(start("running"))
+    await episode(store, "running", now=at(10))
+    cutoff = at(60)
+
+    assert await store.oldest_finished(Status.COMPLETED) == old
+    assert await store.oldest_finished(Status.CANCELED) is None
+    assert await store.purge_finished(Status.COMPLETED, cutoff, 2) == 2
+    assert await store.purge_finished(Status.COMPLETED, cutoff, 2) == 1
+    assert await store.purge_finished(Status.COMPLETED, cutoff, 2) == 0
+    assert await store.oldest_finished(Status.COMPLETED) == recent
+    assert [i for i in ("f0", "f1", "f2") if await store.get_instance(i)] == []
+    assert await store.get_history("f0") == []
+    for kept in ("f3", "f4", "f5", "running"):
+        assert await store.get_instance(kept) is not None, kept
+
+    # A failed instance whose episode is in flight (e.g. being rewound) is left alone.
+    assert await store.send_message(Message(instance_id="f4", event=rewound())) == "sent"
+    work = await claim_one(store, "f4", now=at(100))
+    assert await store.purge_finished(Status.FAILED, cutoff, 10) == 0
+    await store.abandon_episode("host-a", work)
+    assert await store.purge_finished(Status.FAILED, cutoff, 10) == 1
+    assert await store.purge_finished(Status.TERMINATED, cutoff, 10) == 1
+    with pytest.raises(ValueError, match="finished"):
+        await store.purge_finished(Status.RUNNING, cutoff, 10)
+
+
+async def test_overdue_timers(store: Store) -> None:
+    await store.create_instance(start("a"))
+    await episode(
+        store, "a", messages=[timer("a", "a:1", 1, at(50)), timer("a", "a:1", 2, at(500))]
+    )
+    await store.create_instance(start("b"))
+    await episode(store, "b", messages=[timer("b", "b:1", 1, at(20))])
+    await store.send_message(Message(instance_id="b", event=raised("e")))
+
+    assert await store.overdue_timers(at(10), 10) == []
+    due = await store.overdue_timers(at(100), 10)
+    assert [(m.instance_id, m.event.timer_id, m.visible_at) for m in due] == [
+        ("b", 1, at(20)),
+        ("a", 1, at(50)),
+    ]
+    assert all(m.event.type is EventType.TIMER_FIRED and m.message_id for m in due)
+    assert len(await store.overdue_timers(at(1000), 1)) == 1

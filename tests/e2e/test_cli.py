@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from dfhost import __version__
-from tests.e2e.harness import APPS, HostProcess
+from tests.e2e.harness import APPS, HostProcess, finished, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -72,12 +72,51 @@ async def test_broken_functions_are_reported_and_the_rest_runs(tmp_path: Path) -
     assert "Traceback" not in host.output
 
 
-async def test_second_host_on_the_same_sqlite_hub_is_refused(tmp_path: Path) -> None:
+async def test_two_hosts_share_one_sqlite_hub_and_a_survivor_takes_over(
+    tmp_path: Path, sdk_session: None
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
     store = f"sqlite:///{tmp_path / 'hub.sqlite3'}"
-    first = HostProcess(APPS / "e2e_v2", store).start()
+    env = {"DFHOST_E2E_STATE": str(state)}
+    first, second = (
+        HostProcess(APPS / "e2e_v2", store, env),
+        HostProcess(APPS / "e2e_v2", store, env),
+    )
     try:
-        result = dfhost("start", str(APPS / "e2e_v2"), "--port", "0", "--store", store)
+        first.start()
+        second.start()
+        # Each host runs the work its own clients enqueue: both work on one file at once.
+        # (The second host first, so that its start-up claim cannot race the first host.)
+        client = second.client("E2EHub")
+        on_second = await client.start_new("blocked", None, "b")
+        await wait_until(_exists(state / "b.started"), bool)
+        on_first = await first.client("E2EHub").start_new("blocked", None, "a")
+        await wait_until(_exists(state / "a.started"), bool)
+        for name, host in (("a", first), ("b", second)):
+            assert host.proc is not None
+            assert int((state / f"{name}.started").read_text()) == host.proc.pid
+
+        first.kill()
+        (state / "a.started").unlink()
+        (state / "a").write_text("released a")
+        (state / "b").write_text("released b")
+        # The survivor's next claim finds the dead host's lock file unlocked and takes over
+        # its activity at once, without waiting for the lease to expire.
+        await client.start_new("chain")
+        status = await finished(client, on_first)
+        assert (status.runtime_status.value, status.output) == ("Completed", "released a")
+        assert second.proc is not None
+        assert int((state / "a.started").read_text()) == second.proc.pid
+        status = await finished(client, on_second)
+        assert (status.runtime_status.value, status.output) == ("Completed", "released b")
     finally:
         first.stop()
-    assert result.returncode == 2
-    assert "in use by another dfhost host" in result.stderr
+        second.stop()
+
+
+def _exists(path: Path):  # type: ignore[no-untyped-def]
+    async def probe() -> bool:
+        return path.exists()
+
+    return probe

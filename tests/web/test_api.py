@@ -550,8 +550,6 @@ async def test_purge_many(http: httpx.AsyncClient, store: Store) -> None:
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("POST", "/instances/x/rewind?reason=r"),
-        ("POST", "/instances/x/restart?restartWithNewInstanceId=true"),
         ("GET", "/entities/Counter/k"),
         ("POST", "/entities/Counter/k?op=add"),
         ("GET", "/entities"),

@@ -199,11 +199,8 @@ async def test_purge_instance_history_and_by(live: Live) -> None:
     assert none_left.instances_deleted == 0
 
 
-async def test_rewind_restart_and_entities_are_refused_clearly(live: Live) -> None:
-    with pytest.raises(Exception, match="501"):
-        await live.sdk.rewind("x", "why")
-    with pytest.raises(Exception, match="unexpected status code 501"):
-        await live.sdk.restart("x")
+async def test_entities_are_refused_clearly(live: Live) -> None:
+    # Rewind and restart: tests/ops/test_sdk_ops.py.
     with pytest.raises(Exception, match="unexpected status code 501"):
         await live.sdk.read_entity_state(df.EntityId("Counter", "k"))
 

@@ -9,6 +9,8 @@ The store is the only channel between clients and engines. Its rules:
   so an episode's effects are recorded exactly once.
 - Activity work items are leased too; completing one deletes it and enqueues its result message
   in one transaction, so a result is delivered at most once even if two hosts ran it.
+- Timer-triggered functions have one record each: the latest occurrence claimed (so every
+  occurrence runs once across hosts) and the run in progress (so runs never overlap).
 - Time is always passed in (`now`), never read from the wall clock, so a virtual clock works.
 """
 
@@ -33,6 +35,7 @@ __all__ = [
     "StartRequest",
     "Store",
     "StoreError",
+    "TimerStatus",
     "open_store",
 ]
 
@@ -170,6 +173,18 @@ class InstancePage:
     continuation: str | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerStatus:
+    """A timer-triggered function's schedule status (the Functions host's ScheduleStatus)."""
+
+    last: datetime | None
+    """When it last ran: the occurrence, or the time of a past-due or on-startup run; None
+    before its first run."""
+    next: datetime
+    """The occurrence it waits for."""
+    last_updated: datetime
+
+
 DeliveryResult = Literal["sent", "not_found", "gone"]
 
 
@@ -185,7 +200,8 @@ class Store(Protocol):
         """Release connections; idempotent."""
 
     async def open_host(self, owner: str, now: datetime) -> None:
-        """Register a host that will claim work; make work abandoned by dead hosts claimable."""
+        """Register a host that will claim work; make work abandoned by dead hosts (episode and
+        activity leases, timer runs) claimable. Live hosts' work is left alone."""
 
     # --- clients -------------------------------------------------------------------------
     async def create_instance(self, request: StartRequest) -> bool:
@@ -198,7 +214,11 @@ class Store(Protocol):
 
     async def send_message(self, message: Message) -> DeliveryResult:
         """Enqueue a client message (event, terminate, ...) unless the instance is unknown or
-        finished, checked in the same transaction."""
+        finished, checked in the same transaction.
+
+        The one exception is an ExecutionRewound message: it is enqueued only for a Failed
+        instance, and any other existing instance (running or finished) answers "gone".
+        """
 
     async def get_instance(self, instance_id: str) -> Instance | None: ...
 
@@ -212,6 +232,29 @@ class Store(Protocol):
 
     async def purge_instances(self, query: InstanceQuery) -> int:
         """Delete every instance matching the filters (ignoring paging); returns the count."""
+
+    async def count_instances(self, query: InstanceQuery) -> int:
+        """How many instances match the filters (`top` and `continuation` are ignored)."""
+
+    # --- maintenance ---------------------------------------------------------------------
+    async def purge_finished(
+        self, status: OrchestrationStatus, finished_before: datetime, limit: int
+    ) -> int:
+        """Delete at most `limit` instances in `status` whose `last_updated_at` (the time they
+        finished) is earlier than `finished_before`, with their history, inbox and work, in ONE
+        short transaction; returns how many. Instances leased by an episode are skipped.
+
+        Retention calls it in a loop until it returns less than `limit`, so that no single
+        transaction holds the task hub for long. Raises ValueError for an unfinished status.
+        """
+
+    async def oldest_finished(self, status: OrchestrationStatus) -> datetime | None:
+        """The earliest `last_updated_at` among instances in `status`, or None if there are
+        none (retention sleeps until that plus the retention period)."""
+
+    async def overdue_timers(self, now: datetime, limit: int) -> list[Message]:
+        """Up to `limit` pending TimerFired messages due at or before `now`, earliest due
+        first (`visible_at` set), for the startup report."""
 
     # --- engines -------------------------------------------------------------------------
     async def claim_episodes(
@@ -261,15 +304,66 @@ class Store(Protocol):
     def notify(self) -> None:
         """Wake this process's waiters (after work was enqueued outside the store)."""
 
+    # --- timer triggers ------------------------------------------------------------------
+    async def claim_timer_run(
+        self,
+        function: str,
+        due_at: datetime | None,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+    ) -> int | None:
+        """Take the right to run the timer-triggered `function` once, among every host sharing
+        the task hub; returns the run's token, or None.
+
+        Atomically refuses (None; no visible change) when a run of `function` is in progress,
+        i.e. claimed, not finished, and its lease not expired at `now`, whoever holds it (this
+        owner too); or when `due_at` is given and an occurrence at or after `due_at` was
+        already claimed, so each occurrence runs once and never after a later one. Otherwise
+        leases the run to `owner` until `lease_until` and, if `due_at` is given, records it as
+        the latest claimed occurrence. `due_at` None (run on startup, run now) skips the
+        occurrence check. A function's tokens increase with every successful claim.
+        """
+
+    async def renew_timer_run(
+        self, function: str, owner: str, token: int, lease_until: datetime
+    ) -> bool:
+        """Extend the lease of a run `owner` holds with `token`; False if it holds it no more."""
+
+    async def finish_timer_run(
+        self, function: str, owner: str, token: int, status: TimerStatus | None
+    ) -> bool:
+        """End a run: release it and, if `status` is given, record it, in one transaction.
+
+        Returns False, changing nothing, if `owner` no longer holds the run with `token`
+        (it was freed as abandoned, and perhaps claimed again).
+        """
+
+    async def get_timer_status(self, function: str) -> TimerStatus | None:
+        """The status last recorded for `function`, or None."""
+
+    async def set_timer_status(self, function: str, status: TimerStatus) -> None:
+        """Record `function`'s status (a host starting up initializes or corrects it); runs
+        and claimed occurrences are left alone."""
+
 
 def open_store(url: str) -> Store:
-    """Build the backend for `url` (`sqlite:///PATH`, `sqlite://:memory:`), not yet started."""
+    """Build the backend for `url` (`sqlite:///PATH`, `sqlite://:memory:`,
+    `postgresql://USER@HOST:PORT/DB?hub=NAME`), not yet started."""
     if url.startswith("sqlite:"):
         from dfhost.store.sqlite import SqliteStore
 
         return SqliteStore(url)
+    if url.startswith(("postgresql:", "postgres:")):
+        try:
+            from dfhost.store.postgres import PostgresStore
+        except ImportError as exc:  # psycopg is an optional dependency
+            raise StoreError(
+                f"the PostgreSQL task hub needs psycopg ({exc}): pip install 'dfhost[postgres]'"
+            ) from None
+        return PostgresStore(url)
     scheme = url.split(":", 1)[0]
     raise StoreError(
         f"unsupported store URL {url!r}: scheme {scheme!r} is not available "
-        "(supported: sqlite:///PATH)"
+        "(supported: sqlite:///PATH, postgresql://USER@HOST:PORT/DB)"
     )

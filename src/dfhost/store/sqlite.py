@@ -1,9 +1,10 @@
-"""The SQLite task hub: one file, one host, any number of clients.
+"""The SQLite task hub: one file, shared by any number of hosts and clients.
 
 One worker thread owns the connection and runs every statement, so the event loop never blocks
 on disk and the connection is never shared between threads. Every mutation is one
-`BEGIN IMMEDIATE` transaction, which also serializes writers in other processes (clients
-sharing the file). Times are stored as `format_time` text, which sorts chronologically.
+`BEGIN IMMEDIATE` transaction, which also serializes writers in other processes (hosts and
+clients sharing the file). Times are stored as `format_time` text, which sorts chronologically.
+Hosts tell each other's death by lock files (`hostlocks`), and free a dead host's leases.
 
 Messages addressed to an instance that does not exist are deleted by `claim_episodes` once they
 are visible: DTFx drops events for unknown instances, and keeping them would wedge the queue.
@@ -15,7 +16,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import fcntl
 import functools
 import json
 import logging
@@ -49,7 +49,11 @@ from dfhost.store import (
     Message,
     StartRequest,
     StoreError,
+    TimerStatus,
 )
+from dfhost.store import sqlite_timers as timers
+from dfhost.store.doorbell import Doorbell
+from dfhost.store.hostlocks import HostLock
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -57,7 +61,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _PURGE_BATCH = 1000
 """Instances per purge transaction, so a huge purge never holds the write lock for long."""
 
@@ -90,6 +94,13 @@ _SCHEMA = (
     # when an instance is purged and re-created while a stale episode is still in flight.
     "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT INTO counters (name, value) VALUES ('lock_token', 0)",
+)
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA, timers.SCHEMA_V2)
+"""`_MIGRATIONS[v]` takes the schema from version v to v + 1."""
+
+# Retention finds expired instances by status and finish time without scanning the rest.
+_FINISHED_INDEX = (
+    "CREATE INDEX IF NOT EXISTS instances_finished ON instances (status, last_updated_at)"
 )
 
 _INSTANCE_COLUMNS = (
@@ -348,7 +359,9 @@ class SqliteStore:
         self._label = str(self.path) if self.path is not None else ":memory:"
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
-        self._host_lock: int | None = None
+        self._host_lock: HostLock | None = None  # set once this store is a host's
+        # SQLite has no notifications: clients in other processes ring the host's doorbell.
+        self._doorbell = None if self.path is None else Doorbell(self.path)
         self._wake: asyncio.Event | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -383,10 +396,13 @@ class SqliteStore:
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute("BEGIN IMMEDIATE")
             (version,) = conn.execute("PRAGMA user_version").fetchone()
-            if version == 0:  # re-read: another process may have created it meanwhile
-                for statement in _SCHEMA:
-                    conn.execute(statement)
+            if version < SCHEMA_VERSION:  # re-read: another process may have done it meanwhile
+                for step in _MIGRATIONS[version:]:
+                    for statement in step:
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Added after schema 1 shipped; optional for readers, so no version bump.
+            conn.execute(_FINISHED_INDEX)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.close()
@@ -397,6 +413,8 @@ class SqliteStore:
         self._conn = conn
 
     async def close(self) -> None:
+        if self._doorbell is not None:
+            self._doorbell.close()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -410,33 +428,48 @@ class SqliteStore:
             self._conn.close()
             self._conn = None
         if self._host_lock is not None:
-            os.close(self._host_lock)  # closing the descriptor releases the flock
+            self._host_lock.release()
             self._host_lock = None
 
     async def open_host(self, owner: str, now: datetime) -> None:
-        """Take the file's host lock, then free every lease: their owners must be dead."""
+        """Hold this host's lock file, then free the work of every owner that is not a live
+        host (see `hostlocks`): several hosts may share one file."""
         if self.path is not None and self._host_lock is None:
-            await self._submit(self._lock_host)
-        await self._write(_release_all)
+            await self._submit(functools.partial(self._lock_host, owner))
+            if self._doorbell is not None:
+                self._doorbell.listen(self.notify)
+        await self._write(functools.partial(self._free_dead_hosts, opening=True))
 
-    def _lock_host(self) -> None:
+    def _lock_host(self, owner: str) -> None:
         assert self.path is not None
-        lock_path = self.path.with_name(self.path.name + ".host.lock")
+        lock = HostLock(self.path, owner)
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            lock.hold()
         except OSError as exc:
-            raise StoreError(f"cannot open host lock {lock_path}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StoreError(
-                f"task hub {self.path} is in use by another dfhost host (pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._host_lock = fd
+            raise StoreError(f"cannot create host lock file in {lock.folder}: {exc}") from exc
+        self._host_lock = lock
+
+    def _free_dead_hosts(self, conn: sqlite3.Connection, *, opening: bool = False) -> None:
+        """Release the leases and timer runs of dead hosts and delete their lock files.
+
+        Opening, every owner of a lease without a live lock file counts as dead (as the single
+        host used to free everything). A running host checks, before each claim, the lock
+        files only (a directory listing and a `flock` try per host, no query), and frees the
+        hosts whose file it can lock: a crashed or stopped host's work is taken over at once,
+        with no heartbeat.
+        """
+        lock = self._host_lock
+        if lock is None:
+            if opening:  # in memory: one connection, so every other owner is gone
+                for owner in _lease_owners(conn):
+                    _release_owner(conn, owner)
+            return
+        owners = set(lock.others())
+        if opening:
+            owners.update(_lease_owners(conn))
+        for owner in owners:
+            if lock.bury_if_dead(owner, missing_is_dead=opening):
+                _release_owner(conn, owner)
 
     # --- clients -------------------------------------------------------------------------
     async def create_instance(self, request: StartRequest) -> bool:
@@ -452,7 +485,11 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 return "not_found"
-            if OrchestrationStatus(row["status"]) in TERMINAL_STATUSES:
+            status = OrchestrationStatus(row["status"])
+            if message.event.type is EventType.EXECUTION_REWOUND:
+                if status is not OrchestrationStatus.FAILED:
+                    return "gone"
+            elif status in TERMINAL_STATUSES:
                 return "gone"
             _insert_message(conn, message)
             return "sent"
@@ -515,13 +552,64 @@ class SqliteStore:
             total += count
         return total
 
+    async def count_instances(self, query: InstanceQuery) -> int:
+        where, params = _query_filters(query)
+        sql = f"SELECT COUNT(*) FROM instances WHERE {where}"
+        count: int = await self._read(lambda conn: conn.execute(sql, params).fetchone()[0])
+        return count
+
+    # --- maintenance ---------------------------------------------------------------------
+    async def purge_finished(
+        self, status: OrchestrationStatus, finished_before: datetime, limit: int
+    ) -> int:
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"retention purges finished instances only, not {status.value}")
+        params = (status.value, format_time(finished_before), max(1, limit))
+
+        def purge_batch(conn: sqlite3.Connection) -> int:
+            ids = [
+                row["instance_id"]
+                for row in conn.execute(
+                    "SELECT instance_id FROM instances "
+                    "WHERE status = ? AND last_updated_at < ? AND lock_owner IS NULL LIMIT ?",
+                    params,
+                )
+            ]
+            return _delete_instances(conn, ids, keep_row=False)
+
+        return await self._write(purge_batch)
+
+    async def oldest_finished(self, status: OrchestrationStatus) -> datetime | None:
+        oldest = await self._read(
+            lambda conn: conn.execute(
+                "SELECT MIN(last_updated_at) FROM instances WHERE status = ?", (status.value,)
+            ).fetchone()[0]
+        )
+        return None if oldest is None else parse_time(oldest)
+
+    async def overdue_timers(self, now: datetime, limit: int) -> list[Message]:
+        def load(conn: sqlite3.Connection) -> list[Message]:
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE visible_at <= ? AND event_type = ? "
+                "ORDER BY visible_at, id LIMIT ?",
+                (format_time(now), int(EventType.TIMER_FIRED), max(0, limit)),
+            ).fetchall()
+            return [m for row in rows if (m := _message_from_row(row)) is not None]
+
+        return await self._read(load)
+
     # --- engines -------------------------------------------------------------------------
     async def claim_episodes(
         self, owner: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[EpisodeWork]:
         if limit <= 0:
             return []
-        return await self._write(lambda conn: _claim_episodes(conn, owner, now, lease_until, limit))
+
+        def claim(conn: sqlite3.Connection) -> list[EpisodeWork]:
+            self._free_dead_hosts(conn)
+            return _claim_episodes(conn, owner, now, lease_until, limit)
+
+        return await self._write(claim)
 
     async def commit_episode(self, owner: str, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
         if outcome.instance.instance_id != work.instance.instance_id:
@@ -546,9 +634,12 @@ class SqliteStore:
     ) -> list[ActivityTask]:
         if limit <= 0:
             return []
-        return await self._write(
-            lambda conn: _claim_activities(conn, owner, now, lease_until, limit)
-        )
+
+        def claim(conn: sqlite3.Connection) -> list[ActivityTask]:
+            self._free_dead_hosts(conn)
+            return _claim_activities(conn, owner, now, lease_until, limit)
+
+        return await self._write(claim)
 
     async def complete_activity(self, task: ActivityTask, result: Message) -> bool:
         # The lease token is deliberately not checked: delivery is at least once, and whichever
@@ -613,6 +704,43 @@ class SqliteStore:
 
     def notify(self) -> None:
         self._event().set()
+        if self._host_lock is None and self._doorbell is not None:
+            self._doorbell.ring()
+
+    # --- timer triggers ------------------------------------------------------------------
+    async def claim_timer_run(
+        self,
+        function: str,
+        due_at: datetime | None,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+    ) -> int | None:
+        def claim(conn: sqlite3.Connection) -> int | None:
+            self._free_dead_hosts(conn)
+            return timers.claim_timer_run(conn, function, due_at, owner, now, lease_until)
+
+        return await self._write(claim)
+
+    async def renew_timer_run(
+        self, function: str, owner: str, token: int, lease_until: datetime
+    ) -> bool:
+        return await self._write(
+            lambda conn: timers.renew_timer_run(conn, function, owner, token, lease_until)
+        )
+
+    async def finish_timer_run(
+        self, function: str, owner: str, token: int, status: TimerStatus | None
+    ) -> bool:
+        return await self._write(
+            lambda conn: timers.finish_timer_run(conn, function, owner, token, status)
+        )
+
+    async def get_timer_status(self, function: str) -> TimerStatus | None:
+        return await self._read(lambda conn: timers.get_timer_status(conn, function))
+
+    async def set_timer_status(self, function: str, status: TimerStatus) -> None:
+        await self._write(lambda conn: timers.set_timer_status(conn, function, status))
 
     # --- plumbing ------------------------------------------------------------------------
     async def _submit(self, job: Callable[[], T]) -> T:
@@ -644,14 +772,30 @@ class SqliteStore:
         return result
 
 
-def _release_all(conn: sqlite3.Connection) -> None:
+def _lease_owners(conn: sqlite3.Connection) -> set[str]:
+    # The *_until columns are indexed, and set exactly when an owner is.
+    owners = {
+        row[0]
+        for row in conn.execute(
+            "SELECT DISTINCT lock_owner FROM instances WHERE lock_until IS NOT NULL "
+            "UNION SELECT DISTINCT lease_owner FROM activity_tasks WHERE lease_until IS NOT NULL"
+        )
+    }
+    return (owners | timers.timer_run_owners(conn)) - {None}
+
+
+def _release_owner(conn: sqlite3.Connection, owner: str) -> None:
     conn.execute(
-        "UPDATE instances SET lock_owner = NULL, lock_until = NULL WHERE lock_owner IS NOT NULL"
+        "UPDATE instances SET lock_owner = NULL, lock_until = NULL "
+        "WHERE lock_until IS NOT NULL AND lock_owner = ?",
+        (owner,),
     )
     conn.execute(
         "UPDATE activity_tasks SET lease_owner = NULL, lease_until = NULL "
-        "WHERE lease_owner IS NOT NULL"
+        "WHERE lease_until IS NOT NULL AND lease_owner = ?",
+        (owner,),
     )
+    timers.release_timer_runs(conn, owner)
 
 
 def _claim_activities(
@@ -722,6 +866,22 @@ def _claim_episodes(
             )
         )
     return work
+
+
+def _message_from_row(row: sqlite3.Row) -> Message | None:
+    """The stored message, or None if its event does not decode."""
+    try:
+        event = HistoryEvent.from_json(row["event"])
+    except (ValueError, TypeError):
+        return None
+    visible_at = row["visible_at"]
+    return Message(
+        instance_id=row["instance_id"],
+        event=event,
+        execution_id=row["execution_id"],
+        visible_at=None if visible_at is None else parse_time(visible_at),
+        message_id=row["id"],
+    )
 
 
 def _visible_messages(conn: sqlite3.Connection, instance_id: str, now: str) -> list[Message]:

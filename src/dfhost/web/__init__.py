@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,11 +24,13 @@ from dfhost.functions import FunctionApp
 from dfhost.web.api import BASE_PATH, ManagementApi
 from dfhost.web.triggers import HttpTriggers
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "WebState", "build_app"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "RunFunction", "WebState", "build_app"]
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 Hook = Callable[[], Awaitable[Any]]
+RunFunction = Callable[[str], Awaitable[Literal["started", "not_found", "busy"]]]
+"""Runs a timer-triggered function once, now, by name (`TimerRunner.run_now`)."""
 
 
 @dataclass
@@ -51,12 +53,14 @@ def build_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
+    run_function: RunFunction | None = None,
 ) -> Starlette:
     """The ASGI app serving `app` with `client`'s task hub.
 
     `rpc_base_url` must end with `/` (the SDK appends paths to it) and point at this server's
     `/runtime/webhooks/durabletask/`, normally over loopback. `on_startup` hooks run in the
     server's lifespan before it reports Running; `on_shutdown` hooks run when it stops.
+    `run_function` serves `POST /admin/functions/{name}` (Azure's "run a timer now").
     """
     if not rpc_base_url.endswith("/"):
         rpc_base_url += "/"
@@ -76,6 +80,18 @@ def build_app(
         }
         return JSONResponse(body, 200 if running else 503)
 
+    async def invoke_function(request: Request) -> Response:
+        # The body ({"input": ""} in Azure's docs) carries nothing a timer uses.
+        name = request.path_params["name"]
+        result = "not_found" if run_function is None else await run_function(name)
+        if result == "started":
+            return Response(status_code=202)
+        if result == "busy":
+            message = f"function '{name}' is already running; it never runs twice at once"
+            return Response(message, 409, media_type="text/plain")
+        message = f"no timer-triggered function named '{name}'"
+        return Response(message, 404, media_type="text/plain")
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         for hook in on_startup:
@@ -91,6 +107,7 @@ def build_app(
     web_app = Starlette(
         routes=[
             Route("/admin/host/status", host_status, methods=["GET"]),
+            Route("/admin/functions/{name}", invoke_function, methods=["POST"]),
             Mount(BASE_PATH, routes=api.routes()),
             Route("/{path:path}", triggers),
         ],

@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 from dfhost.client import (
     DurableClient,
     InstanceExistsError,
+    InstanceNotFoundError,
     InvalidInstanceIdError,
     UnknownOrchestratorError,
 )
@@ -202,8 +203,8 @@ class ManagementApi:
             route(instance + "/terminate", self.terminate, ["POST"]),
             route(instance + "/suspend", self.suspend, ["POST"]),
             route(instance + "/resume", self.resume, ["POST"]),
-            route(instance + "/rewind", self.not_implemented, ["POST"]),
-            route(instance + "/restart", self.not_implemented, ["POST"]),
+            route(instance + "/rewind", self.rewind, ["POST"]),
+            route(instance + "/restart", self.restart, ["POST"]),
             Route("/entities", _NotImplementedApp()),
             Route("/entities/{rest:path}", _NotImplementedApp()),
             # Last: everything else, including known paths with another method, is a 404 with
@@ -297,6 +298,7 @@ class ManagementApi:
             created_to=query.time("createdTimeTo"),
             statuses=query.statuses(),
             instance_id_prefix=query.get("instanceIdPrefix") or None,
+            name=query.get("name") or None,
             top=top,
             continuation=token,
         )
@@ -348,6 +350,36 @@ class ManagementApi:
         result = await self.client.resume(instance_id, _Query(request).get("reason"))
         return _delivery(result, instance_id)
 
+    async def rewind(self, request: Request) -> Response:
+        instance_id = request.path_params["instance_id"]
+        try:
+            result = await self.client.rewind(instance_id, _Query(request).get("reason"))
+        except UnknownOrchestratorError as exc:
+            return _error(400, _ARGUMENT_ERROR, str(exc))
+        if result == "gone":
+            instance = await self.client.get_status(instance_id)
+            status = instance.status.value if instance is not None else "purged"
+            return _error(
+                410,
+                f"Instance with ID '{instance_id}' is {status}: only Failed instances can be "
+                "rewound.",
+            )
+        return _delivery(result, instance_id)
+
+    async def restart(self, request: Request) -> Response:
+        instance_id = request.path_params["instance_id"]
+        # The extension's default, and what the SDK's restart() sends unless told otherwise.
+        new_id = _Query(request).flag("restartWithNewInstanceId", True)
+        try:
+            restarted = await self.client.restart(instance_id, new_id)
+        except InstanceNotFoundError as exc:
+            return _error(404, str(exc))
+        except UnknownOrchestratorError as exc:
+            return _error(400, _ARGUMENT_ERROR, str(exc))
+        except InstanceExistsError as exc:
+            return _error(409, f"{exc} Terminate it first, or restart with a new instance ID.")
+        return self._check_status(request, restarted)
+
     # --- purge ---------------------------------------------------------------------------
     async def purge(self, request: Request) -> Response:
         deleted = await self.client.purge(request.path_params["instance_id"])
@@ -364,14 +396,13 @@ class ManagementApi:
             created_from=created_from,
             created_to=query.time("createdTimeTo"),
             statuses=query.statuses(),
+            instance_id_prefix=query.get("instanceIdPrefix") or None,
+            name=query.get("name") or None,
         )
         deleted = await self.client.purge_many(q)
         if deleted == 0:
             return Response(status_code=404)
         return JsonResponse({"instancesDeleted": deleted}, 200)
-
-    async def not_implemented(self, request: Request) -> Response:
-        return _not_implemented(request.url.path)
 
 
 def _not_implemented(path: str) -> Response:

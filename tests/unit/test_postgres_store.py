@@ -1,0 +1,361 @@
+"""What only the PostgreSQL backend has: its URLs, hubs as schemas, schema versions, hosts with
+heartbeats, notifications between processes, and outages (through a proxy the test can cut)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from dfhost.history import utcnow
+from dfhost.store import EpisodeOutcome, LeaseLostError, StartRequest, Store, StoreError, open_store
+from tests.conftest import selected_backends
+
+try:
+    import psycopg
+
+    from dfhost.store import postgres
+except ImportError:  # the fixture below fails the tests with the reason
+    pass
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest) -> str:
+    if "postgres" not in selected_backends(request.config):
+        pytest.skip("PostgreSQL tests: --backend did not select postgres")
+    url: str = request.getfixturevalue("postgres_database")
+    return url
+
+
+def hub_url(database: str, **params: object) -> str:
+    query = "".join(f"&{key}={value}" for key, value in params.items())
+    return f"{database}&hub=U{uuid.uuid4().hex[:16]}{query}"
+
+
+def later() -> datetime:
+    return utcnow() + timedelta(hours=1)
+
+
+def request(instance_id: str) -> StartRequest:
+    return StartRequest(
+        instance_id=instance_id, name="Orch", execution_id=uuid.uuid4().hex, created_at=utcnow()
+    )
+
+
+@pytest.fixture
+async def opened() -> AsyncIterator[list[Store]]:
+    """Stores the test starts; all closed afterwards."""
+    stores: list[Store] = []
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def started(stores: list[Store], url: str) -> Store:
+    store = open_store(url)
+    await store.start()
+    stores.append(store)
+    return store
+
+
+# --- URLs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://h/db?hub=x", "hub 'x' must be 3-45 letters or digits"),
+        ("postgresql://h/db?hub=no-dash", "hub 'no-dash' must be"),
+        ("postgresql://h/db?takeover=soon", "takeover 'soon' must be a positive number"),
+        ("postgresql://h/db?takeover=0", "takeover '0' must be a positive number"),
+        ("postgresql://h/db?hub=Abc&hub=Abd", "'hub' given more than once"),
+        ("postgresql://h/db?colour=blue", "invalid URI query parameter"),
+        ("postgresql://h/db?hub", "malformed query string"),
+    ],
+)
+def test_bad_urls_are_clear_errors(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        open_store(url)
+
+
+def test_url_forms() -> None:
+    store = open_store("postgres://me:secret@db.example:6543/work?hub=Orders&takeover=7.5")
+    assert isinstance(store, postgres.PostgresStore)
+    assert (store.hub, store.schema, store.takeover) == (
+        "Orders",
+        "dfhost_orders",
+        timedelta(seconds=7.5),
+    )
+    assert "secret" not in store._label
+    assert store._label == "postgresql://me@db.example:6543/work (hub Orders)"
+    default = open_store("postgresql://localhost/work")
+    assert isinstance(default, postgres.PostgresStore)
+    assert (default.hub, default.takeover) == ("TestHubName", timedelta(seconds=30))
+
+
+def test_missing_driver_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "dfhost.store.postgres", None)
+    with pytest.raises(StoreError, match=r"pip install 'dfhost\[postgres\]'"):
+        open_store("postgresql://localhost/db")
+
+
+async def test_an_unreachable_server_fails_start_clearly() -> None:
+    store = open_store("postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=2")
+    with pytest.raises(StoreError, match=r"cannot connect to task hub postgresql://nobody@"):
+        await store.start()
+    await store.close()
+
+
+# --- schemas and hubs -----------------------------------------------------------------------
+
+
+async def test_hubs_in_one_database_are_isolated(database: str, opened: list[Store]) -> None:
+    orders = await started(opened, hub_url(database))
+    billing = await started(opened, hub_url(database))
+    assert await orders.create_instance(request("same-id"))
+    assert await billing.get_instance("same-id") is None
+    assert await billing.create_instance(request("same-id"))
+    now = utcnow()
+    [work] = await orders.claim_episodes("a", now, now + timedelta(minutes=1), 10)
+    assert work.instance.instance_id == "same-id"
+    assert len(await billing.claim_episodes("b", now, now + timedelta(minutes=1), 10)) == 1
+
+
+async def test_hosts_starting_together_create_the_schema_once(
+    database: str, opened: list[Store]
+) -> None:
+    url = hub_url(database)
+    stores = [open_store(url) for _ in range(6)]
+    opened.extend(stores)
+    await asyncio.gather(*(store.start() for store in stores))
+    assert await stores[0].create_instance(request("a"))
+    assert await stores[-1].get_instance("a") is not None
+
+
+async def test_a_newer_schema_is_refused(database: str, opened: list[Store]) -> None:
+    url = hub_url(database)
+    first = await started(opened, url)
+    async with await psycopg.AsyncConnection.connect(first.conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
+        await conn.execute("UPDATE schema_version SET version = 99")
+    later = open_store(url)
+    with pytest.raises(StoreError, match="schema version 99, newer than this dfhost supports"):
+        await later.start()
+
+
+# --- hosts -----------------------------------------------------------------------------------
+
+
+async def test_a_silent_hosts_work_is_taken_over_after_the_window(
+    database: str, opened: list[Store]
+) -> None:
+    window = 0.5
+    url = hub_url(database, takeover=window)
+    survivor = await started(opened, url)
+    # A host that registered, claimed, and then went silent (its process froze or died).
+    ghost = await started(opened, url)
+    await ghost.open_host("ghost", utcnow())
+    ghost._heartbeat.cancel()  # type: ignore[attr-defined]
+    await survivor.open_host("survivor", utcnow())
+    await survivor.create_instance(request("x"))
+    now = utcnow()
+    [held] = await ghost.claim_episodes("ghost", now, now + timedelta(hours=1), 10)
+
+    assert await survivor.claim_episodes("survivor", now, now + timedelta(hours=1), 10) == []
+    due = await survivor.next_due_at(utcnow())
+    assert due is not None
+    assert timedelta(0) < due - utcnow() <= timedelta(seconds=window)  # not the lease's hour
+
+    # As the engine does: claim, and wait until the next due time when there is nothing.
+    began = utcnow()
+    async with asyncio.timeout(5):
+        while not (
+            works := await survivor.claim_episodes(
+                "survivor", utcnow(), utcnow() + timedelta(hours=1), 10
+            )
+        ):
+            await survivor.wait_for_work(await survivor.next_due_at(utcnow()))
+    assert utcnow() - began >= timedelta(seconds=window) * 0.5
+    [taken] = works
+    assert taken.instance.instance_id == "x"
+    assert taken.lease_token != held.lease_token
+    with pytest.raises(LeaseLostError):
+        await ghost.commit_episode(
+            "ghost", held, EpisodeOutcome(instance=held.instance, new_events=[])
+        )
+    await survivor.commit_episode(
+        "survivor", taken, EpisodeOutcome(instance=taken.instance, new_events=[])
+    )
+
+
+async def test_live_hosts_keep_their_work_and_closing_frees_it_at_once(
+    database: str, opened: list[Store]
+) -> None:
+    url = hub_url(database, takeover=0.5)
+    first = await started(opened, url)
+    second = await started(opened, url)
+    await first.open_host("first", utcnow())
+    await first.create_instance(request("x"))
+    now = utcnow()
+    [held] = await first.claim_episodes("first", now, now + timedelta(hours=1), 10)
+    await second.open_host("second", utcnow())  # "first" is alive: its lease stays
+    await asyncio.sleep(1.0)  # twice the window: heartbeats keep "first" alive
+    assert await second.claim_episodes("second", utcnow(), utcnow() + timedelta(hours=1), 10) == []
+
+    await first.close()
+    [again] = await second.claim_episodes("second", utcnow(), utcnow() + timedelta(hours=1), 10)
+    assert [m.message_id for m in again.messages] == [m.message_id for m in held.messages]
+
+
+async def test_other_processes_wake_a_waiting_host(database: str, opened: list[Store]) -> None:
+    url = hub_url(database)
+    host = await started(opened, url)
+    client = await started(opened, url)
+    await host.wait_for_work(utcnow())  # nothing pending from the start
+    waiter = asyncio.create_task(host.wait_for_work(None))
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    began = asyncio.get_running_loop().time()
+    await client.create_instance(request("x"))
+    await asyncio.wait_for(waiter, 2)
+    assert asyncio.get_running_loop().time() - began < 1.0
+
+
+# --- outages ---------------------------------------------------------------------------------
+
+
+class CuttableProxy:
+    """A TCP proxy in front of PostgreSQL: `cut()` drops every connection and refuses new
+    ones, as a database restart or a network failure would; `restore()` undoes it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.transport.abort()
+                self._writers.discard(sink)
+
+        # Cancelled when the test's loop ends: the connections are gone by then anyway.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.fixture
+async def proxy(database: str) -> AsyncIterator[tuple[CuttableProxy, str]]:
+    """A proxy to the test database, and the database's URL through it."""
+    parts = urlsplit(database)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.restore()
+    netloc = (
+        f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
+    )
+    yield proxy, parts._replace(netloc=netloc).geturl()
+    await proxy.cut()
+
+
+async def test_an_outage_is_ridden_out_and_logged_once(
+    proxy: tuple[CuttableProxy, str], opened: list[Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    cut, database = proxy
+    store = await started(opened, hub_url(database))
+    await store.open_host("host", utcnow())
+    await store.create_instance(request("before"))
+    caplog.set_level(logging.INFO, logger="dfhost.store.postgres")
+
+    await cut.cut()
+    now = utcnow()
+    # Engine work waits for the database; a client call too, within its patience.
+    claim = asyncio.create_task(store.claim_episodes("host", now, now + timedelta(hours=1), 10))
+    create = asyncio.create_task(store.create_instance(request("during")))
+    await asyncio.sleep(1.0)
+    assert not claim.done() and not create.done()
+    await cut.restore()
+
+    async with asyncio.timeout(10):
+        claimed = await claim
+        assert await create
+    assert "before" in [work.instance.instance_id for work in claimed]
+    assert await store.get_instance("during") is not None
+    records = [r for r in caplog.records if r.name == "dfhost.store.postgres"]
+    lost = [r for r in records if "lost the connection" in r.getMessage()]
+    back = [r for r in records if "reachable again" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].levelno == logging.WARNING, records
+    assert len(back) == 1, records
+
+
+async def test_client_calls_give_up_after_their_patience(
+    proxy: tuple[CuttableProxy, str], opened: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cut, database = proxy
+    store = await started(opened, hub_url(database))
+    monkeypatch.setattr(postgres, "CLIENT_PATIENCE", 0.5)
+    await cut.cut()
+    with pytest.raises(StoreError, match="is unreachable"):
+        await store.get_instance("x")
+    await cut.restore()
+    assert await store.get_instance("x") is None
+
+
+async def test_a_claim_whose_commit_was_lost_is_handed_out_on_retry(
+    database: str, opened: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await started(opened, hub_url(database))
+    await store.create_instance(request("x"))
+    original = postgres.txn.claim_episodes_txn
+    claimed: list[int] = []
+
+    async def claim_then_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
+        works = await original(*args, **kwargs)
+        claimed.extend(work.lease_token for work in works)
+        # The claim commits, then the connection dies before the answer comes back.
+        conn = args[0]
+        await conn.execute("COMMIT")
+        await conn.close()
+        return works
+
+    monkeypatch.setattr(postgres.txn, "claim_episodes_txn", claim_then_lose_the_answer)
+    now = utcnow()
+    works = await store.claim_episodes("host", now, now + timedelta(hours=1), 10)
+    # The retry found the committed claim instead of claiming again (the instance is leased).
+    assert [(w.instance.instance_id, w.lease_token) for w in works] == [("x", claimed[0])]
+    assert len(claimed) == 1
+    await store.commit_episode(
+        "host", works[0], EpisodeOutcome(instance=replace(works[0].instance), new_events=[])
+    )
