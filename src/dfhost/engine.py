@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any
 
 from dfhost import replay, rewind
-from dfhost.functions import Function, FunctionApp
+from dfhost.functions import Function, FunctionApp, invocation_arguments
 from dfhost.history import (
     TERMINAL_STATUSES,
     EventType,
@@ -648,7 +648,7 @@ class Engine:
         inv = Invocation(function=function.name, instance_id=task.instance_id)
         try:
             with log_invocation(inv, f"(null), InstanceId={task.instance_id}"):
-                value = await self._call_activity(function, task)
+                value = await self._call_activity(function, task, inv.id)
                 try:
                     result = _df_dumps(value)
                 except (TypeError, ValueError) as exc:
@@ -668,13 +668,14 @@ class Engine:
             result=result,
         )
 
-    async def _call_activity(self, function: Function, task: ActivityTask) -> Any:
-        kwargs: dict[str, Any] = {function.trigger.name: _decode_activity_input(task.input)}
-        for binding in function.bindings:
-            if binding is not function.trigger and binding.name != "$return":
-                kwargs[binding.name] = _Out() if binding.direction == "out" else None
-        if "context" in function.parameter_names() and "context" not in kwargs:
-            kwargs["context"] = None
+    async def _call_activity(
+        self, function: Function, task: ActivityTask, invocation_id: str
+    ) -> Any:
+        kwargs, _ = invocation_arguments(
+            function,
+            invocation_id=invocation_id,
+            trigger_value=_decode_activity_input(task.input),
+        )
         if function.is_async:
             return await function.handler(**kwargs)
         ctx = contextvars.copy_context()
@@ -690,19 +691,6 @@ class _EpisodeFailed(Exception):
 
 class _ResultNotSerializableError(Exception):
     pass
-
-
-class _Out:
-    """Stand-in for output bindings dfhost doesn't implement (e.g. twilioSms): kept, not sent."""
-
-    def __init__(self) -> None:
-        self.value: Any = None
-
-    def set(self, value: Any) -> None:
-        self.value = value
-
-    def get(self) -> Any:
-        return self.value
 
 
 def _execution_started(work: EpisodeWork) -> HistoryEvent | None:

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -30,9 +31,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+import azure.functions as func
 from azure.functions import FunctionRegister
 
 __all__ = [
+    "InvocationContext",
+    "OutBinding",
+    "invocation_arguments",
     "AppLoadError",
     "AppNotFoundError",
     "AppSettings",
@@ -745,3 +750,70 @@ def _positive_int(value: Any) -> int | None:
     except ValueError:
         return None
     return number if number > 0 else None
+
+
+class OutBinding(func.Out[Any]):
+    """The `func.Out` an output binding parameter receives; the function calls `.set(...)`.
+
+    dfhost reads back only the `http` output; other output bindings (e.g. `twilioSms`) are
+    accepted and kept, not sent anywhere.
+    """
+
+    def __init__(self) -> None:
+        self._value: Any = None
+
+    def set(self, val: Any) -> None:
+        self._value = val
+
+    def get(self) -> Any:
+        return self._value
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationContext:
+    """The `context` argument a function may declare (the worker's `func.Context`)."""
+
+    invocation_id: str
+    function_name: str
+    function_directory: str
+    trace_context: Any = None
+    retry_context: Any = None
+    thread_local_storage: threading.local = field(default_factory=threading.local)
+
+
+def invocation_arguments(
+    function: Function,
+    *,
+    invocation_id: str,
+    trigger_value: Any,
+    client_starter: str | None = None,
+) -> tuple[dict[str, Any], dict[str, OutBinding]]:
+    """The keyword arguments of one call, as the Python worker passes them, and the outputs.
+
+    The trigger binding gets `trigger_value`; a `durableClient` binding the starter JSON; each
+    output binding an `OutBinding` (also returned, by name, to read what the function set);
+    input bindings dfhost does not provide get None; `context` only if the function declares
+    it (the SDK's v2 client wrapper rejects it otherwise).
+    """
+    declared = function.parameter_names()
+    kwargs: dict[str, Any] = {}
+    outputs: dict[str, OutBinding] = {}
+    for binding in function.bindings:
+        if binding.name == "$return":
+            continue
+        value: Any = None
+        if binding is function.trigger:
+            value = trigger_value
+        elif binding.direction in ("out", "inout"):
+            value = outputs[binding.name] = OutBinding()
+        elif binding.type == "durableClient":
+            value = client_starter
+        if not declared or binding.name in declared:
+            kwargs[binding.name] = value
+    if "context" in declared:
+        kwargs["context"] = InvocationContext(
+            invocation_id=invocation_id,
+            function_name=function.name,
+            function_directory=str(Path(function.source).parent),
+        )
+    return kwargs, outputs

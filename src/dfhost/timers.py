@@ -21,18 +21,15 @@ import inspect
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import azure.functions as func
 from azure.functions.timer import TimerRequest
 
-from dfhost.functions import Function, FunctionApp, expand_app_settings
+from dfhost.functions import Function, FunctionApp, expand_app_settings, invocation_arguments
 from dfhost.history import utcnow
 from dfhost.logs import Invocation, log_invocation
 from dfhost.schedule import Schedule, ScheduleError, parse_schedule, time_zone_named
@@ -67,31 +64,6 @@ class _Run:
     token: int
     task: asyncio.Task[None]
     fired_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class _Context:
-    """The optional `context` argument (the worker's func.Context, minus tracing)."""
-
-    invocation_id: str
-    function_name: str
-    function_directory: str
-    trace_context: Any = None
-    retry_context: Any = None
-    thread_local_storage: threading.local = field(default_factory=threading.local)
-
-
-class _Out(func.Out[Any]):
-    """Stand-in for output bindings dfhost does not implement: kept, not sent."""
-
-    def __init__(self) -> None:
-        self._value: Any = None
-
-    def set(self, val: Any) -> None:
-        self._value = val
-
-    def get(self) -> Any:
-        return self._value
 
 
 class TimerRunner:
@@ -353,33 +325,17 @@ class TimerRunner:
     def _arguments(
         self, function: Function, request: TimerRequest, inv: Invocation
     ) -> dict[str, Any]:
-        declared = function.parameter_names()
-        kwargs: dict[str, Any] = {}
-        for binding in function.bindings:
-            if binding.name == "$return":
-                continue
-            value: Any = None  # input bindings dfhost does not provide
-            if binding is function.trigger:
-                value = request
-            elif binding.direction in ("out", "inout"):
-                value = _Out()
-            elif binding.type == "durableClient":
-                parts = urlsplit(self.rpc_base_url)
-                value = json.dumps(
-                    client_binding(
-                        origin=f"{parts.scheme}://{parts.netloc}",
-                        hub_name=self.app.settings.hub_name,
-                        rpc_base_url=self.rpc_base_url,
-                    )
-                )
-            if not declared or binding.name in declared:
-                kwargs[binding.name] = value
-        if "context" in declared:
-            kwargs["context"] = _Context(
-                invocation_id=inv.id,
-                function_name=function.name,
-                function_directory=str(Path(function.source).parent),
+        parts = urlsplit(self.rpc_base_url)
+        starter = json.dumps(
+            client_binding(
+                origin=f"{parts.scheme}://{parts.netloc}",
+                hub_name=self.app.settings.hub_name,
+                rpc_base_url=self.rpc_base_url,
             )
+        )
+        kwargs, _ = invocation_arguments(
+            function, invocation_id=inv.id, trigger_value=request, client_starter=starter
+        )
         return kwargs
 
     async def _renew_leases(self) -> None:

@@ -13,10 +13,8 @@ import asyncio
 import inspect
 import json
 import logging
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import azure.functions as func
@@ -24,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from dfhost.functions import Binding, Function, FunctionApp
+from dfhost.functions import Binding, Function, FunctionApp, invocation_arguments
 from dfhost.logs import Invocation, log_invocation
 from dfhost.web.common import (
     BadRequestError,
@@ -37,37 +35,12 @@ from dfhost.web.common import (
 from dfhost.web.routes import RouteTemplate, RouteTemplateError, parse_template
 from dfhost.wire import client_binding
 
-__all__ = ["FunctionContext", "HttpTriggers", "OutBinding", "RpcBaseUrlSource"]
+__all__ = ["HttpTriggers", "RpcBaseUrlSource"]
 
 log = logging.getLogger("dfhost")
 
 # What Core Tools prints as the reason of HTTP-triggered invocations.
 INVOCATION_REASON = "This function was programmatically called via the host APIs."
-
-
-class OutBinding(func.Out[Any]):
-    """The `func.Out` an output binding parameter receives; the function calls `.set(...)`."""
-
-    def __init__(self) -> None:
-        self._value: Any = None
-
-    def set(self, val: Any) -> None:
-        self._value = val
-
-    def get(self) -> Any:
-        return self._value
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionContext:
-    """The `context` argument (the worker's `func.Context`, minus tracing)."""
-
-    invocation_id: str
-    function_name: str
-    function_directory: str
-    trace_context: Any = None
-    retry_context: Any = None
-    thread_local_storage: threading.local = field(default_factory=threading.local)
 
 
 class RpcBaseUrlSource(Protocol):
@@ -207,34 +180,19 @@ class HttpTriggers:
     ) -> Response:
         function = entry.function
         inv = Invocation(function=function.name)
-        declared = function.parameter_names()
-        kwargs: dict[str, Any] = {}
-        outputs: dict[str, OutBinding] = {}
-        for binding in function.bindings:
-            if binding.name == "$return":
-                continue
-            if binding is function.trigger or binding.type == "httpTrigger":
-                value: Any = self._http_request(request, route_values, body)
-            elif binding.direction in ("out", "inout"):
-                value = outputs[binding.name] = OutBinding()
-            elif binding.type == "durableClient":
-                value = json.dumps(
-                    client_binding(
-                        origin=origin_of(request),
-                        hub_name=self.app.settings.hub_name,
-                        rpc_base_url=self.rpc_base_url,
-                    )
-                )
-            else:
-                value = None  # input bindings dfhost does not provide
-            if not declared or binding.name in declared:
-                kwargs[binding.name] = value
-        if "context" in declared:
-            kwargs["context"] = FunctionContext(
-                invocation_id=inv.id,
-                function_name=function.name,
-                function_directory=str(Path(function.source).parent),
+        starter = json.dumps(
+            client_binding(
+                origin=origin_of(request),
+                hub_name=self.app.settings.hub_name,
+                rpc_base_url=self.rpc_base_url,
             )
+        )
+        kwargs, outputs = invocation_arguments(
+            function,
+            invocation_id=inv.id,
+            trigger_value=self._http_request(request, route_values, body),
+            client_starter=starter,
+        )
         try:
             with log_invocation(inv, INVOCATION_REASON):
                 try:
