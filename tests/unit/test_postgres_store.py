@@ -14,18 +14,22 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from dfhost.history import utcnow
-from dfhost.store import EpisodeOutcome, LeaseLostError, StartRequest, Store, StoreError, open_store
+from dfhost.store import (
+    EpisodeOutcome,
+    LeaseLostError,
+    StartRequest,
+    Store,
+    StoreError,
+    open_store,
+    postgres,
+)
+from dfhost.store.postgres import claims
+from dfhost.store.postgres import store as store_module
 from tests.conftest import selected_backends
-
-try:
-    import psycopg
-
-    from dfhost.store import postgres
-except ImportError:  # the fixture below fails the tests with the reason
-    pass
 
 
 @pytest.fixture
@@ -325,7 +329,7 @@ async def test_client_calls_give_up_after_their_patience(
 ) -> None:
     cut, database = proxy
     store = await started(opened, hub_url(database))
-    monkeypatch.setattr(postgres, "CLIENT_PATIENCE", 0.5)
+    monkeypatch.setattr(store_module, "CLIENT_PATIENCE", 0.5)
     await cut.cut()
     with pytest.raises(StoreError, match="is unreachable"):
         await store.get_instance("x")
@@ -338,7 +342,7 @@ async def test_a_claim_whose_commit_was_lost_is_handed_out_on_retry(
 ) -> None:
     store = await started(opened, hub_url(database))
     await store.create_instance(request("x"))
-    original = postgres.txn.claim_episodes_txn
+    original = claims.claim_episodes_txn
     claimed: list[int] = []
 
     async def claim_then_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
@@ -350,7 +354,7 @@ async def test_a_claim_whose_commit_was_lost_is_handed_out_on_retry(
         await conn.close()
         return works
 
-    monkeypatch.setattr(postgres.txn, "claim_episodes_txn", claim_then_lose_the_answer)
+    monkeypatch.setattr(claims, "claim_episodes_txn", claim_then_lose_the_answer)
     now = utcnow()
     works = await store.claim_episodes("host", now, now + timedelta(hours=1), 10)
     # The retry found the committed claim instead of claiming again (the instance is leased).

@@ -1,0 +1,45 @@
+"""The PostgreSQL task hub: several hosts share the work, survive crashes and outages.
+
+URL: `postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?hub=NAME&takeover=SECONDS]`
+(`postgres://` too; other query parameters are libpq's). Each task hub is a schema,
+`dfhost_<hub in lower case>` (hub `TestHubName` unless given, as in the Functions host), so hubs
+sharing a database never see each other's work. It is created or migrated on start under an
+advisory lock, so hosts may start together.
+
+- Work sharing: hosts claim episodes and activities with `FOR UPDATE SKIP LOCKED`; an episode's
+  lease token (from a sequence, never reused) fences its commit, so an instance's episodes
+  commit one at a time, in order, each once (`claims`).
+- Hosts: `open_host` registers the owner in `hosts`, and this store writes its heartbeat every
+  takeover/6 on the database's clock. A host silent for the takeover window (default 30 s) is
+  dead: its leases are claimable at once, and idle hosts wake when that happens (`next_due_at`).
+  Closing the store unregisters its hosts and frees their work.
+- Wake-ups: every transaction that enqueues work sends `NOTIFY dfhost_<hub>`; one listening
+  connection per store wakes `wait_for_work`. Polling is only the fallback: a waiter re-checks
+  at least every `POLL_FALLBACK` (10 s), and at once after the listener reconnects.
+- Outages: engine-side calls retry with backoff until the database answers again; client calls
+  give up after `CLIENT_PATIENCE` with a StoreError. Each outage logs one warning when it
+  starts and one line when it ends. A transaction whose connection died in COMMIT may have
+  committed: claims are tagged so a retry hands out what the lost attempt took, commits are
+  fenced, and only `send_message` reports the doubt instead of risking a duplicate event.
+
+Modules: `store` (the `Store`: connections, retries, wake-ups), `schema` (tables, migrations,
+rows), `clients`, `claims` (hosts, episodes, activities) and `timers` hold the transactions.
+"""
+
+from dfhost.store.postgres.store import (
+    CLIENT_PATIENCE,
+    DEFAULT_HUB,
+    DEFAULT_TAKEOVER,
+    POLL_FALLBACK,
+    SCHEMA_VERSION,
+    PostgresStore,
+)
+
+__all__ = [
+    "CLIENT_PATIENCE",
+    "DEFAULT_HUB",
+    "DEFAULT_TAKEOVER",
+    "POLL_FALLBACK",
+    "SCHEMA_VERSION",
+    "PostgresStore",
+]

@@ -1,0 +1,453 @@
+"""The PostgreSQL task hub's engine transactions: hosts, episode claims and commits, activities.
+
+Claims lock with `SKIP LOCKED` and never wait. A dead host's leases (see `schema.DEAD`) are
+claimable as if they had expired.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from dfhost.history import EventType
+from dfhost.store import ActivityTask, EpisodeOutcome, EpisodeWork, LeaseLostError, Message
+from dfhost.store.postgres.clients import start_txn
+from dfhost.store.postgres.schema import (
+    DEAD,
+    INSTANCE_COLUMNS,
+    LIVE,
+    MESSAGE_COLUMNS,
+    UPDATE_INSTANCE,
+    VISIBLE,
+    Conn,
+    decode_history,
+    insert_messages,
+    instance_from_row,
+    instance_params,
+    message_from_row,
+    utc,
+)
+
+log = logging.getLogger("dfhost.store.postgres")
+
+_UNLOCKED = f"(i.lock_until IS NULL OR i.lock_until <= %(now)s OR i.lock_owner IN {DEAD})"
+_WAKES_SUSPENDED = f"({int(EventType.EXECUTION_RESUMED)}, {int(EventType.EXECUTION_TERMINATED)})"
+# The instance rows are locked in first-message order; SKIP LOCKED passes over rows another
+# host is claiming or committing right now, and the outer condition is re-checked on the
+# latest row version, so a lease taken meanwhile is never taken twice.
+_CLAIMABLE = f"""
+    WITH ready AS (
+        SELECT m.instance_id, MIN(m.id) AS first_id
+        FROM messages AS m JOIN instances AS i USING (instance_id)
+        WHERE {VISIBLE} AND {_UNLOCKED}
+          AND (i.status <> 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED})
+        GROUP BY m.instance_id)
+    SELECT i.instance_id, ready.first_id FROM ready JOIN instances AS i USING (instance_id)
+    WHERE {_UNLOCKED}
+    ORDER BY ready.first_id LIMIT %(limit)s
+    FOR NO KEY UPDATE OF i SKIP LOCKED"""
+_CLAIMED_COLUMNS = ", ".join(f"i.{column}" for column in INSTANCE_COLUMNS.split(", ")) + (
+    ", i.lock_token"
+)
+
+
+async def _insert_activities(conn: Conn, tasks: Sequence[ActivityTask]) -> None:
+    if not tasks:
+        return
+    await conn.execute(
+        "INSERT INTO activity_tasks (instance_id, execution_id, task_scheduled_id, name, "
+        "input, scheduled_at) SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], "
+        "%s::text[], %s::text[], %s::timestamptz[])",
+        (
+            [t.instance_id for t in tasks],
+            [t.execution_id for t in tasks],
+            [t.task_scheduled_id for t in tasks],
+            [t.name for t in tasks],
+            [t.input for t in tasks],
+            [utc(t.scheduled_at) for t in tasks],
+        ),
+    )
+
+
+# --- hosts ---------------------------------------------------------------------------------
+
+
+async def register_host_txn(conn: Conn, owner: str, window: timedelta) -> bool:
+    """Register `owner`, free the work of every owner that is not a live host, and forget dead
+    hosts; returns whether anything was freed.
+
+    Owners that never registered count as dead too: every host registers before it claims."""
+    await conn.execute(
+        "INSERT INTO hosts (owner, registered_at, heartbeat_at) VALUES (%s, now(), now()) "
+        "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
+        (owner,),
+    )
+    params = {"window": window}
+    freed = 0
+    # Rows locked right now belong to a transaction that is still going: skip them rather than
+    # wait (the claims take them over later, as any dead host's).
+    for table, key, owner_column, until in (
+        ("instances", "instance_id", "lock_owner", "lock_until"),
+        ("activity_tasks", "id", "lease_owner", "lease_until"),
+        ("timer_functions", "function", "run_owner", "run_until"),
+    ):
+        cur = await conn.execute(
+            f"UPDATE {table} SET {owner_column} = NULL, {until} = NULL WHERE {key} IN "
+            f"(SELECT {key} FROM {table} WHERE {owner_column} IS NOT NULL "
+            f"AND {owner_column} NOT IN {LIVE} FOR UPDATE SKIP LOCKED)",
+            params,
+        )
+        freed += cur.rowcount
+    await conn.execute("DELETE FROM hosts WHERE heartbeat_at <= now() - %(window)s", params)
+    return freed > 0
+
+
+async def heartbeat_txn(conn: Conn, owners: Sequence[str]) -> None:
+    # An upsert: a host declared dead (and forgotten) while cut off comes back to life.
+    await conn.execute(
+        "INSERT INTO hosts (owner, registered_at, heartbeat_at) "
+        "SELECT owner, now(), now() FROM unnest(%s::text[]) AS owner "
+        "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
+        (list(owners),),
+    )
+
+
+async def unregister_hosts_txn(conn: Conn, owners: Sequence[str]) -> None:
+    """A host that stops cleanly frees its work at once rather than after the window."""
+    owners = list(owners)
+    await conn.execute("DELETE FROM hosts WHERE owner = ANY(%s)", (owners,))
+    await conn.execute(
+        "UPDATE instances SET lock_owner = NULL, lock_until = NULL WHERE lock_owner = ANY(%s)",
+        (owners,),
+    )
+    await conn.execute(
+        "UPDATE activity_tasks SET lease_owner = NULL, lease_until = NULL "
+        "WHERE lease_owner = ANY(%s)",
+        (owners,),
+    )
+    await conn.execute(
+        "UPDATE timer_functions SET run_owner = NULL, run_until = NULL WHERE run_owner = ANY(%s)",
+        (owners,),
+    )
+
+
+# --- episodes ------------------------------------------------------------------------------
+
+
+async def claim_episodes_txn(
+    conn: Conn,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    *,
+    claim: str,
+    window: timedelta,
+) -> list[EpisodeWork]:
+    """Runs pipelined: only fetches wait for the server."""
+    now = utc(now)
+    # DTFx drops events for unknown instances; kept, they would be scanned forever.
+    await conn.execute(
+        "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages AS m "
+        f"WHERE {VISIBLE} AND NOT EXISTS "
+        "(SELECT 1 FROM instances AS i WHERE i.instance_id = m.instance_id) "
+        "FOR UPDATE SKIP LOCKED)",
+        {"now": now},
+    )
+    cur = await conn.execute(
+        f"WITH picked AS ({_CLAIMABLE}) "
+        "UPDATE instances AS i SET lock_owner = %(owner)s, lock_until = %(until)s, "
+        "lock_token = nextval('lock_tokens'), lock_claim = %(claim)s "
+        "FROM picked WHERE i.instance_id = picked.instance_id "
+        f"RETURNING {_CLAIMED_COLUMNS}, picked.first_id",
+        {
+            "now": now,
+            "limit": limit,
+            "window": window,
+            "owner": owner,
+            "until": utc(lease_until),
+            "claim": claim,
+        },
+    )
+    rows = sorted(await cur.fetchall(), key=lambda row: row[-1])
+    if not rows:
+        return []
+    ids = [row[0] for row in rows]
+    history = await _history_rows(conn, ids)
+    messages = await _visible_messages(conn, ids, now)
+    empty = [instance_id for instance_id in ids if not messages.get(instance_id)]
+    if empty:  # every message it had was undecodable (and dropped): nothing to run
+        await conn.execute(
+            "UPDATE instances SET lock_owner = NULL, lock_until = NULL WHERE instance_id = ANY(%s)",
+            (empty,),
+        )
+    return _episode_work(
+        [row for row in rows if row[0] not in empty], await history.fetchall(), messages
+    )
+
+
+async def reload_claim_txn(
+    conn: Conn, owner: str, now: datetime, claim: str
+) -> list[EpisodeWork] | None:
+    """The work of an earlier attempt at claim `claim` that committed unseen, or None."""
+    cur = await conn.execute(
+        f"SELECT {_CLAIMED_COLUMNS} FROM instances AS i "
+        "WHERE i.lock_claim = %s AND i.lock_owner = %s",
+        (claim, owner),
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        return None
+    ids = [row[0] for row in rows]
+    history = await _history_rows(conn, ids)
+    messages = await _visible_messages(conn, ids, utc(now))
+    rows.sort(key=lambda row: min((m.message_id or 0 for m in messages.get(row[0], [])), default=0))
+    return _episode_work(rows, await history.fetchall(), messages)
+
+
+async def _history_rows(conn: Conn, ids: Sequence[str]) -> psycopg.AsyncCursor[tuple[Any, ...]]:
+    """The cursor of the instances' current histories: (instance_id, seq, event) rows."""
+    return await conn.execute(
+        "SELECT h.instance_id, h.seq, h.event FROM history AS h JOIN instances AS i "
+        "ON i.instance_id = h.instance_id AND i.execution_id = h.execution_id "
+        "WHERE h.instance_id = ANY(%s) ORDER BY h.instance_id, h.seq",
+        (list(ids),),
+    )
+
+
+async def _visible_messages(
+    conn: Conn, ids: Sequence[str], now: datetime
+) -> dict[str, list[Message]]:
+    cur = await conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages AS m "
+        f"WHERE m.instance_id = ANY(%(ids)s) AND {VISIBLE} ORDER BY m.id",
+        {"ids": list(ids), "now": now},
+    )
+    found: dict[str, list[Message]] = {}
+    for row in await cur.fetchall():
+        message = message_from_row(row)
+        if message is None:
+            # A message that can never be decoded would be re-claimed forever; drop it loudly.
+            log.error("dropping undecodable message %s for %r", row[0], row[1])
+            await conn.execute("DELETE FROM messages WHERE id = %s", (row[0],))
+            continue
+        found.setdefault(message.instance_id, []).append(message)
+    return found
+
+
+def _episode_work(
+    rows: Sequence[Sequence[Any]],
+    history_rows: Sequence[Sequence[Any]],
+    messages: dict[str, list[Message]],
+) -> list[EpisodeWork]:
+    """Claimed instance rows (`_CLAIMED_COLUMNS`) with their histories, in `rows` order."""
+    histories: dict[str, list[tuple[int, str]]] = {}
+    for instance_id, seq, text in history_rows:
+        histories.setdefault(instance_id, []).append((seq, text))
+    work: list[EpisodeWork] = []
+    for row in rows:
+        instance = instance_from_row(row)
+        history, error = decode_history(
+            instance.instance_id, instance.execution_id, histories.get(instance.instance_id, [])
+        )
+        work.append(
+            EpisodeWork(
+                instance=instance,
+                history=history,
+                messages=messages.get(instance.instance_id, []),
+                lease_token=row[13],
+                history_error=error,
+            )
+        )
+    return work
+
+
+async def commit_txn(
+    conn: Conn, owner: str, work: EpisodeWork, outcome: EpisodeOutcome, *, retrying: bool
+) -> bool:
+    """Apply the outcome; returns whether the instance or others now have work to wake for.
+
+    Runs pipelined: the writes go out behind the lease check without waiting for it, and a
+    failed check rolls them all back."""
+    instance = outcome.instance
+    instance_id = instance.instance_id
+    lease = await conn.execute(
+        "SELECT lock_owner, lock_token FROM instances WHERE instance_id = %s FOR NO KEY UPDATE",
+        (instance_id,),
+    )
+    consumed = [m.message_id for m in work.messages if m.message_id is not None]
+    if consumed:
+        await conn.execute("DELETE FROM messages WHERE id = ANY(%s)", (consumed,))
+    if outcome.drop_pending_work:
+        await conn.execute(
+            "DELETE FROM messages WHERE instance_id = %s "
+            "AND (event_type = %s OR execution_id IS NOT NULL)",
+            (instance_id, int(EventType.TIMER_FIRED)),
+        )
+        await conn.execute("DELETE FROM activity_tasks WHERE instance_id = %s", (instance_id,))
+    if outcome.reset_history:
+        await conn.execute("DELETE FROM history WHERE instance_id = %s", (instance_id,))
+    if outcome.new_events:
+        # The primary key makes two commits for one history position impossible, whatever
+        # happened to the lease check.
+        await conn.execute(
+            "INSERT INTO history (instance_id, execution_id, seq, event) "
+            "SELECT %(id)s, %(execution)s, base.last + e.n, e.event FROM "
+            "(SELECT COALESCE(MAX(seq), -1) AS last FROM history "
+            " WHERE instance_id = %(id)s AND execution_id = %(execution)s) AS base, "
+            "unnest(%(events)s::text[]) WITH ORDINALITY AS e(event, n)",
+            {
+                "id": instance_id,
+                "execution": instance.execution_id,
+                "events": [event.to_json() for event in outcome.new_events],
+            },
+        )
+    if outcome.cancelled_timer_ids:
+        await conn.execute(
+            "DELETE FROM messages WHERE instance_id = %s AND event_type = %s "
+            "AND timer_id = ANY(%s)",
+            (instance_id, int(EventType.TIMER_FIRED), list(outcome.cancelled_timer_ids)),
+        )
+    await _insert_activities(conn, outcome.activities)
+    await insert_messages(conn, outcome.messages)
+    enqueued = bool(outcome.activities or outcome.messages)
+    if outcome.starts:  # these wait for answers: not worth doing under a lost lease
+        _check_lease(await lease.fetchone(), owner, work)
+    for request in outcome.starts:
+        enqueued |= (await start_txn(conn, request, retrying=retrying))[1]
+    await conn.execute(UPDATE_INSTANCE, instance_params(instance))
+    # Messages that arrived during the episode become claimable now that the lock is gone.
+    pending = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE instance_id = %s)", (instance_id,)
+    )
+    if not outcome.starts:
+        _check_lease(await lease.fetchone(), owner, work)
+    row = await pending.fetchone()
+    return enqueued or bool(row and row[0])
+
+
+def _check_lease(row: Sequence[Any] | None, owner: str, work: EpisodeWork) -> None:
+    if row is None or row[0] != owner or row[1] != work.lease_token:
+        raise LeaseLostError(
+            f"lease on instance {work.instance.instance_id!r} was lost; episode not committed"
+        )
+
+
+# --- activities ----------------------------------------------------------------------------
+
+_ACTIVITY_COLUMNS = (
+    "t.id, t.instance_id, t.execution_id, t.task_scheduled_id, t.name, t.input, "
+    "t.scheduled_at, t.lease_token"
+)
+
+
+def _activity_from_row(row: Sequence[Any]) -> ActivityTask:
+    return ActivityTask(
+        task_id=row[0],
+        instance_id=row[1],
+        execution_id=row[2],
+        task_scheduled_id=row[3],
+        name=row[4],
+        input=row[5],
+        scheduled_at=row[6],
+        lease_token=row[7],
+    )
+
+
+async def claim_activities_txn(
+    conn: Conn,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    *,
+    claim: str,
+    window: timedelta,
+    retrying: bool,
+) -> list[ActivityTask]:
+    if retrying:  # an earlier attempt may have committed unseen: hand out what it took
+        cur = await conn.execute(
+            f"SELECT {_ACTIVITY_COLUMNS} FROM activity_tasks AS t "
+            "WHERE t.lease_claim = %s AND t.lease_owner = %s ORDER BY t.id",
+            (claim, owner),
+        )
+        if rows := await cur.fetchall():
+            return [_activity_from_row(row) for row in rows]
+    cur = await conn.execute(
+        "WITH picked AS (SELECT id FROM activity_tasks "
+        "WHERE lease_until IS NULL OR lease_until <= %(now)s "
+        f"OR lease_owner IN {DEAD} "
+        "ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+        "UPDATE activity_tasks AS t SET lease_owner = %(owner)s, lease_until = %(until)s, "
+        "lease_token = t.lease_token + 1, lease_claim = %(claim)s "
+        f"FROM picked WHERE t.id = picked.id RETURNING {_ACTIVITY_COLUMNS}",
+        {
+            "now": utc(now),
+            "limit": limit,
+            "window": window,
+            "owner": owner,
+            "until": utc(lease_until),
+            "claim": claim,
+        },
+    )
+    return sorted(
+        (_activity_from_row(row) for row in await cur.fetchall()), key=lambda t: t.task_id or 0
+    )
+
+
+async def complete_activity_txn(
+    conn: Conn, task_id: int, result: Message, channel: str, sender: str
+) -> bool:
+    """One statement: delete the task and, if it was still there, enqueue its result and
+    notify."""
+    cur = await conn.execute(
+        "WITH done AS (DELETE FROM activity_tasks WHERE id = %s RETURNING 1), "
+        "sent AS (INSERT INTO messages (instance_id, execution_id, event_type, timer_id, event, "
+        "visible_at) SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM done) "
+        "RETURNING 1) "
+        "SELECT pg_notify(%s, %s) FROM sent",
+        (
+            task_id,
+            result.instance_id,
+            result.execution_id,
+            int(result.event.type),
+            result.event.timer_id,
+            result.event.to_json(),
+            None if result.visible_at is None else utc(result.visible_at),
+            channel,
+            sender,
+        ),
+    )
+    return bool(await cur.fetchall())
+
+
+async def next_due_txn(
+    conn: Conn, now: datetime, window: timedelta, own: Sequence[str]
+) -> datetime | None:
+    now = utc(now)
+    cur = await conn.execute(
+        """SELECT
+            (SELECT MIN(visible_at) FROM messages WHERE visible_at > %(now)s),
+            (SELECT MIN(lock_until) FROM instances WHERE lock_until > %(now)s),
+            (SELECT MIN(lease_until) FROM activity_tasks WHERE lease_until > %(now)s),
+            (SELECT MIN(h.heartbeat_at) + %(window)s - now() FROM hosts AS h
+             WHERE h.owner <> ALL(%(own)s) AND (
+                EXISTS (SELECT 1 FROM instances
+                        WHERE lock_owner = h.owner AND lock_until > %(now)s)
+                OR EXISTS (SELECT 1 FROM activity_tasks
+                           WHERE lease_owner = h.owner AND lease_until > %(now)s)))""",
+        {"now": now, "window": window, "own": list(own)},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    times: list[datetime] = [value for value in row[:3] if value is not None]
+    # Another host's leases become claimable when it misses its heartbeats for the window:
+    # wake then (measured on the database's clock, so it does not matter if ours is off).
+    takeover_in: timedelta | None = row[3]
+    if takeover_in is not None and takeover_in > timedelta(0):
+        times.append(now + takeover_in)
+    return min(times) if times else None

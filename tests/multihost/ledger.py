@@ -1,0 +1,87 @@
+"""What the multi-host tests check after a run: outputs, histories and activity runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from dfhost.client import DurableClient
+from dfhost.history import EventType, OrchestrationStatus
+from dfhost.store import InstanceQuery, Store
+
+
+@dataclass(frozen=True)
+class Run:
+    kind: str  # "start" or "end"
+    key: str  # "INSTANCE/STEP"
+    pid: int
+    at: float  # time.time()
+
+
+def runs(state: Path) -> list[Run]:
+    path = state / "runs.log"
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        kind, key, pid, at = line.split()
+        found.append(Run(kind, key, int(pid), float(at)))
+    return found
+
+
+def chain_output(start: int, steps: int) -> int:
+    return start * 2**steps
+
+
+def fanout_output(width: int) -> int:
+    return sum(2 * i for i in range(width))
+
+
+async def start_many(client: DurableClient, specs: list[tuple[str, str, dict[str, int]]]) -> None:
+    """Start (orchestrator, instance id, input) triples, a few dozen at a time."""
+    for begin in range(0, len(specs), 50):
+        await asyncio.gather(
+            *(
+                client.start_new(name, instance_id, json.dumps(spec))
+                for name, instance_id, spec in specs[begin : begin + 50]
+            )
+        )
+
+
+async def wait_all_finished(store: Store, count: int, timeout: float) -> float:
+    """Poll until `count` instances are Completed; fail at once if any Failed. Returns the
+    seconds it took."""
+    began = time.monotonic()
+    completed = 0
+    while time.monotonic() - began < timeout:
+        failed = await store.count_instances(InstanceQuery(statuses=[OrchestrationStatus.FAILED]))
+        assert failed == 0, f"{failed} instances failed"
+        completed = await store.count_instances(
+            InstanceQuery(statuses=[OrchestrationStatus.COMPLETED])
+        )
+        if completed == count:
+            return time.monotonic() - began
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"only {completed} of {count} instances completed within {timeout} s")
+
+
+async def assert_recorded_once(store: Store, instance_ids: list[str]) -> None:
+    """Each instance's history holds one start, one end, and exactly one result per scheduled
+    activity: no episode was committed twice and no result delivered twice."""
+    for instance_id in instance_ids:
+        history = await store.get_history(instance_id)
+        types = Counter(e.type for e in history)
+        assert types[EventType.EXECUTION_STARTED] == 1, instance_id
+        assert types[EventType.EXECUTION_COMPLETED] == 1, instance_id
+        scheduled = [e.event_id for e in history if e.type is EventType.TASK_SCHEDULED]
+        results = [
+            e.task_scheduled_id
+            for e in history
+            if e.type in (EventType.TASK_COMPLETED, EventType.TASK_FAILED)
+        ]
+        assert len(set(scheduled)) == len(scheduled), (instance_id, scheduled)
+        assert sorted(results) == sorted(scheduled), (instance_id, results, scheduled)
