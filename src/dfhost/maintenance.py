@@ -227,7 +227,8 @@ async def report_startup(
     while True:
         page = await store.query_instances(query)
         for instance in page.instances:
-            if app.orchestrator(instance.name) is not None:
+            # Entities (`@name@key`) are instances too, but run entity functions.
+            if instance.instance_id.startswith("@") or app.orchestrator(instance.name) is not None:
                 continue
             if len(orphans) < limit:
                 orphans.append(instance)

@@ -1,0 +1,221 @@
+"""Durable HTTP: `context.call_http(...)` runs as the built-in activity `BuiltIn::HttpActivity`.
+
+The orchestrator's request (`{"method", "uri", "content", "headers", "tokenSource"?}`, the SDK's
+DurableHttpRequest JSON) is the activity input; the result is `{"statusCode", "headers",
+"content"}`, which the SDK hands to the orchestrator as a dict. Any status is a result; only a
+request that gets no answer (bad URL, connection refused, timeout) fails the task.
+
+The extension's asynchronous pattern is on, as it is for every Python app: while the answer is
+`202 Accepted` with a `Location` header, the Location is polled with GET (the original headers
+included) after the `Retry-After` delay, else after host.json's
+`extensions.durableTask.httpSettings.defaultAsyncRequestSleepTimeMilliseconds` (30 s by
+default), and the first other answer is the result. The extension waits with durable timers in
+the orchestration; dfhost polls inside the activity instead (the SDK's task ids leave no room
+for extra timers), so a host that stops mid-poll sends the first request again, as for any
+activity (at least once). Polling gives up after a day with a failed task.
+
+Managed-identity token sources need Azure to issue tokens: such calls fail with a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from dfhost.history import EventType, HistoryEvent
+from dfhost.replay import HTTP_ACTIVITY
+from dfhost.store import ActivityTask
+
+__all__ = ["ACTIVITY_NAME", "HttpSettings", "run"]
+
+log = logging.getLogger("dfhost.http")
+
+ACTIVITY_NAME = HTTP_ACTIVITY
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    poll_interval: float = 30.0
+    """Seconds between polls when a 202 has no Retry-After (the extension's default)."""
+    polling_limit: float = 24 * 3600.0
+    """Seconds of polling after which the call fails."""
+    request_timeout: float = 100.0
+    """Seconds each request may take (.NET HttpClient's default)."""
+
+    @classmethod
+    def from_host_json(cls, host_json: Mapping[str, Any]) -> HttpSettings:
+        section: Any = host_json
+        for key in ("extensions", "durableTask", "httpSettings"):
+            section = section.get(key) if isinstance(section, Mapping) else None
+        sleep_ms = (
+            section.get("defaultAsyncRequestSleepTimeMilliseconds")
+            if isinstance(section, Mapping)
+            else None
+        )
+        if isinstance(sleep_ms, int | float) and not isinstance(sleep_ms, bool) and sleep_ms >= 0:
+            return cls(poll_interval=sleep_ms / 1000)
+        return cls()
+
+
+class _CallFailedError(Exception):
+    pass
+
+
+async def run(
+    task: ActivityTask,
+    now: Callable[[], datetime],
+    settings: HttpSettings,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> HistoryEvent:
+    """Make the call (and its polls); the TaskCompleted or TaskFailed that answers the task."""
+    try:
+        result = await _call(_request(task.input), settings, sleep)
+    except _CallFailedError as exc:
+        return _failed(task, now(), str(exc), None)
+    except Exception as exc:  # no answer (refused, timed out, bad URL): the task fails
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return _failed(task, now(), message, _request_line(exc))
+    return HistoryEvent(
+        type=EventType.TASK_COMPLETED,
+        timestamp=now(),
+        task_scheduled_id=task.task_scheduled_id,
+        result=json.dumps(result),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    uri: str
+    content: str | None
+    headers: dict[str, str]
+
+
+def _request(text: str | None) -> _Request:
+    try:
+        data = json.loads(text or "")
+    except json.JSONDecodeError as exc:
+        raise _CallFailedError(f"the request is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _CallFailedError("the request is not a JSON object")
+    source = data.get("tokenSource")
+    if source:
+        resource = source.get("resource") if isinstance(source, dict) else None
+        raise _CallFailedError(
+            f"call_http with a managed identity token source (resource {resource!r}) needs "
+            "Azure to issue the token, and dfhost does not run in Azure; get a token yourself "
+            "and pass it in an Authorization header instead"
+        )
+    method, uri = data.get("method"), data.get("uri")
+    if not isinstance(method, str) or not method or not isinstance(uri, str) or not uri:
+        raise _CallFailedError("the request needs a method and a uri")
+    if not uri.lower().startswith(("http://", "https://")):
+        raise _CallFailedError(f"the uri {uri!r} is not an absolute http:// or https:// URL")
+    content = data.get("content")
+    headers = data.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise _CallFailedError("the request headers are not a JSON object")
+    return _Request(
+        method=method.upper(),
+        uri=uri,
+        content=content if isinstance(content, str) else None,
+        headers={str(k): str(v) for k, v in headers.items()},
+    )
+
+
+async def _call(
+    request: _Request, settings: HttpSettings, sleep: Callable[[float], Awaitable[None]]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + settings.polling_limit
+    timeout = httpx.Timeout(settings.request_timeout)
+    # .NET's HttpClient follows redirects; so does the extension's durable HTTP.
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as http:
+        response = await _send(http, request.method, request.uri, request.content, request.headers)
+        while response.status_code == 202 and "location" in response.headers:
+            delay = _retry_after(response.headers.get("retry-after"), settings.poll_interval)
+            if time.monotonic() + delay > deadline:
+                raise _CallFailedError(
+                    f"{request.method} {request.uri} was still 202 Accepted after polling "
+                    f"{response.headers['location']} for {settings.polling_limit:.0f} s"
+                )
+            await sleep(delay)
+            location = urljoin(str(response.url), response.headers["location"])
+            response = await _send(http, "GET", location, None, request.headers)
+    log.info("dfhost: call_http %s %s -> %d", request.method, request.uri, response.status_code)
+    return {
+        "statusCode": response.status_code,
+        "headers": _headers(response),
+        "content": response.text,
+    }
+
+
+async def _send(
+    http: httpx.AsyncClient, method: str, uri: str, content: str | None, headers: dict[str, str]
+) -> httpx.Response:
+    headers = dict(headers)
+    if content is not None and not any(k.lower() == "content-type" for k in headers):
+        # The extension sends content as .NET StringContent, whose default this is.
+        headers["Content-Type"] = "text/plain; charset=utf-8"
+    body = content.encode("utf-8") if content is not None else None
+    return await http.request(method, uri, content=body, headers=headers)
+
+
+def _retry_after(value: str | None, default: float) -> float:
+    if value is None or not value.strip():
+        return default
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _headers(response: httpx.Response) -> dict[str, str | list[str]]:
+    # One string per header, a list when it came several times (.NET's StringValues).
+    out: dict[str, str | list[str]] = {}
+    for raw_name, raw_value in response.headers.raw:
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        previous = out.get(name)
+        if previous is None:
+            out[name] = value
+        elif isinstance(previous, list):
+            previous.append(value)
+        else:
+            out[name] = [previous, value]
+    return out
+
+
+def _request_line(exc: Exception) -> str | None:
+    try:
+        request = exc.request if isinstance(exc, httpx.HTTPError) else None
+    except RuntimeError:  # httpx raises when the error has no request attached
+        request = None
+    return None if request is None else f"{request.method} {request.url}"
+
+
+def _failed(task: ActivityTask, now: datetime, message: str, details: str | None) -> HistoryEvent:
+    reason = f"Activity function '{ACTIVITY_NAME}' failed: {message}"
+    log.warning("dfhost: call_http of %s failed: %s", task.instance_id, message)
+    return HistoryEvent(
+        type=EventType.TASK_FAILED,
+        timestamp=now,
+        task_scheduled_id=task.task_scheduled_id,
+        reason=reason,
+        details=details,
+    )

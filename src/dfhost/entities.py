@@ -1,0 +1,361 @@
+"""Durable entities: instances of the task hub that run operations instead of an orchestrator.
+
+An entity is the instance `@<lower-cased name>@<key>` (as DTFx names it). Its state is the JSON
+text in the instance's `custom_status` (None while the entity does not exist, e.g. after
+`destruct_on_exit()`); its `last_updated_at` is its last operation time. It has no history.
+Operations reach it as inbox messages, as DTFx sends them: an EventRaised named "op" whose input
+is a RequestMessage (`{"op", "signal", "input", "id", "parent", "parentExecution"}`).
+
+Whoever sends an operation also asks for the instance to be created if it does not exist (in the
+same transaction for orchestrators, whose episode outcome carries the message and a start; a
+client retries the send after creating it), so operations never wait for a separate creation.
+
+The engine claims an entity like an orchestration (the lease makes it one batch at a time) and
+calls `run_batch`: every operation in the inbox, in order, through the SDK's `Entity` in one
+call. The SDK does not undo what a failing operation did to the state, so each operation runs
+inside a guard that snapshots the state first and puts it back if the operation raises: the
+failed operation leaves the state unchanged, and the operations after it see that state. The
+new state and the responses to callers (an EventRaised named by the request id, to the caller's
+execution) are committed with the consumed operations, atomically.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from dfhost.functions import Function
+from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
+from dfhost.replay import EntityMessage, Work
+from dfhost.store import EpisodeOutcome, EpisodeWork, Message, StartRequest
+
+__all__ = [
+    "OPERATION_EVENT",
+    "EntityId",
+    "EntityStatus",
+    "InvalidEntityIdError",
+    "Operation",
+    "creation_request",
+    "deliveries",
+    "is_entity",
+    "run_batch",
+]
+
+log = logging.getLogger("dfhost.entities")
+
+OPERATION_EVENT = "op"
+"""The EventRaised name DTFx gives entity operation messages."""
+
+
+class InvalidEntityIdError(ValueError):
+    """The entity name or key cannot form an entity instance id."""
+
+
+def is_entity(instance_id: str) -> bool:
+    """Whether the instance id is an entity's (orchestration ids may not start with '@')."""
+    return EntityId.parse(instance_id) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityId:
+    name: str
+    """Lower-cased, as in the instance id: entity names are case-insensitive."""
+    key: str
+
+    @classmethod
+    def of(cls, name: str, key: str) -> EntityId:
+        if not name:
+            raise InvalidEntityIdError("The entity name must not be empty.")
+        if "@" in name:
+            raise InvalidEntityIdError(f"The entity name '{name}' must not contain '@'.")
+        return cls(name.lower(), key)
+
+    @classmethod
+    def parse(cls, instance_id: str) -> EntityId | None:
+        """The entity of an instance id, None if it is not one."""
+        if not instance_id.startswith("@"):
+            return None
+        name, at, key = instance_id[1:].partition("@")
+        if not at or not name:
+            return None
+        return cls(name, key)
+
+    @property
+    def instance_id(self) -> str:
+        return f"@{self.name}@{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation message for an entity."""
+
+    name: str
+    input: str | None
+    """JSON text of the input."""
+    signal: bool
+    request_id: str
+    parent_instance_id: str | None = None
+    parent_execution_id: str | None = None
+    """Where a call's response goes; None for signals from clients."""
+
+    @classmethod
+    def signal_from_client(cls, name: str, input_text: str | None) -> Operation:
+        return cls(name, input_text, True, str(uuid.uuid4()))
+
+    def request_message(self) -> str:
+        """The DTFx RequestMessage JSON."""
+        return json.dumps(
+            {
+                "op": self.name,
+                "signal": self.signal,
+                "input": self.input,
+                "id": self.request_id,
+                "parent": self.parent_instance_id,
+                "parentExecution": self.parent_execution_id,
+            },
+            separators=(",", ":"),
+        )
+
+    def message(self, entity: EntityId, now: datetime) -> Message:
+        event = HistoryEvent(
+            type=EventType.EVENT_RAISED,
+            timestamp=now,
+            name=OPERATION_EVENT,
+            input=self.request_message(),
+        )
+        return Message(instance_id=entity.instance_id, event=event)
+
+    @classmethod
+    def from_event(cls, event: HistoryEvent) -> Operation | None:
+        """The operation an inbox event carries; None if it is not one (or is malformed)."""
+        if event.type is not EventType.EVENT_RAISED or event.name != OPERATION_EVENT:
+            return None
+        try:
+            data = json.loads(event.input or "")
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("op"), str):
+            return None
+        text = data.get("input")
+        return cls(
+            name=data["op"],
+            input=text if isinstance(text, str) else None,
+            signal=bool(data.get("signal")),
+            request_id=str(data.get("id") or ""),
+            parent_instance_id=_optional_str(data.get("parent")),
+            parent_execution_id=_optional_str(data.get("parentExecution")),
+        )
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityStatus:
+    """What the management API shows of an entity."""
+
+    entity: EntityId
+    state: str | None
+    """JSON text; None when the entity does not exist (never created, or deleted)."""
+    last_operation_at: datetime
+
+    @classmethod
+    def of(cls, instance: Instance) -> EntityStatus | None:
+        entity = EntityId.parse(instance.instance_id)
+        if entity is None:
+            return None
+        return cls(entity, instance.custom_status, instance.last_updated_at)
+
+
+def creation_request(entity: EntityId, now: datetime) -> StartRequest:
+    """Creates the entity's instance unless it exists (its ExecutionStarted is ignored)."""
+    return StartRequest(
+        instance_id=entity.instance_id,
+        name=entity.name,
+        execution_id=uuid.uuid4().hex,
+        created_at=now,
+    )
+
+
+def deliveries(
+    caller: Instance, now: datetime, work: Sequence[Work]
+) -> tuple[list[Message], list[StartRequest]]:
+    """The operation messages for an orchestrator episode's entity calls and signals, and the
+    starts that create the entities that do not exist yet (once each)."""
+    messages: list[Message] = []
+    starts: dict[str, StartRequest] = {}
+    for item in work:
+        if not isinstance(item, EntityMessage):
+            continue
+        entity = EntityId.parse(item.instance_id)
+        if entity is None:  # the SDK always builds '@name@key'
+            log.error("dfhost: %s sent to %r, not an entity", item.operation, item.instance_id)
+            continue
+        operation = Operation(
+            name=item.operation,
+            input=item.input,
+            signal=item.signal,
+            request_id=item.request_id,
+            parent_instance_id=caller.instance_id,
+            parent_execution_id=caller.execution_id,
+        )
+        messages.append(operation.message(entity, now))
+        starts.setdefault(entity.instance_id, creation_request(entity, now))
+    return messages, list(starts.values())
+
+
+# --- running a batch --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    is_error: bool
+    result: str
+    """JSON text (the error message as a JSON string when `is_error`)."""
+
+
+def run_batch(
+    function: Function | None, entity: EntityId, work: EpisodeWork, now: datetime
+) -> EpisodeOutcome:
+    """Run the operations in the entity's inbox, in order, and say what to commit.
+
+    Runs user code: call it in a worker thread. Never raises because of user code.
+    """
+    instance = work.instance
+    operations: list[Operation] = []
+    for message in work.messages:
+        operation = Operation.from_event(message.event)
+        if operation is not None:
+            operations.append(operation)
+        elif message.event.type is not EventType.EXECUTION_STARTED:
+            log.warning(
+                "dfhost: entity %s ignores a %s message (entities run operations only)",
+                instance.instance_id,
+                message.event.type.name,
+            )
+    running = replace(instance, status=OrchestrationStatus.RUNNING)
+    if not operations:
+        return EpisodeOutcome(instance=running, new_events=[])
+    state = instance.custom_status
+    if function is None:
+        error = f"The entity function '{entity.name}' doesn't exist in this app."
+        log.error(
+            "dfhost: %s %d operation(s) for %s fail.", error, len(operations), instance.instance_id
+        )
+        results = [_Result(True, json.dumps(error))] * len(operations)
+    else:
+        state, results = _execute(function, entity, state, operations)
+    responses = [
+        _response(operation, result, now)
+        for operation, result in zip(operations, results, strict=True)
+        if not operation.signal and operation.parent_instance_id is not None
+    ]
+    return EpisodeOutcome(
+        instance=replace(running, custom_status=state, last_updated_at=now),
+        new_events=[],
+        messages=responses,
+    )
+
+
+def _response(operation: Operation, result: _Result, now: datetime) -> Message:
+    # The SDK's ResponseMessage: `result` is JSON text, and any `exceptionType` means failure.
+    body: dict[str, str] = {"result": result.result}
+    if result.is_error:
+        body["exceptionType"] = "Error"
+    event = HistoryEvent(
+        type=EventType.EVENT_RAISED,
+        timestamp=now,
+        name=operation.request_id,
+        input=json.dumps(body),
+    )
+    assert operation.parent_instance_id is not None
+    return Message(
+        instance_id=operation.parent_instance_id,
+        execution_id=operation.parent_execution_id,
+        event=event,
+    )
+
+
+def _execute(
+    function: Function, entity: EntityId, state: str | None, operations: list[Operation]
+) -> tuple[str | None, list[_Result]]:
+    """(new state, one result per operation); the state is unchanged if the batch fails."""
+    from azure.durable_functions.entity import Entity
+    from azure.durable_functions.models.DurableEntityContext import DurableEntityContext
+
+    user_function = getattr(function.handler, "entity_function", None)
+    if user_function is None:  # load_app refuses such entities; be safe anyway
+        error = f"entity '{function.name}' was not created with df.Entity.create"
+        return state, [_Result(True, json.dumps(error))] * len(operations)
+    batch = {
+        "self": {"name": entity.name, "key": entity.key},
+        "exists": state is not None,
+        "state": state,
+        # Operation inputs are double-encoded: the SDK json.loads them, then df_loads.
+        "batch": [
+            {"name": op.name, "input": json.dumps(op.input or "null"), "isSignal": op.signal}
+            for op in operations
+        ],
+    }
+    try:
+        context, items = DurableEntityContext.from_json(json.dumps(batch))
+        output = json.loads(Entity(_guarded(user_function)).handle(context, items))
+        results = [_Result(bool(r["isError"]), str(r["result"])) for r in output["results"]]
+        if len(results) != len(operations):
+            raise RuntimeError(f"{len(results)} results for {len(operations)} operations")
+        new_state = output["entityState"] if output["entityExists"] else None
+    except Exception as exc:  # e.g. a final state that does not serialize
+        error = f"the batch of entity {entity.instance_id} failed: {type(exc).__name__}: {exc}"
+        logging.getLogger("function").error("%s", error, exc_info=exc)
+        return state, [_Result(True, json.dumps(error))] * len(operations)
+    if new_state is not None and not isinstance(new_state, str):
+        new_state = json.dumps(new_state)
+    return new_state, results
+
+
+def _guarded(user_function: Callable[[Any], Any]) -> Callable[[Any], None]:
+    """The user's entity function, with the state put back when an operation raises."""
+    from azure.durable_functions.models.utils.df_serialization import df_dumps
+
+    def operation(context: Any) -> None:
+        # The state is either the raw JSON text the batch started with (immutable: kept as
+        # is) or a live value an earlier operation set (copied as JSON text, since the
+        # operation may change it in place).
+        raw = context._state_is_raw or context._state is None
+        try:
+            saved = context._state if raw else df_dumps(context._state)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"the entity state is not JSON-serializable: {exc}") from exc
+        exists = context._exists
+        try:
+            result = user_function(context)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError("entity functions must be plain functions (def, not async def)")
+        except Exception as exc:
+            context._state = saved
+            context._state_is_raw = saved is not None
+            context._exists = exists
+            user_frames = exc.__traceback__.tb_next if exc.__traceback__ else None
+            details = "".join(
+                traceback.format_exception(type(exc), exc, user_frames or exc.__traceback__)
+            ).rstrip()
+            logging.getLogger("function").error(
+                "Entity operation '%s' failed: %s: %s\n%s",
+                context._operation,
+                type(exc).__name__,
+                exc,
+                details,
+            )
+            raise
+
+    return operation
