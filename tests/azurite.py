@@ -1,0 +1,144 @@
+"""Azurite, the Azure Storage emulator, for the tests of the Azure Storage task hub.
+
+Installed from npm into `<repo>/.azurite` the first time (about 20 s), started on free
+loopback ports with everything in memory and no telemetry, and stopped by the pid of its node
+process (`npx` would leave node running). Failing to install or start it fails the tests: the
+azure backend never skips silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dfhost.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+PREFIX = REPO / ".azurite"
+BINARY = PREFIX / "node_modules" / ".bin" / "azurite"
+SETTING = "DFHOST_TEST_AZURITE"
+"""The app setting (environment variable) the tests' store URLs name: `azure:<SETTING>`."""
+ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def _install() -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("the azure backend needs Azurite, and npm is not installed", pytrace=False)
+    PREFIX.mkdir(exist_ok=True)
+    done = subprocess.run(
+        [npm, "install", "--prefix", str(PREFIX), "--no-audit", "--no-fund", "azurite"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0 or not BINARY.exists():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        pytest.fail(f"could not install Azurite from npm: {' / '.join(tail)}", pytrace=False)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def connection_string(blob: int, queue: int, table: int) -> str:
+    base = "http://127.0.0.1:{}/devstoreaccount1"
+    return (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={ACCOUNT_KEY};BlobEndpoint={base.format(blob)};"
+        f"QueueEndpoint={base.format(queue)};TableEndpoint={base.format(table)};"
+    )
+
+
+@contextlib.contextmanager
+def running_azurite(workdir: Path) -> Iterator[str]:
+    """Start Azurite; yields its connection string; stops it afterwards."""
+    if not BINARY.exists():
+        _install()
+    blob, queue, table = _free_ports(3)
+    log = workdir / "azurite.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                str(BINARY),
+                *("--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck"),
+                "--silent",
+                *("--blobHost", "127.0.0.1", "--blobPort", str(blob)),
+                *("--queueHost", "127.0.0.1", "--queuePort", str(queue)),
+                *("--tableHost", "127.0.0.1", "--tablePort", str(table)),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not all(_listening(p) for p in (blob, queue, table)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                pytest.fail(f"Azurite did not start: {' / '.join(tail)}", pytrace=False)
+            time.sleep(0.1)
+        yield connection_string(blob, queue, table)
+    finally:
+        # The pid is node's own (the bin script runs node directly), so this stops Azurite.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def store_url(hub: str) -> str:
+    return f"azure:{SETTING}?hub={hub}"
+
+
+async def corrupt_history(store: Store, instance_id: str) -> None:
+    """Append an undecodable chunk to the instance's history chain (see azure_instances)."""
+    from azure.core import MatchConditions
+    from azure.data.tables import UpdateMode
+
+    from dfhost.store.azure_codec import encode_key
+    from dfhost.store.azure_instances import chunk_key
+
+    account: Any = getattr(store, "account")  # noqa: B009 - the store's own tables
+    key = encode_key(instance_id)
+    row = await account.instances.get_entity(key, "")
+    seq = int(row["HistorySeq"]) + 1
+    chunk = chunk_key(int(row["HistoryEpoch"]), seq, "corrupt")
+    await account.history.upsert_entity(
+        {"PartitionKey": key, "RowKey": chunk, "Prev": row["HistoryHead"], "D0": "{not json"}
+    )
+    row["HistorySeq"], row["HistoryHead"] = seq, chunk
+    await account.instances.update_entity(
+        row,
+        mode=UpdateMode.REPLACE,
+        etag=row.metadata["etag"],
+        match_condition=MatchConditions.IfNotModified,
+    )
