@@ -3,7 +3,10 @@ such test runs once per selected backend.
 
 PostgreSQL is the server at `$DFHOST_TEST_POSTGRES` (default postgresql://postgres@127.0.0.1:5432
 /postgres); each run creates a throwaway database there, dropped at the end, and each test gets
-its own task hub (schema) in it. A PostgreSQL that can't be reached fails the run."""
+its own task hub (schema) in it. A PostgreSQL that can't be reached fails the run.
+
+Azure Storage is Azurite (`tests/azurite.py`), installed from npm if need be and started once
+per run; each test gets its own task hub. Azurite failing to install or start fails the run."""
 
 from __future__ import annotations
 
@@ -18,9 +21,9 @@ import pytest
 
 from dfhost.store import Store, open_store
 
-BACKENDS = ("sqlite", "postgres")
-DEFAULT_BACKENDS = ("sqlite", "postgres")
-"""What a plain run (and CI) tests: `all` minus backends that need a cloud emulator."""
+BACKENDS = ("sqlite", "postgres", "azure")
+DEFAULT_BACKENDS = ("sqlite", "postgres", "azure")
+"""What a plain run (and CI) tests: every backend (Azurite stands in for Azure Storage)."""
 POSTGRES_ADMIN_URL = os.environ.get(
     "DFHOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -61,21 +64,38 @@ def postgres_database() -> Iterator[str]:
     except ImportError:
         pytest.fail("the postgres backend needs psycopg: pip install -e '.[dev]'", pytrace=False)
     name = f"dfhost_test_{uuid.uuid4().hex[:12]}"
+    problem = None
     try:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as exc:
+        problem = " ".join(str(exc).split())
+    if problem is not None:
         pytest.fail(
-            f"PostgreSQL at {POSTGRES_ADMIN_URL} can't be reached ({str(exc).strip()}); start "
-            "it, point DFHOST_TEST_POSTGRES at one, or run with --backend=sqlite",
+            f"PostgreSQL at {POSTGRES_ADMIN_URL} can't be reached ({problem}); start it, point "
+            "DFHOST_TEST_POSTGRES at one, or run with --backend=sqlite",
             pytrace=False,
         )
-    base, _, _ = POSTGRES_ADMIN_URL.partition("?")
+    base, _, query = POSTGRES_ADMIN_URL.partition("?")
+    server = base.rsplit("/", 1)[0]
     try:
-        yield f"{base.rsplit('/', 1)[0]}/{name}?options=-c%20synchronous_commit%3Doff"
+        yield f"{server}/{name}?{query}{'&' if query else ''}options=-c%20synchronous_commit%3Doff"
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's connection string, also in the environment as `tests.azurite.SETTING`."""
+    from tests import azurite as emulator
+
+    with (
+        emulator.running_azurite(tmp_path_factory.mktemp("azurite")) as connection,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setenv(emulator.SETTING, connection)
+        yield connection
 
 
 @pytest.fixture
@@ -89,6 +109,11 @@ async def store(
         database = request.getfixturevalue("postgres_database")
         name = _spare_postgres_hubs.pop() if _spare_postgres_hubs else f"T{uuid.uuid4().hex[:16]}"
         hub = open_store(f"{database}&hub={name}")
+    elif backend == "azure":
+        from tests.azurite import store_url
+
+        request.getfixturevalue("azurite")
+        hub = open_store(store_url(f"T{uuid.uuid4().hex[:16]}"))
     else:  # pragma: no cover - --backend rejects anything else
         raise pytest.UsageError(f"unknown backend {backend!r}")
     await hub.start()
@@ -110,9 +135,12 @@ async def _empty_postgres_hub(store: Store) -> None:
 
     conninfo: str = getattr(store, "conninfo")  # noqa: B009 - its search_path is the hub's
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        for table in ("history", "messages", "activity_tasks", "timer_functions", "hosts"):
-            await conn.execute(f"DELETE FROM {table}")
-        await conn.execute("DELETE FROM instances")
+        cur = await conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename <> 'schema_version'"
+        )
+        for (table,) in await cur.fetchall():
+            await conn.execute(f'DELETE FROM "{table}"')
 
 
 @pytest.fixture
@@ -123,6 +151,10 @@ def corrupt_history(backend: str) -> CorruptHistory:
         return _corrupt_sqlite_history
     if backend == "postgres":
         return _corrupt_postgres_history
+    if backend == "azure":
+        from tests.azurite import corrupt_history
+
+        return corrupt_history
     pytest.fail(f"backend {backend!r} has no corrupt_history hook")
 
 

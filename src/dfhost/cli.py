@@ -21,7 +21,8 @@ from dfhost.client import DurableClient
 from dfhost.functions import AppLoadError, FunctionApp, load_app
 from dfhost.logs import configure_console
 from dfhost.maintenance import OpsConfigError
-from dfhost.store import StoreError, open_store
+from dfhost.store import StoreError, app_store_url, open_store
+from dfhost.testing import add_replay_commands, run_replay_command
 
 log = logging.getLogger("dfhost")
 
@@ -35,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("app_dir", nargs="?", default=".", help="the function app folder")
     start.add_argument("--port", type=int, help="HTTP port (default: LocalHttpPort or 7071)")
     start.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    start.add_argument("--store", help="task hub URL (default sqlite:///APP_DIR/.dfhost/...)")
+    start.add_argument(
+        "--store",
+        help="task hub: sqlite:///PATH, postgresql://..., azure[:SETTING] "
+        "(default sqlite:///APP_DIR/.dfhost/..., or Azure Storage if host.json says so)",
+    )
     start.add_argument(
         "--ensure",
         action="append",
@@ -44,9 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         help="keep this instance running: start it unless it is already (repeatable)",
     )
     add_instances_command(commands)
+    add_replay_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "instances":
         return run_instances_command(args)
+    if args.command in ("replay", "history"):
+        return run_replay_command(args)
     configure_console()
     try:
         return asyncio.run(_start(args))
@@ -75,7 +83,11 @@ async def _start(args: argparse.Namespace) -> int:
         log.error("dfhost: cannot listen on %s:%s: %s", args.host, port, exc.strerror or exc)
         return 2
     try:
-        store = open_store(args.store or default_store_url(app_dir))
+        settings = app.settings
+        url = app_store_url(
+            args.store, default_store_url(app_dir), settings.hub_name, settings.host_json
+        )
+        store = open_store(url)
         await store.start()
     except StoreError as exc:
         sock.close()

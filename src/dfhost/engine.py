@@ -17,14 +17,14 @@ import os
 import socket
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from dfhost import replay, rewind
+from dfhost import durable_http, entities, replay, rewind
 from dfhost.functions import Function, FunctionApp, invocation_arguments
 from dfhost.history import (
     TERMINAL_STATUSES,
@@ -46,7 +46,7 @@ from dfhost.store import (
     Store,
 )
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "WaitForWork"]
 
 log = logging.getLogger("dfhost.engine")
 
@@ -57,6 +57,11 @@ _CONTROL_TYPES = (
 )
 # A rewound parent starts these sub-orchestrations again (their failure was never reported).
 _RESTARTED_CHILDREN = (OrchestrationStatus.TERMINATED, OrchestrationStatus.CANCELED)
+
+WaitForWork = Callable[[datetime | None, bool], Awaitable[None]]
+"""`(due, idle)`: what the dispatch loop awaits between claims instead of
+`store.wait_for_work(due)`. `idle` says nothing is in flight and nothing was claimable at
+`clock()`, so a virtual clock (`dfhost.testing`) may move time to `due` there."""
 
 
 class Engine:
@@ -71,6 +76,7 @@ class Engine:
         clock: Callable[[], datetime] = utcnow,
         lease: timedelta = timedelta(minutes=5),
         retention: RetentionPolicy | None = None,
+        wait: WaitForWork | None = None,
     ) -> None:
         self.app = app
         self.store = store
@@ -98,6 +104,9 @@ class Engine:
         self._renew_task: asyncio.Task[None] | None = None
         self.retention = None if retention is None else Retention(store, retention, clock)
         self._retention_task: asyncio.Task[None] | None = None
+        self._wait = wait
+        self._warned: set[tuple[str, str]] = set()
+        """(orchestrator, pitfall kind) pairs already logged: one line each is enough."""
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -145,7 +154,9 @@ class Engine:
             try:
                 await self._claim_work()
                 now = self.clock()
-                due = await self.store.next_due_at(now)
+                busy = bool(self._episodes or self._activities)
+                # A virtual clock moves only when nothing is in flight: skip the query before.
+                due = None if busy and self._wait else await self.store.next_due_at(now)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -153,7 +164,10 @@ class Engine:
                 log.exception("dfhost: could not reach the task hub; retrying in 1 s")
                 await asyncio.sleep(1.0)
                 continue
-            await self.store.wait_for_work(due)
+            if self._wait is None:
+                await self.store.wait_for_work(due)
+            else:
+                await self._wait(due, not self._episodes and not self._activities)
 
     async def _claim_work(self) -> None:
         now = self.clock()
@@ -216,6 +230,9 @@ class Engine:
             )
 
     async def _plan_episode(self, work: EpisodeWork) -> tuple[EpisodeWork, EpisodeOutcome]:
+        entity = entities.EntityId.parse(work.instance.instance_id)
+        if entity is not None:
+            return work, await self._run_entity_batch(entity, work)
         inst = work.instance
         now = self.clock()
         relevant = [m for m in work.messages if m.execution_id in (None, inst.execution_id)]
@@ -409,6 +426,10 @@ class Engine:
                 episode.instance_id,
                 result.outcome.message,
             )
+        for pitfall in result.pitfalls:
+            if (function.name, pitfall.kind) not in self._warned:
+                self._warned.add((function.name, pitfall.kind))
+                log.warning("dfhost: %s", pitfall.message)
         return result
 
     def _episode_outcome(
@@ -427,11 +448,14 @@ class Engine:
             last_updated_at=now,
             custom_status=result.custom_status,
         )
+        # Entity operations go out even with the episode that ends the execution.
+        sent, creations = entities.deliveries(inst, now, result.work)
         if isinstance(outcome, replay.ContinuedAsNew):
-            return self._continued_outcome(work, now, state, outcome)
+            return _sending(self._continued_outcome(work, now, state, outcome), sent, creations)
         events.append(HistoryEvent(type=EventType.ORCHESTRATOR_COMPLETED, timestamp=now))
         if isinstance(outcome, replay.Completed | replay.Failed):
-            return self._finished_outcome(work, now, state, events, outcome)
+            ended = self._finished_outcome(work, now, state, events, outcome)
+            return _sending(ended, sent, creations)
         activities: list[ActivityTask] = []
         messages: list[Message] = []
         starts: list[StartRequest] = []
@@ -462,16 +486,31 @@ class Engine:
                         visible_at=item.fire_at,
                     )
                 )
-            else:
+            elif isinstance(item, replay.SubOrchestrationCall):
                 starts.append(self._sub_orchestration(inst, now, item))
         return EpisodeOutcome(
             instance=state,
             new_events=events,
             activities=activities,
-            messages=messages,
-            starts=starts,
+            messages=[*messages, *sent],
+            starts=[*starts, *creations],
             cancelled_timer_ids=result.cancelled_timer_ids,
         )
+
+    async def _run_entity_batch(
+        self, entity: entities.EntityId, work: EpisodeWork
+    ) -> EpisodeOutcome:
+        function = self.app.entity(entity.name)
+        now = self.clock()
+        if function is None:  # no user code to run: every operation fails
+            return entities.run_batch(None, entity, work, now)
+        inv = Invocation(function=function.name, instance_id=work.instance.instance_id)
+        with log_invocation(inv, "(null)"):
+            # Copied inside the block, so that what the entity logs is tagged with `inv`.
+            run = contextvars.copy_context().run
+            call = partial(run, entities.run_batch, function, entity, work, now)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._orchestrator_pool, call)
 
     def _sub_orchestration(
         self, parent: Instance, now: datetime, call: replay.SubOrchestrationCall
@@ -642,6 +681,9 @@ class Engine:
 
     async def _execute_activity(self, task: ActivityTask) -> HistoryEvent:
         now = self.clock
+        if task.name == durable_http.ACTIVITY_NAME:
+            settings = durable_http.HttpSettings.from_host_json(self.app.settings.host_json)
+            return await durable_http.run(task, now, settings)
         function = self.app.activity(task.name)
         if function is None:
             return _task_failed(task, now(), f"activity '{task.name}' not found", None)
@@ -691,6 +733,16 @@ class _EpisodeFailed(Exception):
 
 class _ResultNotSerializableError(Exception):
     pass
+
+
+def _sending(
+    outcome: EpisodeOutcome, messages: list[Message], starts: list[StartRequest]
+) -> EpisodeOutcome:
+    if not messages and not starts:
+        return outcome
+    return replace(
+        outcome, messages=[*outcome.messages, *messages], starts=[*outcome.starts, *starts]
+    )
 
 
 def _execution_started(work: EpisodeWork) -> HistoryEvent | None:

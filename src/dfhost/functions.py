@@ -35,9 +35,6 @@ import azure.functions as func
 from azure.functions import FunctionRegister
 
 __all__ = [
-    "InvocationContext",
-    "OutBinding",
-    "invocation_arguments",
     "AppLoadError",
     "AppNotFoundError",
     "AppSettings",
@@ -45,8 +42,11 @@ __all__ = [
     "Function",
     "FunctionApp",
     "FunctionKind",
+    "InvocationContext",
     "LoadError",
+    "OutBinding",
     "expand_app_settings",
+    "invocation_arguments",
     "load_app",
 ]
 

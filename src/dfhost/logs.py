@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,7 +22,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
 
-__all__ = ["Invocation", "configure_console", "invocation", "log_invocation"]
+__all__ = [
+    "InstanceLogs",
+    "Invocation",
+    "LogLine",
+    "configure_console",
+    "invocation",
+    "keep_instance_logs",
+    "log_invocation",
+]
 
 HOST_LOGGER = logging.getLogger("dfhost")
 
@@ -158,3 +167,73 @@ def configure_console(level: int = logging.INFO, stream: TextIO | None = None) -
     logging.getLogger("azure.functions.DurableFunctions").setLevel(logging.WARNING)
     if not isinstance(sys.stdout, _PrintRouter):
         sys.stdout = _PrintRouter(sys.stdout)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line a function logged (or printed) while working for an instance."""
+
+    time: datetime
+    level: str
+    function: str
+    message: str
+
+
+class InstanceLogs(logging.Handler):
+    """The latest log lines of the instances this process ran functions for, in memory, for
+    the dashboard: nothing is stored in the task hub, so lines are lost when the host stops
+    and lines logged by other hosts are not here.
+
+    Bounded: `per_instance` lines for each of the `instances` instances that logged last.
+    Orchestrator lines logged while replaying are dropped, as on the console.
+    """
+
+    MAX_MESSAGE = 4000
+
+    def __init__(self, per_instance: int = 200, instances: int = 1000) -> None:
+        super().__init__(logging.DEBUG)
+        self.per_instance = per_instance
+        self.instances = instances
+        self._lines: OrderedDict[str, deque[LogLine]] = OrderedDict()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        inv = _current.get()
+        if inv is None or inv.instance_id is None or inv.is_replaying():
+            return
+        message = record.getMessage()
+        if record.exc_info:
+            message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
+        line = LogLine(
+            time=datetime.fromtimestamp(record.created, UTC),
+            level=record.levelname,
+            function=inv.function,
+            message=message[: self.MAX_MESSAGE],
+        )
+        # `handle` holds the handler's lock around `emit`; `lines` takes it too.
+        kept = self._lines.get(inv.instance_id)
+        if kept is None:
+            kept = self._lines[inv.instance_id] = deque(maxlen=self.per_instance)
+            while len(self._lines) > self.instances:
+                self._lines.popitem(last=False)
+        else:
+            self._lines.move_to_end(inv.instance_id)
+        kept.append(line)
+
+    def lines(self, instance_id: str) -> list[LogLine]:
+        """The lines kept for `instance_id`, oldest first."""
+        self.acquire()
+        try:
+            return list(self._lines.get(instance_id, ()))
+        finally:
+            self.release()
+
+
+def keep_instance_logs() -> InstanceLogs:
+    """The process's `InstanceLogs`, installed on the root logger on first use."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, InstanceLogs):
+            return handler
+    handler = InstanceLogs()
+    root.addHandler(handler)
+    return handler

@@ -19,6 +19,7 @@ import importlib
 import json
 import threading
 import traceback
+import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -52,23 +53,30 @@ from azure.durable_functions.models.TaskOrchestrationExecutor import (
     TaskOrchestrationExecutor,
 )
 
-from dfhost.history import EventType, HistoryEvent
+from dfhost.history import EventType, HistoryEvent, format_time
 from dfhost.wire import dtfx_event, orchestration_context
 
 __all__ = [
+    "HTTP_ACTIVITY",
     "ActivityCall",
     "Completed",
     "ContinuedAsNew",
+    "EntityMessage",
     "EpisodeInput",
     "EpisodeResult",
     "Failed",
     "NonDeterministicOrchestrationError",
+    "Pitfall",
     "Running",
     "SubOrchestrationCall",
     "TimerRequest",
+    "entity_request_id",
     "is_replaying",
     "run_episode",
 ]
+
+HTTP_ACTIVITY = "BuiltIn::HttpActivity"
+"""The built-in activity `call_http` runs as (the extension's name for it)."""
 
 _replaying: ContextVar[Callable[[], bool] | None] = ContextVar("dfhost_replaying", default=None)
 
@@ -123,7 +131,36 @@ class SubOrchestrationCall:
     version: str | None
 
 
-Work = ActivityCall | TimerRequest | SubOrchestrationCall
+@dataclass(frozen=True, slots=True)
+class EntityMessage:
+    """An operation for an entity: `call_entity` (a response is awaited) or `signal_entity`."""
+
+    event_id: int
+    instance_id: str
+    """The entity's instance id, `@<lower-cased name>@<key>`."""
+    operation: str
+    input: str | None
+    """JSON text of the operation's input, as the SDK's action carried it."""
+    request_id: str
+    signal: bool
+
+    def request_message(self, parent_instance_id: str, parent_execution_id: str) -> str:
+        """The DTFx RequestMessage JSON: EventSent's Input (the SDK reads its `id`) and the
+        operation message the entity receives."""
+        return json.dumps(
+            {
+                "op": self.operation,
+                "signal": self.signal,
+                "input": self.input,
+                "id": self.request_id,
+                "parent": parent_instance_id,
+                "parentExecution": parent_execution_id,
+            },
+            separators=(",", ":"),
+        )
+
+
+Work = ActivityCall | TimerRequest | SubOrchestrationCall | EntityMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +190,15 @@ class ContinuedAsNew:
 Outcome = Running | Completed | Failed | ContinuedAsNew
 
 
+@dataclass(frozen=True, slots=True)
+class Pitfall:
+    """Orchestrator code that runs, but likely not as its author meant (logged, never fatal)."""
+
+    kind: str
+    """"work after continue_as_new", "timer after continue_as_new" or "changed call"."""
+    message: str
+
+
 @dataclass(slots=True)
 class EpisodeResult:
     outcome: Outcome
@@ -162,6 +208,7 @@ class EpisodeResult:
     cancelled_timer_ids: list[int] = field(default_factory=list)
     custom_status: str | None = None
     """JSON text of the latest custom status, None if never set."""
+    pitfalls: list[Pitfall] = field(default_factory=list, compare=False)
 
 
 # --- the SDK, patched once for speed ---------------------------------------------------------
@@ -345,6 +392,8 @@ class _Session:
         }
         self.reconciled = 0
         """How many of `recorder.assigned` earlier episodes already turned into work."""
+        self.reconciled_signals = 0
+        """Likewise for `recorder.fire_and_forget`."""
         self.cancelled_reported: set[int] = set()
         self.crash: BaseException | None = None
         self.replayed_from_scratch = True
@@ -467,6 +516,7 @@ class _Reconciler:
         self.executor = session.executor
         self.recorder = session.recorder
         self.scheduled = session.scheduled
+        self.pitfalls: list[Pitfall] = []
 
     def result(self) -> EpisodeResult:
         crash = self.session.crash
@@ -486,10 +536,11 @@ class _Reconciler:
         outcome = self._outcome(crash)
         if not isinstance(outcome, Running):
             # Nothing an ended execution scheduled may run (e.g. a timer created after
-            # continue_as_new, which the SDK also drops from its actions).
-            work = []
+            # continue_as_new, which the SDK also drops from its actions). Entity messages
+            # sent before it ended are still delivered, as DTFx sends them with the episode.
+            work = [w for w in work if isinstance(w, EntityMessage)]
             cancelled = []
-        return EpisodeResult(outcome, events, work, cancelled, custom_status)
+        return EpisodeResult(outcome, events, work, cancelled, custom_status, self.pitfalls)
 
     # -- status -----------------------------------------------------------------------------
 
@@ -546,19 +597,39 @@ class _Reconciler:
         events: list[HistoryEvent] = []
         work: list[Work] = []
         cancelled: list[int] = []
-        fresh = self.recorder.assigned[session.reconciled :]
+        self._note_work_after_continue_as_new(self.recorder.assigned[session.reconciled :])
+        fresh: list[tuple[int, _Assigned | SignalEntityAction]] = [
+            (entry.id, entry)
+            for entry in self.recorder.assigned[session.reconciled :]
+            if not entry.after_continue_as_new
+        ]
         session.reconciled = len(self.recorder.assigned)
-        for entry in fresh:
-            if entry.after_continue_as_new:
-                continue
-            planned = self._plan(entry, now)
-            recorded = self.scheduled.get(entry.id)
+        # Signals take their ids when called, not when yielded; merged in id order, the
+        # scheduling events read as the calls were made.
+        fresh.extend(
+            (event_id, action)
+            for event_id, action in self.recorder.fire_and_forget[session.reconciled_signals :]
+            if isinstance(action, SignalEntityAction)
+        )
+        session.reconciled_signals = len(self.recorder.fire_and_forget)
+        fresh.sort(key=lambda item: item[0])
+        for event_id, item in fresh:
+            if isinstance(item, _Assigned):
+                planned = self._plan(item, now)
+            else:
+                planned = self._entity_message(event_id, item, signal=True)
+            recorded = self.scheduled.get(event_id)
             if recorded is not None:
-                self._check_matches(entry.id, recorded, planned)
+                self._check_matches(event_id, recorded, planned)
+                self._note_changed_call(event_id, item, recorded, planned)
                 continue
-            events.append(_scheduling_event(planned, now))
-            if isinstance(planned, TimerRequest) and _timer_cancelled(entry.task):
-                session.cancelled_reported.add(entry.id)
+            events.append(_scheduling_event(planned, now, self.episode))
+            if (
+                isinstance(item, _Assigned)
+                and isinstance(planned, TimerRequest)
+                and _timer_cancelled(item.task)
+            ):
+                session.cancelled_reported.add(event_id)
                 continue
             work.append(planned)
         for entry in self.recorder.timers:
@@ -566,10 +637,6 @@ class _Reconciler:
                 session.cancelled_reported.add(entry.id)
                 if entry.id in self.scheduled:
                     cancelled.append(entry.id)
-        if any(isinstance(a, SignalEntityAction) for _, a in self.recorder.fire_and_forget):
-            raise _UnsupportedError(
-                "signal_entity is not supported by this dfhost version (entities are planned)"
-            )
         return events, work, cancelled
 
     def _plan(self, entry: _Assigned, now: datetime) -> Work:
@@ -596,47 +663,114 @@ class _Reconciler:
                 entry.id, action.function_name, child_id, action._input, action.version
             )
         if isinstance(action, CallEntityAction):
-            raise _UnsupportedError(
-                "call_entity is not supported by this dfhost version (entities are planned)"
-            )
+            return self._entity_message(entry.id, action, signal=False)
         if isinstance(action, CallHttpAction):
+            request = json.dumps(action.http_request.to_json())
+            return ActivityCall(entry.id, HTTP_ACTIVITY, request)
+        if isinstance(action, SignalEntityAction):
             raise _UnsupportedError(
-                "call_http is not supported by this dfhost version (durable HTTP is planned)"
+                "signal_entity has no result to wait for: call it without `yield` "
+                "(call_entity waits for an operation's result)"
             )
         raise _UnsupportedError(f"unsupported orchestrator action {type(action).__name__}")
+
+    def _entity_message(
+        self, event_id: int, action: CallEntityAction | SignalEntityAction, *, signal: bool
+    ) -> EntityMessage:
+        return EntityMessage(
+            event_id,
+            action.instance_id,
+            action.operation,
+            action.input_,
+            entity_request_id(self.episode.instance_id, self.episode.execution_id, event_id),
+            signal,
+        )
 
     def _check_matches(self, event_id: int, recorded: HistoryEvent, planned: Work) -> None:
         expected = _describe_event(recorded)
         actual = _describe_work(planned)
-        same_kind = (
-            (isinstance(planned, ActivityCall) and recorded.type is EventType.TASK_SCHEDULED)
-            or (isinstance(planned, TimerRequest) and recorded.type is EventType.TIMER_CREATED)
-            or (
-                isinstance(planned, SubOrchestrationCall)
-                and recorded.type is EventType.SUB_ORCHESTRATION_CREATED
-            )
-        )
-        same_call = (
-            same_kind
-            and (isinstance(planned, TimerRequest) or planned.name == recorded.name)
-            and (
-                isinstance(planned, TimerRequest)
-                or _json_kind(planned.input) == _json_kind(recorded.input)
-            )
-        )
-        if not same_call:
-            if (
-                same_kind
-                and not isinstance(planned, TimerRequest)
-                and planned.name == recorded.name
-            ):  # only the input differs: say how
-                expected = f"{expected[:-1]}, <{_json_kind(recorded.input)}>)"
-                actual = f"{actual[:-1]}, <{_json_kind(planned.input)}>)"
+        was, now = _call_signature(recorded), _work_signature(planned)
+        if was != now:
+            if was[:-1] == now[:-1]:  # only the input differs: say how
+                expected = f"{expected[:-1]}, <{was[-1]}>)"
+                actual = f"{actual[:-1]}, <{now[-1]}>)"
             raise NonDeterministicOrchestrationError(
                 f"instance '{self.episode.instance_id}', task {event_id}: the history has "
                 f"{expected} but the orchestrator now schedules {actual}. Orchestrator code "
                 "must make the same calls, in the same order, on every replay."
             )
+
+    # -- pitfalls ---------------------------------------------------------------------------
+
+    def _note_work_after_continue_as_new(self, entries: Sequence[_Assigned]) -> None:
+        where = f"orchestrator '{self.episode.name}' (instance '{self.episode.instance_id}')"
+        kinds = {p.kind for p in self.pitfalls}
+        for entry in entries:
+            action = entry.task.action_repr
+            timer = isinstance(action, CreateTimerAction)
+            kind = "timer after continue_as_new" if timer else "work after continue_as_new"
+            if not entry.after_continue_as_new or kind in kinds:
+                continue
+            kinds.add(kind)
+            if timer:
+                message = (
+                    f"{where} creates a timer after continue_as_new: it never fires, because "
+                    "the next execution starts as soon as this episode ends. Return right "
+                    "after continue_as_new."
+                )
+            else:
+                message = (
+                    f"{where} schedules {_describe_action(action)} after continue_as_new: it "
+                    "never runs, because the execution ends with this episode. Return right "
+                    "after continue_as_new."
+                )
+            self.pitfalls.append(Pitfall(kind, message))
+
+    def _note_changed_call(
+        self,
+        event_id: int,
+        item: _Assigned | SignalEntityAction,
+        recorded: HistoryEvent,
+        planned: Work,
+    ) -> None:
+        """The same call with other arguments than its history recorded: replay goes on (as in
+        Azure), but the orchestrator computes them from something that changes between replays."""
+        if isinstance(planned, TimerRequest):
+            # Retry timers are computed from the current episode's time, so only user timers.
+            user_timer = isinstance(item, _Assigned) and isinstance(
+                item.task.action_repr, CreateTimerAction
+            )
+            if not user_timer or recorded.fire_at in (None, planned.fire_at):
+                return
+            assert recorded.fire_at is not None
+            change = (
+                f"create_timer() for {format_time(planned.fire_at)} where its history has "
+                f"{format_time(recorded.fire_at)}"
+            )
+        elif isinstance(planned, ActivityCall | SubOrchestrationCall):
+            child = planned.instance_id if isinstance(planned, SubOrchestrationCall) else None
+            moved = child is not None and child != recorded.instance_id
+            if planned.input == recorded.input and not moved:
+                return
+            change = f"{_describe_work(planned)} with input {_clip(planned.input)}"
+            if moved:
+                change += f" and instance id '{child}'"
+            change += f" where its history has {_clip(recorded.input)}"
+            if moved:
+                change += f" and '{recorded.instance_id}'"
+        else:
+            return
+        if any(p.kind == "changed call" for p in self.pitfalls):
+            return
+        self.pitfalls.append(
+            Pitfall(
+                "changed call",
+                f"orchestrator '{self.episode.name}' (instance '{self.episode.instance_id}', "
+                f"task {event_id}) replays {change}. Orchestrator code must compute the same "
+                "calls on every replay: use context.current_utc_datetime, not datetime.now(); "
+                "context.new_uuid(), not uuid4(); and take random values from an activity.",
+            )
+        )
 
     def _check_nothing_missing(self) -> None:
         produced = {e.id for e in self.recorder.assigned if not e.after_continue_as_new}
@@ -666,7 +800,22 @@ def _timer_cancelled(task: Any) -> bool:
     return isinstance(action, CreateTimerAction) and bool(action.is_cancelled)
 
 
-def _scheduling_event(work: Work, now: datetime) -> HistoryEvent:
+def entity_request_id(instance_id: str, execution_id: str, event_id: int) -> str:
+    """The id of an entity request, the same on every replay (the SDK re-keys the call's task
+    to it and matches the response by it), and unique across executions."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dfhost:{instance_id}:{execution_id}:{event_id}"))
+
+
+def _scheduling_event(work: Work, now: datetime, episode: EpisodeInput) -> HistoryEvent:
+    if isinstance(work, EntityMessage):
+        return HistoryEvent(
+            type=EventType.EVENT_SENT,
+            timestamp=now,
+            event_id=work.event_id,
+            name=work.operation,
+            input=work.request_message(episode.instance_id, episode.execution_id),
+            instance_id=work.instance_id,
+        )
     if isinstance(work, ActivityCall):
         return HistoryEvent(
             type=EventType.TASK_SCHEDULED,
@@ -701,19 +850,74 @@ def _json_kind(text: str | None) -> str:
     return "null" if stripped == "n" else "number"
 
 
-def _describe_event(e: HistoryEvent) -> str:
+Signature = tuple[str, str | None, str | None, str | None]
+"""(API, name, target, input kind): what must be equal for a replayed call to match."""
+
+
+def _call_signature(e: HistoryEvent) -> Signature:
     if e.type is EventType.TASK_SCHEDULED:
-        return f"call_activity('{e.name}')"
+        api = "call_http" if e.name == HTTP_ACTIVITY else "call_activity"
+        return (api, e.name, None, _json_kind(e.input))
     if e.type is EventType.TIMER_CREATED:
-        return "create_timer()"
+        return ("create_timer", None, None, None)
     if e.type is EventType.SUB_ORCHESTRATION_CREATED:
-        return f"call_sub_orchestrator('{e.name}')"
-    return f"an entity message to '{e.instance_id}'"
+        return ("call_sub_orchestrator", e.name, None, _json_kind(e.input))
+    request = _request_message(e.input)
+    api = "signal_entity" if request.get("signal") else "call_entity"
+    return (api, e.name, e.instance_id, _json_kind(request.get("input")))
+
+
+def _work_signature(w: Work) -> Signature:
+    if isinstance(w, ActivityCall):
+        api = "call_http" if w.name == HTTP_ACTIVITY else "call_activity"
+        return (api, w.name, None, _json_kind(w.input))
+    if isinstance(w, TimerRequest):
+        return ("create_timer", None, None, None)
+    if isinstance(w, SubOrchestrationCall):
+        return ("call_sub_orchestrator", w.name, None, _json_kind(w.input))
+    api = "signal_entity" if w.signal else "call_entity"
+    return (api, w.operation, w.instance_id, _json_kind(w.input))
+
+
+def _request_message(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _describe(signature: Signature) -> str:
+    api, name, target, _ = signature
+    if api == "create_timer":
+        return "create_timer()"
+    if api == "call_http":
+        return "call_http()"
+    if target is not None:
+        return f"{api}('{target}', '{name}')"
+    return f"{api}('{name}')"
+
+
+def _describe_event(e: HistoryEvent) -> str:
+    return _describe(_call_signature(e))
+
+
+def _describe_action(action: Any) -> str:
+    if isinstance(action, CallActivityAction | CallActivityWithRetryAction):
+        return f"call_activity('{action.function_name}')"
+    if isinstance(action, CallSubOrchestratorAction | CallSubOrchestratorWithRetryAction):
+        return f"call_sub_orchestrator('{action.function_name}')"
+    if isinstance(action, CallEntityAction):
+        return "call_entity()"
+    if isinstance(action, CallHttpAction):
+        return "call_http()"
+    return "a retry"
+
+
+def _clip(text: str | None, limit: int = 60) -> str:
+    text = text or "null"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _describe_work(w: Work) -> str:
-    if isinstance(w, ActivityCall):
-        return f"call_activity('{w.name}')"
-    if isinstance(w, TimerRequest):
-        return "create_timer()"
-    return f"call_sub_orchestrator('{w.name}')"
+    return _describe(_work_signature(w))

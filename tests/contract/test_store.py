@@ -513,6 +513,37 @@ async def test_start_in_commit_respects_singleton(store: Store) -> None:
     assert [m.event.type for m in works["child"].messages] == [EventType.EXECUTION_STARTED]
 
 
+async def test_a_message_travels_with_the_start_of_its_instance(store: Store) -> None:
+    # Entities rely on this: an orchestrator's operation for an entity is committed with a
+    # start that creates the entity if needed; either way, the operation arrives.
+    await store.create_instance(start("caller"))
+    await store.create_instance(start("old"))
+    works = await claim_by_id(store)
+    to_new = Message(instance_id="new", event=raised("op1"))
+    to_old = Message(instance_id="old", event=raised("op2"))
+    caller = works["caller"]
+    await store.commit_episode(
+        "host-a",
+        caller,
+        outcome(caller, messages=[to_new, to_old], starts=[start("new"), start("old", "old:2")]),
+    )
+    await store.abandon_episode("host-a", works["old"])
+
+    old = await store.get_instance("old")
+    assert old is not None and old.execution_id == "old:1"
+    works = await claim_by_id(store)
+    assert sorted(works) == ["new", "old"]
+    assert sorted(m.event.type for m in works["new"].messages) == [
+        EventType.EXECUTION_STARTED,
+        EventType.EVENT_RAISED,
+    ]
+    assert to_new.event in [m.event for m in works["new"].messages]
+    assert [m.event.type for m in works["old"].messages] == [
+        EventType.EXECUTION_STARTED,
+        EventType.EVENT_RAISED,
+    ]
+
+
 async def test_commit_cancels_timers_by_id(store: Store) -> None:
     await store.create_instance(start("a"))
     timers = [timer("a", "a:1", i, at(10)) for i in (1, 2, 3)]

@@ -24,6 +24,7 @@ from dfhost.replay import (
     ActivityCall,
     Completed,
     ContinuedAsNew,
+    EntityMessage,
     EpisodeResult,
     Failed,
     Running,
@@ -898,35 +899,200 @@ def test_the_same_input_kind_with_other_values_is_deterministic() -> None:
     assert b.complete(1, 2) == completed([1, 2])
 
 
-# --- not supported yet --------------------------------------------------------------------------
+# --- entities -----------------------------------------------------------------------------------
+
+COUNTER = "@counter@k"
 
 
-def calls_entity(ctx: Ctx) -> Orchestrator:
-    value = yield ctx.call_entity(df.EntityId("Counter", "k"), "get")
-    return value
+def entity_sent(
+    event_id: int, op: str, input: str = "null", *, signal: bool = False, at: datetime = T0
+) -> HistoryEvent:
+    """The EventSent dfhost records for `call_entity`/`signal_entity` at `event_id`."""
+    return HistoryEvent(
+        type=EventType.EVENT_SENT,
+        timestamp=at,
+        event_id=event_id,
+        name=op,
+        input=entity_message(event_id, op, input, signal=signal).request_message(
+            "inst-1", "exec-1"
+        ),
+        instance_id=COUNTER,
+    )
 
 
-def signals_entity(ctx: Ctx) -> Orchestrator:
-    ctx.signal_entity(df.EntityId("Counter", "k"), "add", 1)
-    yield ctx.call_activity("A")
+def entity_message(
+    event_id: int, op: str, input: str = "null", *, signal: bool = False
+) -> EntityMessage:
+    request_id = replay.entity_request_id("inst-1", "exec-1", event_id)
+    return EntityMessage(event_id, COUNTER, op, input, request_id, signal)
+
+
+def entity_response(b: HistoryBuilder, event_id: int, result: Any, error: bool = False) -> Any:
+    """Deliver the entity's response to the call at `event_id` (an EventRaised named by the
+    request id, whose input is the double-encoded ResponseMessage)."""
+    body: dict[str, str] = {"result": json.dumps(result)}
+    if error:
+        body["exceptionType"] = "Error"
+    request_id = replay.entity_request_id("inst-1", "exec-1", event_id)
+    return b.deliver(
+        HistoryEvent(
+            type=EventType.EVENT_RAISED, timestamp=b.now, name=request_id, input=json.dumps(body)
+        )
+    )
+
+
+def signals_then_calls(ctx: Ctx) -> Orchestrator:
+    counter = df.EntityId("Counter", "k")
+    ctx.signal_entity(counter, "add", 5)
+    first = yield ctx.call_entity(counter, "get")
+    try:
+        yield ctx.call_entity(counter, "fail", {"why": 1})
+    except Exception as exc:
+        return [first, str(exc)]
+    return [first, None]
+
+
+def test_entity_calls_are_sent_and_answered_by_request_id() -> None:
+    b = HistoryBuilder(signals_then_calls)
+    assert b.start() == running(
+        entity_sent(0, "add", "5", signal=True),
+        entity_sent(1, "get"),
+        work=[entity_message(0, "add", "5", signal=True), entity_message(1, "get")],
+    )
+    assert entity_response(b, 1, 5) == running(
+        entity_sent(2, "fail", '{"why": 1}'), work=[entity_message(2, "fail", '{"why": 1}')]
+    )
+    assert entity_response(b, 2, "nope", error=True) == completed([5, "nope"])
+
+
+def test_entity_request_ids_are_stable_and_unique() -> None:
+    same = replay.entity_request_id("inst-1", "exec-1", 3)
+    assert same == replay.entity_request_id("inst-1", "exec-1", 3)
+    others = {
+        replay.entity_request_id("inst-1", "exec-2", 3),
+        replay.entity_request_id("inst-2", "exec-1", 3),
+        replay.entity_request_id("inst-1", "exec-1", 4),
+    }
+    assert same not in others and len(others) == 3
+
+
+def test_signals_take_ids_when_called_between_yielded_tasks() -> None:
+    def mixed(ctx: Ctx) -> Orchestrator:
+        a = yield ctx.call_activity("A")
+        ctx.signal_entity(df.EntityId("Counter", "k"), "add", a)
+        ctx.signal_entity(df.EntityId("Counter", "k"), "add", a)
+        b = yield ctx.call_activity("B")
+        return b
+
+    b = HistoryBuilder(mixed)
+    b.start()
+    assert b.complete(0, 2) == running(
+        entity_sent(1, "add", "2", signal=True),
+        entity_sent(2, "add", "2", signal=True),
+        scheduled(3, "B"),
+        work=[
+            entity_message(1, "add", "2", signal=True),
+            entity_message(2, "add", "2", signal=True),
+            ActivityCall(3, "B", "null"),
+        ],
+    )
+    assert b.complete(3, "done") == completed("done")
+
+
+def test_signals_of_the_last_episode_are_still_sent() -> None:
+    def signal_and_return(ctx: Ctx) -> str:
+        ctx.signal_entity(df.EntityId("Counter", "k"), "reset")
+        return "bye"
+
+    result = HistoryBuilder(signal_and_return).start()
+    assert result == completed(
+        "bye",
+        events=[entity_sent(0, "reset", signal=True)],
+        work=[entity_message(0, "reset", signal=True)],
+    )
+
+
+def test_a_different_entity_call_on_replay_is_nondeterministic() -> None:
+    def other_operation(ctx: Ctx) -> Orchestrator:
+        ctx.signal_entity(df.EntityId("Counter", "k"), "add", 5)
+        value = yield ctx.call_entity(df.EntityId("Counter", "k"), "reset")
+        return value
+
+    b = HistoryBuilder(signals_then_calls)
+    b.start()
+    b.orchestrator = other_operation
+    outcome = entity_response(b, 1, 5).outcome
+    assert isinstance(outcome, Failed)
+    assert outcome.message == (
+        "NonDeterministicOrchestrationError: instance 'inst-1', task 1: the history has "
+        "call_entity('@counter@k', 'get') but the orchestrator now schedules "
+        "call_entity('@counter@k', 'reset'). Orchestrator code must make the same calls, in "
+        "the same order, on every replay."
+    )
+
+
+def test_a_signal_replaced_by_an_activity_is_nondeterministic() -> None:
+    def activity_instead(ctx: Ctx) -> Orchestrator:
+        yield ctx.call_activity("add")
+        value = yield ctx.call_entity(df.EntityId("Counter", "k"), "get")
+        return value
+
+    b = HistoryBuilder(signals_then_calls)
+    b.start()
+    b.orchestrator = activity_instead
+    outcome = entity_response(b, 1, 5).outcome
+    assert isinstance(outcome, Failed)
+    assert "the history has signal_entity('@counter@k', 'add') but the orchestrator now " in (
+        outcome.message
+    )
+
+
+def test_yielding_a_signal_fails_clearly() -> None:
+    def waits_for_a_signal(ctx: Ctx) -> Orchestrator:
+        yield ctx.signal_entity(df.EntityId("Counter", "k"), "add", 1)
+
+    outcome = HistoryBuilder(waits_for_a_signal).start().outcome
+    assert isinstance(outcome, Failed)
+    assert outcome.message.startswith("signal_entity has no result to wait for")
+
+
+# --- durable HTTP --------------------------------------------------------------------------------
 
 
 def calls_http(ctx: Ctx) -> Orchestrator:
-    response = yield ctx.call_http("GET", "https://example.com")
-    return response
+    response = yield ctx.call_http("POST", "https://example.com/x", {"a": 1}, {"X-A": "1"})
+    return response["statusCode"]
 
 
-@pytest.mark.parametrize(
-    ("orchestrator", "api"),
-    [(calls_entity, "call_entity"), (signals_entity, "signal_entity"), (calls_http, "call_http")],
-)
-def test_unsupported_apis_fail_the_orchestration(
-    orchestrator: Callable[[Ctx], Orchestrator], api: str
-) -> None:
-    result = HistoryBuilder(orchestrator).start()
-    assert isinstance(result.outcome, Failed)
-    assert result.outcome.message.startswith(f"{api} is not supported by this dfhost version")
-    assert (result.events, result.work, result.cancelled_timer_ids) == ([], [], [])
+def test_call_http_runs_as_the_built_in_activity() -> None:
+    request = json.dumps(
+        {
+            "method": "POST",
+            "uri": "https://example.com/x",
+            "content": '{"a": 1}',
+            "headers": {"X-A": "1"},
+        }
+    )
+    b = HistoryBuilder(calls_http)
+    assert b.start() == running(
+        scheduled(0, "BuiltIn::HttpActivity", request),
+        work=[ActivityCall(0, "BuiltIn::HttpActivity", request)],
+    )
+    response = {"statusCode": 201, "headers": {"a": "b"}, "content": ""}
+    assert b.complete(0, response) == completed(201)
+
+
+def test_call_http_replaced_by_an_activity_is_nondeterministic() -> None:
+    def activity_instead(ctx: Ctx) -> Orchestrator:
+        result = yield ctx.call_activity("Fetch", {})
+        return result
+
+    b = HistoryBuilder(calls_http)
+    b.start()
+    b.orchestrator = activity_instead
+    outcome = b.complete(0, {}).outcome
+    assert isinstance(outcome, Failed)
+    assert "the history has call_http() but the orchestrator now schedules " in outcome.message
 
 
 # --- run_episode itself -------------------------------------------------------------------------

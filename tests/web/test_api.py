@@ -547,20 +547,14 @@ async def test_purge_many(http: httpx.AsyncClient, store: Store) -> None:
 # --- the rest --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("GET", "/entities/Counter/k"),
-        ("POST", "/entities/Counter/k?op=add"),
-        ("GET", "/entities"),
-    ],
-)
-async def test_unsupported_operations_are_501(
-    http: httpx.AsyncClient, method: str, path: str
-) -> None:
-    response = await http.request(method, f"{BASE}{path}")
-    assert response.status_code == 501
-    assert "not support" in response.json()["Message"]
+async def test_entity_routes_in_an_app_without_entities(http: httpx.AsyncClient) -> None:
+    # Entities themselves: tests/entities.
+    signal = await http.post(f"{BASE}/entities/Counter/k?op=add", json=1)
+    assert signal.status_code == 400
+    assert "not an entity function" in signal.json()["ExceptionMessage"]
+    assert (await http.get(f"{BASE}/entities/Counter/k")).status_code == 404
+    listed = await http.get(f"{BASE}/entities")
+    assert (listed.status_code, listed.json()) == (200, [])
 
 
 @pytest.mark.parametrize(

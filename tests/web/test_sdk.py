@@ -199,10 +199,10 @@ async def test_purge_instance_history_and_by(live: Live) -> None:
     assert none_left.instances_deleted == 0
 
 
-async def test_entities_are_refused_clearly(live: Live) -> None:
-    # Rewind and restart: tests/ops/test_sdk_ops.py.
-    with pytest.raises(Exception, match="unexpected status code 501"):
-        await live.sdk.read_entity_state(df.EntityId("Counter", "k"))
+async def test_an_entity_that_was_never_signalled_does_not_exist(live: Live) -> None:
+    # Rewind and restart: tests/ops/test_sdk_ops.py. Entities: tests/entities.
+    state = await live.sdk.read_entity_state(df.EntityId("Counter", "k"))
+    assert (state.entity_exists, state.entity_state) == (False, None)
 
 
 async def test_wait_for_completion_or_create_check_status_response(live: Live) -> None:

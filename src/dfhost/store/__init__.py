@@ -16,10 +16,10 @@ The store is the only channel between clients and engines. Its rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from dfhost.history import HistoryEvent, Instance, OrchestrationStatus
 
@@ -36,6 +36,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TimerStatus",
+    "app_store_url",
     "open_store",
 ]
 
@@ -347,9 +348,22 @@ class Store(Protocol):
         and claimed occurrences are left alone."""
 
 
+def app_store_url(
+    url: str | None, default: str, hub_name: str, host_json: Mapping[str, Any]
+) -> str:
+    """The task hub of an app: `url` (`--store`) if given, else the Azure Storage hub when
+    host.json's `extensions.durableTask.storageProvider.type` is `azureStorage`, else
+    `default`. An `azure` URL gets the app's hub name and host.json storageProvider settings
+    (see `dfhost.store.azure_config`); other URLs are returned as they are."""
+    from dfhost.store.azure_config import url_for_app
+
+    return url_for_app(url, default, hub_name, host_json)
+
+
 def open_store(url: str) -> Store:
     """Build the backend for `url` (`sqlite:///PATH`, `sqlite://:memory:`,
-    `postgresql://USER@HOST:PORT/DB?hub=NAME`), not yet started."""
+    `postgresql://USER@HOST:PORT/DB?hub=NAME`, `azure[:SETTING][?hub=NAME]`), not yet
+    started."""
     if url.startswith("sqlite:"):
         from dfhost.store.sqlite import SqliteStore
 
@@ -362,8 +376,17 @@ def open_store(url: str) -> Store:
                 f"the PostgreSQL task hub needs psycopg ({exc}): pip install 'dfhost[postgres]'"
             ) from None
         return PostgresStore(url)
+    if url == "azure" or url.startswith(("azure:", "azure?")):
+        try:
+            from dfhost.store.azure import AzureStore
+        except ImportError as exc:  # the Azure SDKs are an optional dependency
+            raise StoreError(
+                f"the Azure Storage task hub needs the Azure SDKs ({exc}): "
+                "pip install 'dfhost[azure]'"
+            ) from None
+        return AzureStore(url)
     scheme = url.split(":", 1)[0]
     raise StoreError(
         f"unsupported store URL {url!r}: scheme {scheme!r} is not available "
-        "(supported: sqlite:///PATH, postgresql://USER@HOST:PORT/DB)"
+        "(supported: sqlite:///PATH, postgresql://USER@HOST:PORT/DB, azure[:SETTING])"
     )

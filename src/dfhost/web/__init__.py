@@ -1,8 +1,9 @@
 """dfhost's HTTP surface: the management API, the app's HTTP triggers and host status.
 
 Route order matters: `/admin/host/status`, then the management API mount (which also answers
-the SDK's `rpcBaseUrl` calls), then the HTTP triggers, which see every other path. A route
-prefix of "" therefore cannot shadow the management API, as in Azure.
+the SDK's `rpcBaseUrl` calls) and the dashboard (`/dashboard/`), then the HTTP triggers, which
+see every other path. A route prefix of "" therefore cannot shadow the management API or the
+dashboard, as in Azure.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from dfhost import __version__
 from dfhost.client import DurableClient
 from dfhost.functions import FunctionApp
 from dfhost.web.api import BASE_PATH, ManagementApi
+from dfhost.web.dashboard import BASE as DASHBOARD_PATH
+from dfhost.web.dashboard import Dashboard
 from dfhost.web.triggers import HttpTriggers
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "RunFunction", "WebState", "build_app"]
@@ -67,6 +70,7 @@ def build_app(
     web_state = WebState(rpc_base_url=rpc_base_url)
     api = ManagementApi(client, hub_name=app.settings.hub_name, max_body_bytes=max_body_bytes)
     triggers = HttpTriggers(app, rpc_base_url=web_state, max_body_bytes=max_body_bytes)
+    dashboard = Dashboard(client, app, run_function=run_function, max_body_bytes=max_body_bytes)
 
     async def host_status(request: Request) -> Response:
         running = web_state.state == "Running"
@@ -109,6 +113,8 @@ def build_app(
             Route("/admin/host/status", host_status, methods=["GET"]),
             Route("/admin/functions/{name}", invoke_function, methods=["POST"]),
             Mount(BASE_PATH, routes=api.routes()),
+            Route(DASHBOARD_PATH, lambda _: RedirectResponse(f"{DASHBOARD_PATH}/", 308)),
+            Mount(DASHBOARD_PATH, routes=dashboard.routes()),
             Route("/{path:path}", triggers),
         ],
         lifespan=lifespan,

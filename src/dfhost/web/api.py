@@ -13,6 +13,10 @@ Payload encodings (the Python client double-encodes its POST bodies):
   So `client.raise_event(id, "E", {"a": 1})` reaches the orchestrator as the *string*
   `'{"a": 1}'` (Azure/azure-functions-durable-python#295), while a curl body `{"a": 1}`
   arrives as a dict. dfhost reproduces this on purpose: code that works here works on Azure.
+- Entity operations (`POST entities/{name}/{key}?op=`): a JSON body is read as for a start, so
+  `client.signal_entity(eid, "add", 1)` and a curl body `1` both reach the entity as 1; other
+  content types arrive as the body's text (a string). Entity names are case-insensitive, and a
+  key of `$` means the empty key.
 """
 
 from __future__ import annotations
@@ -34,9 +38,17 @@ from dfhost.client import (
     InstanceExistsError,
     InstanceNotFoundError,
     InvalidInstanceIdError,
+    UnknownEntityError,
     UnknownOrchestratorError,
 )
-from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus, parse_time
+from dfhost.entities import EntityStatus
+from dfhost.history import (
+    TERMINAL_STATUSES,
+    Instance,
+    OrchestrationStatus,
+    format_time,
+    parse_time,
+)
 from dfhost.store import DeliveryResult, InstanceQuery, StoreError
 from dfhost.web.common import BadRequestError, BodyTooLargeError, origin_of, read_body, url_of
 from dfhost.wire import api_history, api_status, check_status_payload
@@ -109,6 +121,18 @@ class _Query:
             result.append(status)
         return result
 
+    def top(self) -> int:
+        value = self.get("top")
+        if value is None or not value.strip():
+            return 100
+        try:
+            top = int(value)
+        except ValueError:
+            top = 0
+        if top <= 0:
+            raise BadRequestError(f"top '{value}' is not a positive integer.")
+        return top
+
     def number(self, name: str) -> float | None:
         value = self.get(name)
         if value is None or not value.strip():
@@ -177,6 +201,26 @@ def start_input(body: bytes) -> str | None:
     return json.dumps(value)
 
 
+def operation_input(body: bytes, media_type: str) -> str | None:
+    """An entity operation's input (JSON text) for a signal request body: a JSON body as for
+    a start request (so the SDK's double-encoded input arrives as the value it was given);
+    any other content type as the text itself, a JSON string."""
+    if not body:
+        return None
+    if media_type == "application/json":
+        return start_input(body)
+    return json.dumps(_body_text(body))
+
+
+def _entity_body(status: EntityStatus, fetch_state: bool) -> dict[str, Any]:
+    # The extension's DurableEntityStatus.
+    return {
+        "entityId": {"name": status.entity.name, "key": status.entity.key},
+        "lastOperationTime": format_time(status.last_operation_at),
+        "state": _json_text(status.state) if fetch_state and status.state is not None else None,
+    }
+
+
 class ManagementApi:
     """The routes of the management API; mount them at `BASE_PATH`."""
 
@@ -205,8 +249,12 @@ class ManagementApi:
             route(instance + "/resume", self.resume, ["POST"]),
             route(instance + "/rewind", self.rewind, ["POST"]),
             route(instance + "/restart", self.restart, ["POST"]),
-            Route("/entities", _NotImplementedApp()),
-            Route("/entities/{rest:path}", _NotImplementedApp()),
+            route("/entities", self.list_entities, ["GET"]),
+            route("/entities/", self.list_entities, ["GET"]),
+            route("/entities/{entity_name}", self.list_entities, ["GET"]),
+            route("/entities/{entity_name}/{entity_key}", self.get_entity, ["GET"]),
+            route("/entities/{entity_name}/{entity_key}", self.signal_entity, ["POST"]),
+            route("/entities/{entity_name}/{entity_key}", self.delete_entity, ["DELETE"]),
             # Last: everything else, including known paths with another method, is a 404 with
             # an empty body (the extension's answer, and one the SDK can parse).
             Route("/{rest:path}", _NotFoundApp()),
@@ -283,15 +331,6 @@ class ManagementApi:
 
     async def list_instances(self, request: Request) -> Response:
         query = _Query(request)
-        top_text = query.get("top")
-        top = 100
-        if top_text is not None and top_text.strip():
-            try:
-                top = int(top_text)
-            except ValueError:
-                top = 0
-            if top <= 0:
-                raise BadRequestError(f"top '{top_text}' is not a positive integer.")
         token = request.headers.get(CONTINUATION_HEADER) or None
         q = InstanceQuery(
             created_from=query.time("createdTimeFrom"),
@@ -299,7 +338,7 @@ class ManagementApi:
             statuses=query.statuses(),
             instance_id_prefix=query.get("instanceIdPrefix") or None,
             name=query.get("name") or None,
-            top=top,
+            top=query.top(),
             continuation=token,
         )
         try:
@@ -380,6 +419,63 @@ class ManagementApi:
             return _error(409, f"{exc} Terminate it first, or restart with a new instance ID.")
         return self._check_status(request, restarted)
 
+    # --- entities ------------------------------------------------------------------------
+    @staticmethod
+    def _entity_path(request: Request) -> tuple[str, str]:
+        key = request.path_params["entity_key"]
+        return request.path_params["entity_name"], "" if key == "$" else key
+
+    async def get_entity(self, request: Request) -> Response:
+        name, key = self._entity_path(request)
+        try:
+            status = await self.client.read_entity(name, key)
+        except InvalidInstanceIdError as exc:
+            return _error(400, _ARGUMENT_ERROR, str(exc))
+        if status is None or status.state is None:
+            return Response(status_code=404)
+        return Response(status.state, 200, media_type="application/json")
+
+    async def signal_entity(self, request: Request) -> Response:
+        operation = _Query(request).get("op")
+        if not operation:
+            raise BadRequestError("The 'op' query parameter (the operation to run) is required.")
+        body = await read_body(request, self.max_body_bytes)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        return await self._signal(request, operation, operation_input(body, media_type))
+
+    async def delete_entity(self, request: Request) -> Response:
+        return await self._signal(request, "delete", None)
+
+    async def _signal(self, request: Request, operation: str, input_text: str | None) -> Response:
+        name, key = self._entity_path(request)
+        try:
+            await self.client.signal_entity(name, key, operation, input_text)
+        except (InvalidInstanceIdError, UnknownEntityError) as exc:
+            return _error(400, _ARGUMENT_ERROR, str(exc))
+        return Response(status_code=202)
+
+    async def list_entities(self, request: Request) -> Response:
+        query = _Query(request)
+        token = request.headers.get(CONTINUATION_HEADER) or None
+        try:
+            found, next_token = await self.client.list_entities(
+                request.path_params.get("entity_name"),
+                top=query.top(),
+                continuation=token,
+                operated_from=query.time("lastOperationTimeFrom"),
+                operated_to=query.time("lastOperationTimeTo"),
+            )
+        except InvalidInstanceIdError as exc:
+            return _error(400, _ARGUMENT_ERROR, str(exc))
+        except StoreError as exc:
+            if token is None:
+                raise
+            raise BadRequestError(f"Invalid {CONTINUATION_HEADER} header: {exc}") from None
+        fetch_state = query.flag("fetchState", False)
+        body = [_entity_body(status, fetch_state) for status in found]
+        headers = {CONTINUATION_HEADER: next_token} if next_token else None
+        return JsonResponse(body, 200, headers=headers)
+
     # --- purge ---------------------------------------------------------------------------
     async def purge(self, request: Request) -> Response:
         deleted = await self.client.purge(request.path_params["instance_id"])
@@ -405,19 +501,9 @@ class ManagementApi:
         return JsonResponse({"instancesDeleted": deleted}, 200)
 
 
-def _not_implemented(path: str) -> Response:
-    operation = "entities" if "/entities" in path else path.rstrip("/").rsplit("/", 1)[-1]
-    return _error(501, f"dfhost does not support '{operation}' yet.")
-
-
 class _NotFoundApp:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await Response(status_code=404)(scope, receive, send)
-
-
-class _NotImplementedApp:
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await _not_implemented(str(scope.get("path", "")))(scope, receive, send)
 
 
 def _guarded(endpoint: Endpoint) -> Endpoint:
