@@ -9,6 +9,7 @@ azure backend never skips silently.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import shutil
 import signal
 import socket
@@ -77,9 +78,13 @@ def connection_string(blob: int, queue: int, table: int) -> str:
 
 @contextlib.contextmanager
 def running_azurite(workdir: Path) -> Iterator[str]:
-    """Start Azurite; yields its connection string; stops it afterwards."""
-    if not BINARY.exists():
-        _install()
+    """Start Azurite; yields its connection string; stops it afterwards. Each pytest-xdist
+    worker runs its own; the first installs it while the others wait."""
+    PREFIX.mkdir(exist_ok=True)
+    with (PREFIX / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not BINARY.exists():
+            _install()
     blob, queue, table = _free_ports(3)
     log = workdir / "azurite.log"
     with log.open("w") as out:

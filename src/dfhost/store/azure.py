@@ -530,14 +530,15 @@ class AzureStore:
             new.etag = landed.etag  # our write landed; its reply was lost
         self._know(instance_id, new)
         consumed = asyncio.ensure_future(self.inbox.delete([*used, *claim.wakes]))
-        if outbox:
-            try:
+        try:
+            if outbox:
                 await self.courier.deliver(new, outbox)
                 await self.courier.mark_delivered(new)
-            except AzureError as exc:
-                log.warning("dfhost: outbox of %r not delivered yet: %s", instance_id, exc)
-                self._spawn(self._redeliver(instance_id))
-        await consumed
+        except AzureError as exc:
+            log.warning("dfhost: outbox of %r not delivered yet: %s", instance_id, exc)
+            self._spawn(self._redeliver(instance_id))
+        finally:
+            await consumed
         if claim.history is not None:
             base = [] if outcome.reset_history else claim.history
             self._remember(instance_id, new.etag, [*base, *outcome.new_events])
