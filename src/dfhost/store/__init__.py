@@ -16,12 +16,15 @@ The store is the only channel between clients and engines. Its rules:
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from dfhost.history import HistoryEvent, Instance, OrchestrationStatus
+from dfhost.history import HistoryEvent, Instance, OrchestrationStatus, parse_time
 
 __all__ = [
     "ActivityTask",
@@ -346,6 +349,43 @@ class Store(Protocol):
     async def set_timer_status(self, function: str, status: TimerStatus) -> None:
         """Record `function`'s status (a host starting up initializes or corrects it); runs
         and claimed occurrences are left alone."""
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The least string greater than every string starting with `prefix` (None: unbounded).
+
+    Backends filter `instance_id_prefix` as a range, so LIKE-style wildcards need no escaping.
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1])
+        if code < 0x10FFFF:
+            code += 1
+            if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored; skip past them
+                code = 0xE000
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def encode_continuation(created_at: str, instance_id: str) -> str:
+    """The opaque token for keyset paging after (created_at, instance_id)."""
+    return base64.urlsafe_b64encode(json.dumps([created_at, instance_id]).encode()).decode()
+
+
+def decode_continuation(token: str) -> tuple[str, str]:
+    """Inverse of `encode_continuation`; StoreError for anything else."""
+    try:
+        data = json.loads(base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True))
+        if not (
+            isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)
+        ):
+            raise ValueError("not a [created_at, instance_id] pair")
+        parse_time(data[0])
+    except (ValueError, binascii.Error, UnicodeError):
+        raise StoreError("invalid continuation token") from None
+    return data[0], data[1]
 
 
 def app_store_url(

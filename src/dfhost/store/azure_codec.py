@@ -31,7 +31,6 @@ __all__ = [
     "encode_key",
     "join_parts",
     "partition_of",
-    "prefix_upper_bound",
     "row_entity",
     "row_from_entity",
     "split_parts",
@@ -106,21 +105,6 @@ def decode_key(key: str) -> str:
     if "~" not in key:
         return key
     return re.sub(r"~([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), key)
-
-
-def prefix_upper_bound(prefix: str) -> str | None:
-    """The least string greater than every string starting with `prefix` (None: unbounded)."""
-    chars = list(prefix)
-    while chars:
-        code = ord(chars[-1])
-        if code < 0x10FFFF:
-            code += 1
-            if 0xD800 <= code <= 0xDFFF:
-                code = 0xE000
-            chars[-1] = chr(code)
-            return "".join(chars)
-        chars.pop()
-    return None
 
 
 def partition_of(instance_id: str, partitions: int) -> int:

@@ -11,8 +11,6 @@ Texts too long for a property live in payload blobs under `<encoded id>/`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import uuid
@@ -32,7 +30,13 @@ from dfhost.history import (
     format_time,
     parse_time,
 )
-from dfhost.store import InstancePage, InstanceQuery, StoreError
+from dfhost.store import (
+    InstancePage,
+    InstanceQuery,
+    decode_continuation,
+    encode_continuation,
+    prefix_upper_bound,
+)
 from dfhost.store.azure_account import AzureAccount, bounded
 from dfhost.store.azure_codec import (
     BIG_FIELDS,
@@ -42,7 +46,6 @@ from dfhost.store.azure_codec import (
     dumps,
     encode_key,
     join_parts,
-    prefix_upper_bound,
     row_entity,
     row_from_entity,
     split_parts,
@@ -294,7 +297,7 @@ class InstanceTables:
 
     async def query(self, query: InstanceQuery) -> InstancePage:
         top = max(1, min(1000, query.top))
-        after = None if query.continuation is None else decode_token(query.continuation)
+        after = None if query.continuation is None else decode_continuation(query.continuation)
         rows = await self.scan(query, _LIST_COLUMNS)
         keys = sorted(
             ((str(e["CreatedAt"]), decode_key(str(e["PartitionKey"])), e) for e in rows),
@@ -306,7 +309,7 @@ class InstanceTables:
         instances = await bounded(self._listed(entity) for _, _, entity in page)
         token = None
         if len(keys) > top:
-            token = encode_token(page[-1][0], page[-1][1])
+            token = encode_continuation(page[-1][0], page[-1][1])
         return InstancePage(instances=instances, continuation=token)
 
     async def _listed(self, entity: Any) -> Instance:
@@ -398,20 +401,3 @@ def _filter(query: InstanceQuery) -> tuple[str, dict[str, Any]]:
         clauses.append("Name eq @name")
         parameters["name"] = query.name
     return " and ".join(clauses), parameters
-
-
-def encode_token(created_at: str, instance_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([created_at, instance_id]).encode()).decode()
-
-
-def decode_token(token: str) -> tuple[str, str]:
-    try:
-        data = json.loads(base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True))
-        if not (
-            isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)
-        ):
-            raise ValueError("not a [created_at, instance_id] pair")
-        parse_time(data[0])
-    except (ValueError, binascii.Error, UnicodeError):
-        raise StoreError("invalid continuation token") from None
-    return data[0], data[1]

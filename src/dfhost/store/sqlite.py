@@ -13,8 +13,6 @@ are visible: DTFx drops events for unknown instances, and keeping them would wed
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import functools
 import json
@@ -50,6 +48,9 @@ from dfhost.store import (
     StartRequest,
     StoreError,
     TimerStatus,
+    decode_continuation,
+    encode_continuation,
+    prefix_upper_bound,
 )
 from dfhost.store import sqlite_timers as timers
 from dfhost.store.doorbell import Doorbell
@@ -295,21 +296,6 @@ def _start(conn: sqlite3.Connection, request: StartRequest) -> tuple[bool, bool]
     return True, True
 
 
-def _prefix_upper_bound(prefix: str) -> str | None:
-    """The least string greater than every string starting with `prefix` (None: unbounded)."""
-    chars = list(prefix)
-    while chars:
-        code = ord(chars[-1])
-        if code < 0x10FFFF:
-            code += 1
-            if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored; skip past them
-                code = 0xE000
-            chars[-1] = chr(code)
-            return "".join(chars)
-        chars.pop()
-    return None
-
-
 def _query_filters(query: InstanceQuery) -> tuple[str, list[object]]:
     """A WHERE clause (a range for the id prefix, so LIKE wildcards need no escaping)."""
     clauses: list[str] = ["1"]
@@ -329,7 +315,7 @@ def _query_filters(query: InstanceQuery) -> tuple[str, list[object]]:
     if query.instance_id_prefix:
         clauses.append("instance_id >= ?")
         params.append(query.instance_id_prefix)
-        upper = _prefix_upper_bound(query.instance_id_prefix)
+        upper = prefix_upper_bound(query.instance_id_prefix)
         if upper is not None:
             clauses.append("instance_id < ?")
             params.append(upper)
@@ -337,23 +323,6 @@ def _query_filters(query: InstanceQuery) -> tuple[str, list[object]]:
         clauses.append("name = ?")
         params.append(query.name)
     return " AND ".join(clauses), params
-
-
-def _encode_token(created_at: str, instance_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([created_at, instance_id]).encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[str, str]:
-    try:
-        data = json.loads(base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True))
-        if not (
-            isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)
-        ):
-            raise ValueError("not a [created_at, instance_id] pair")
-        parse_time(data[0])
-    except (ValueError, binascii.Error):
-        raise StoreError("invalid continuation token") from None
-    return data[0], data[1]
 
 
 class SqliteStore:
@@ -532,7 +501,7 @@ class SqliteStore:
         top = max(1, min(1000, query.top))
         where, params = _query_filters(query)
         if query.continuation is not None:
-            created_at, instance_id = _decode_token(query.continuation)
+            created_at, instance_id = decode_continuation(query.continuation)
             where += " AND (created_at < ? OR (created_at = ? AND instance_id > ?))"
             params += [created_at, created_at, instance_id]
         sql = (
@@ -543,7 +512,7 @@ class SqliteStore:
         page = rows[:top]
         token = None
         if len(rows) > top:
-            token = _encode_token(page[-1]["created_at"], page[-1]["instance_id"])
+            token = encode_continuation(page[-1]["created_at"], page[-1]["instance_id"])
         return InstancePage(instances=[_instance_from_row(row) for row in page], continuation=token)
 
     async def purge_instance(self, instance_id: str) -> int:

@@ -16,7 +16,14 @@ from dfhost.history import (
     format_time,
     parse_time,
 )
-from dfhost.store import DeliveryResult, InstanceQuery, Message, StartRequest, StoreError
+from dfhost.store import (
+    DeliveryResult,
+    InstanceQuery,
+    Message,
+    StartRequest,
+    StoreError,
+    prefix_upper_bound,
+)
 from dfhost.store.postgres.schema import (
     INSERT_INSTANCE,
     INSTANCE_COLUMNS,
@@ -125,21 +132,6 @@ async def send_txn(conn: Conn, message: Message) -> DeliveryResult:
     return "sent"
 
 
-def _prefix_upper_bound(prefix: str) -> str | None:
-    """The least string greater than every string starting with `prefix` (None: unbounded)."""
-    chars = list(prefix)
-    while chars:
-        code = ord(chars[-1])
-        if code < 0x10FFFF:
-            code += 1
-            if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored; skip past them
-                code = 0xE000
-            chars[-1] = chr(code)
-            return "".join(chars)
-        chars.pop()
-    return None
-
-
 def query_filters(query: InstanceQuery) -> tuple[str, list[object]]:
     """A WHERE clause (a range for the id prefix, so LIKE wildcards need no escaping)."""
     clauses: list[str] = ["TRUE"]
@@ -156,7 +148,7 @@ def query_filters(query: InstanceQuery) -> tuple[str, list[object]]:
     if query.instance_id_prefix:
         clauses.append("instance_id >= %s")
         params.append(query.instance_id_prefix)
-        upper = _prefix_upper_bound(query.instance_id_prefix)
+        upper = prefix_upper_bound(query.instance_id_prefix)
         if upper is not None:
             clauses.append("instance_id < %s")
             params.append(upper)
