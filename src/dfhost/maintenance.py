@@ -132,9 +132,11 @@ def read_ops_settings(host_json: Mapping[str, Any]) -> OpsSettings:
     if not isinstance(section, Mapping):
         raise OpsConfigError(f"host.json {SETTINGS_PATH} must be an object")
     for key in section:
-        if key.lower() not in ("retention", "ensure"):
+        # `limits` belongs to dfhost.limits, which reads and checks it.
+        if key.lower() not in ("retention", "ensure", "limits"):
             raise OpsConfigError(
-                f"host.json {SETTINGS_PATH}: unknown key {key!r} (expected retention, ensure)"
+                f"host.json {SETTINGS_PATH}: unknown key {key!r} "
+                "(expected retention, ensure, limits)"
             )
     return OpsSettings(
         retention=_read_retention(_get_ci(section, "retention")),

@@ -372,6 +372,19 @@ _TIMESPAN = re.compile(
 
 
 def _parse_timespan(expression: str) -> IntervalSchedule:
+    try:
+        period = _timespan_period(expression)
+        _EPOCH + period  # the grid's first point must be a date Python can hold
+    except OverflowError:
+        raise ScheduleError(
+            f"schedule '{expression}': the period is too long to ever fire"
+        ) from None
+    if period < _ONE_SECOND:
+        raise ScheduleError(f"schedule '{expression}': the period must be at least 1 second")
+    return IntervalSchedule(expression=expression, period=period)
+
+
+def _timespan_period(expression: str) -> timedelta:
     if expression.isdigit():
         period = timedelta(days=int(expression))  # .NET reads a bare number as days
     else:
@@ -393,6 +406,4 @@ def _parse_timespan(expression: str) -> IntervalSchedule:
             seconds=seconds,
             microseconds=int((match["fraction"] or "").ljust(6, "0")[:6]),
         )
-    if period < _ONE_SECOND:
-        raise ScheduleError(f"schedule '{expression}': the period must be at least 1 second")
-    return IntervalSchedule(expression=expression, period=period)
+    return period

@@ -2,8 +2,9 @@
 
 Server-rendered HTML (Jinja2, autoescaped), one stylesheet and one small script, no build step
 and nothing fetched from elsewhere, so it works offline. It reads and acts only through the
-`DurableClient`, like the management API, and its access control is the management API's (none
-yet). State-changing requests are POSTs dispatched in `dashboard_actions`.
+`DurableClient`, like the management API; its access control is web/auth.py's (the master
+key, through a login form, when keys are enforced). State-changing requests are POSTs
+dispatched in `dashboard_actions`, each checked for its form token (web/csrf.py).
 
 Pages are addressed by query parameters (`instance?id=...`), so any instance id works in a URL
 and every filter can be shared as a link. A strict Content-Security-Policy (no inline script or
@@ -43,10 +44,12 @@ from dfhost.history import (
     OrchestrationStatus,
     utcnow,
 )
+from dfhost.limits import PayloadTooLargeError
 from dfhost.logs import keep_instance_logs
 from dfhost.schedule import ScheduleError, parse_schedule, time_zone_named
 from dfhost.store import InstancePage, StoreError
 from dfhost.web.common import BadRequestError, BodyTooLargeError, read_body
+from dfhost.web.csrf import ForbiddenError, check_csrf, csrf_token
 from dfhost.web.dashboard_actions import (
     BULK_LIMIT,
     BULK_STATUSES,
@@ -413,6 +416,7 @@ class Dashboard:
             form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
         except UnicodeDecodeError:
             raise BadRequestError("The form is not valid UTF-8.") from None
+        check_csrf(request, form)
         outcome = await self.actions.run(form, self.clock())
         if outcome.ok:
             log.info("dfhost: dashboard: %s", outcome.message)
@@ -429,7 +433,7 @@ class Dashboard:
     ) -> Response:
         flash = self.flashes.take(request.query_params.get("flash"))
         html = self.templates.get_template(template).render(
-            flash=flash, path=request.url.path, **context
+            flash=flash, path=request.url.path, csrf=csrf_token(request), **context
         )
         return HTMLResponse(html, status, headers=_HEADERS)
 
@@ -452,8 +456,10 @@ class Dashboard:
                 return await endpoint(request)
             except BadRequestError as exc:
                 return self._problem(request, 400, str(exc))
-            except BodyTooLargeError as exc:
+            except (BodyTooLargeError, PayloadTooLargeError) as exc:
                 return self._problem(request, 413, str(exc))
+            except ForbiddenError as exc:
+                return self._problem(request, 403, str(exc))
             except StoreError as exc:
                 log.error("dfhost: dashboard %s: %s", request.url.path, exc)
                 return self._problem(request, 503, f"The task hub cannot be read: {exc}")
