@@ -4,11 +4,16 @@ A `ContextVar` holds the invocation being run, so `logging` records and `print` 
 thread or task that runs user code are tagged with the function and instance, as Core Tools
 shows them. Orchestrator output emitted while the SDK replays old events is dropped, which is
 why an eternal orchestration logs each line once per cycle instead of in bursts.
+
+`configure_console(log_format="json")` prints one JSON object per line instead, for log
+collectors: every field as its own key, and replayed orchestrator lines kept, marked
+`"replay": true`, so a pipeline can choose.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
 import threading
@@ -30,6 +35,7 @@ __all__ = [
     "invocation",
     "keep_instance_logs",
     "log_invocation",
+    "set_host_id",
 ]
 
 HOST_LOGGER = logging.getLogger("dfhost")
@@ -44,6 +50,10 @@ class Invocation:
     instance_id: str | None = None
     replaying: Callable[[], bool] | None = None
     """Set while an orchestrator runs: whether the SDK is replaying old events right now."""
+    execution_id: str | None = None
+    episode: int | None = None
+    """For orchestrators: where the episode starts in the execution's history (the number of
+    events before it), which tells an instance's episodes apart."""
 
     @property
     def tag(self) -> str:
@@ -106,14 +116,57 @@ class _ConsoleFormatter(logging.Formatter):
         return prefix + message
 
 
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        inv = getattr(record, "dfhost_invocation", None)
+        out: dict[str, object] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="microseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "hostId": _host_id,
+        }
+        if isinstance(inv, Invocation):
+            out.update(
+                function=inv.function,
+                invocationId=inv.id,
+                instanceId=inv.instance_id,
+                executionId=inv.execution_id,
+                episode=inv.episode,
+                replay=getattr(record, "dfhost_replay", False),
+            )
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+_host_id: str | None = None
+
+
+def set_host_id(host_id: str) -> None:
+    """The host id JSON log lines carry (the engine's owner id)."""
+    global _host_id
+    _host_id = host_id
+
+
 class _InvocationFilter(logging.Filter):
+    def __init__(self, keep_replays: bool = False) -> None:
+        super().__init__()
+        self.keep_replays = keep_replays
+
     def filter(self, record: logging.LogRecord) -> bool:
         inv = _current.get()
         if inv is None:
             return True
-        if inv.is_replaying():
+        replaying = inv.is_replaying()
+        if replaying and not self.keep_replays:
             return False
         record.dfhost_invocation = inv
+        record.dfhost_replay = replaying
         return True
 
 
@@ -150,12 +203,18 @@ class _PrintRouter(io.TextIOBase):
         return self._target.fileno()
 
 
-def configure_console(level: int = logging.INFO, stream: TextIO | None = None) -> None:
-    """Print host and function logs on the console, one tagged line each, as they happen."""
+def configure_console(
+    level: int = logging.INFO, stream: TextIO | None = None, log_format: str = "console"
+) -> None:
+    """Print host and function logs on the console, one tagged line each, as they happen;
+    `log_format` "json" prints JSON lines (see the module doc)."""
+    if log_format not in ("console", "json"):
+        raise ValueError(f"unknown log format {log_format!r} (use console or json)")
     target = stream or sys.stderr
     handler = logging.StreamHandler(target)
-    handler.setFormatter(_ConsoleFormatter())
-    handler.addFilter(_InvocationFilter())
+    as_json = log_format == "json"
+    handler.setFormatter(_JsonFormatter() if as_json else _ConsoleFormatter())
+    handler.addFilter(_InvocationFilter(keep_replays=as_json))
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_dfhost", False)]:
         root.removeHandler(old)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from azure.functions.timer import TimerRequest
 
+from dfhost import telemetry
 from dfhost.functions import Function, FunctionApp, expand_app_settings, invocation_arguments
 from dfhost.history import utcnow
 from dfhost.logs import Invocation, log_invocation
@@ -297,8 +298,12 @@ class TimerRunner:
         inv = Invocation(function=function.name)
         fired_text = fired_at.astimezone(timer.time_zone).isoformat()
         reason = _MANUAL_REASON if manual else f"Timer fired at {fired_text}"
+        attributes: dict[str, str | bool] = {"faas.trigger": "timer", "dfhost.past_due": past_due}
         try:
-            with log_invocation(inv, reason):
+            with (
+                telemetry.run_span(f"timer_trigger:{function.name}", attributes),
+                log_invocation(inv, reason),
+            ):
                 try:
                     await _call(function, self._arguments(function, request, inv))
                 except Exception:

@@ -188,6 +188,8 @@ class InstanceRow:
     """Ids of consumed messages that have no event id to dedupe by -> when (Unix time)."""
     blobs: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Big field -> (payload blob, its text): unchanged texts keep their blob."""
+    trace_context: str | None = None
+    """The pending ExecutionStarted's `trace_context`."""
 
     def started_message(self, number: int) -> Message:
         """The ExecutionStarted this row stands for."""
@@ -203,6 +205,7 @@ class InstanceRow:
             parent_execution_id=self.parent_execution_id,
             parent_task_id=self.parent_task_id,
             visible_at=self.scheduled_start,
+            trace_context=self.trace_context,
         )
         return Message(
             instance_id=inst.instance_id,
@@ -247,6 +250,7 @@ def row_entity(row: InstanceRow, blob_fields: Mapping[str, str]) -> dict[str, An
         "ParentExecutionId": row.parent_execution_id,
         "ParentTaskId": row.parent_task_id,
         "CreatedBy": row.created_by,
+        "TraceContext": row.trace_context,
         # Ids leave the list as their timers come back; a property holds ~4000 of them.
         "Cancelled": dumps(row.cancelled[-4000:]) if row.cancelled else None,
     }
@@ -311,6 +315,7 @@ def row_from_entity(entity: Mapping[str, Any]) -> tuple[InstanceRow, dict[str, s
         parent_execution_id=text("ParentExecutionId"),
         parent_task_id=None if entity.get("ParentTaskId") is None else int(entity["ParentTaskId"]),
         created_by=text("CreatedBy"),
+        trace_context=text("TraceContext"),
         pending_outbox=str(entity.get("PendingOutbox") or ""),
         commit=str(entity.get("Commit") or ""),
         cancelled=[int(i) for i in json.loads(str(entity.get("Cancelled") or "[]"))],
@@ -463,6 +468,7 @@ def start_request_to_dict(request: StartRequest) -> dict[str, Any]:
         "pe": request.parent_execution_id,
         "pt": request.parent_task_id,
         "v": _opt_time(request.visible_at),
+        "tc": request.trace_context,
     }
     out.update({k: v for k, v in optional.items() if v is not None})
     return out
@@ -481,6 +487,7 @@ def start_request_from_dict(data: Mapping[str, Any]) -> StartRequest:
             parent_execution_id=data.get("pe"),
             parent_task_id=data.get("pt"),
             visible_at=None if data.get("v") is None else parse_time(str(data["v"])),
+            trace_context=data.get("tc"),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed start request: {exc!r}") from exc

@@ -142,6 +142,7 @@ class Courier:
             parent_task_id=request.parent_task_id,
             created_by=created_by,
             commit=uuid.uuid4().hex,
+            trace_context=request.trace_context,
         )
 
     async def _forget_generation(self, old: InstanceRow) -> None:

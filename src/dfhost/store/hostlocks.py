@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-__all__ = ["HostLock"]
+__all__ = ["HostLock", "count_live_hosts"]
 
 _SUFFIX = ".lock"
 
@@ -92,3 +92,26 @@ class HostLock:
 
     def _path(self, owner: str) -> Path:
         return self.folder / (quote(owner, safe="") + _SUFFIX)
+
+
+def count_live_hosts(database: Path) -> int:
+    """How many hosts hold their lock file on `database` now (this one included). Looks
+    only: a dead host's file stays for the next host that frees its work."""
+    folder = database.with_name(database.name + ".hosts")
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith(_SUFFIX)]
+    except OSError:
+        return 0
+    live = 0
+    for name in names:
+        try:
+            fd = os.open(folder / name, os.O_RDONLY)
+        except OSError:
+            continue  # buried meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            live += 1  # held by its host
+        finally:
+            os.close(fd)  # also drops the shared lock, if we got it
+    return live
