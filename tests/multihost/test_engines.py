@@ -55,10 +55,9 @@ class WatchedStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def claim_episodes(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
-    ) -> list[EpisodeWork]:
-        works = await self._store.claim_episodes(owner, now, lease_until, limit)
+    async def claim_episodes(self, owner: str, *args: Any, **kwargs: Any) -> list[EpisodeWork]:
+        # Whatever else the engine passes (what history it already has) goes through as is.
+        works = await self._store.claim_episodes(owner, *args, **kwargs)
         for work in works:
             instance_id = work.instance.instance_id
             if instance_id in self._watch.held:
@@ -70,13 +69,18 @@ class WatchedStore:
     def _release(self, work: EpisodeWork) -> None:
         self._watch.held.pop(work.instance.instance_id, None)
 
-    async def commit_episode(self, owner: str, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
+    async def commit_episode(
+        self, owner: str, work: EpisodeWork, outcome: EpisodeOutcome, **options: Any
+    ) -> Any:
         self._release(work)
         try:
-            await self._store.commit_episode(owner, work, outcome)
+            leased = await self._store.commit_episode(owner, work, outcome, **options)
         except LeaseLostError:
             self._watch.leases_lost += 1
             raise
+        # Activities a commit leases to its own host at once are that host's share too.
+        self._watch.activities[owner] += len(leased or ())
+        return leased
 
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
         self._release(work)

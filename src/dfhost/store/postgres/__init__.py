@@ -1,9 +1,11 @@
 """The PostgreSQL task hub: several hosts share the work, survive crashes and outages.
 
 URL: `postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?hub=NAME&takeover=SECONDS]`
-(`postgres://` too; other query parameters are libpq's). Each task hub is a schema,
-`dfhost_<hub in lower case>` (hub `TestHubName` unless given, as in the Functions host), so hubs
-sharing a database never see each other's work. It is created or migrated on start under an
+(`postgres://` too; other query parameters are libpq's). For an app, `dfhost.store.app_store_url`
+fills in what the URL leaves out from host.json: `hub` from `hubName`, `takeover` from
+`storageProvider.taskEventLockTimeout` (`config`). Each task hub is a schema,
+`dfhost_<hub in lower case>` (hub `TestHubName` if none is given, as in the Functions host), so
+hubs sharing a database never see each other's work. It is created or migrated on start under an
 advisory lock, so hosts may start together.
 
 - Work sharing: hosts claim episodes and activities with `FOR UPDATE SKIP LOCKED`; an episode's
@@ -22,18 +24,25 @@ advisory lock, so hosts may start together.
   committed: claims are tagged so a retry hands out what the lost attempt took, commits are
   fenced, and only `send_message` reports the doubt instead of risking a duplicate event.
 
-Modules: `store` (the `Store`: connections, retries, wake-ups), `schema` (tables, migrations,
-rows), `clients`, `claims` (hosts, episodes, activities) and `timers` hold the transactions.
+Modules: `config` (URL options and host.json; no psycopg), `store` (the `Store`: connections,
+retries, wake-ups), `schema` (tables, migrations, rows), `clients`, `claims` (hosts, episodes,
+activities) and `timers` hold the transactions. The store's names are imported on first use,
+so `config` works where the optional driver is not installed.
 """
 
-from dfhost.store.postgres.store import (
-    CLIENT_PATIENCE,
-    DEFAULT_HUB,
-    DEFAULT_TAKEOVER,
-    POLL_FALLBACK,
-    SCHEMA_VERSION,
-    PostgresStore,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dfhost.store.postgres.config import DEFAULT_HUB, DEFAULT_TAKEOVER
+
+if TYPE_CHECKING:
+    from dfhost.store.postgres.store import (
+        CLIENT_PATIENCE,
+        POLL_FALLBACK,
+        SCHEMA_VERSION,
+        PostgresStore,
+    )
 
 __all__ = [
     "CLIENT_PATIENCE",
@@ -43,3 +52,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "PostgresStore",
 ]
+_FROM_STORE = frozenset({"CLIENT_PATIENCE", "POLL_FALLBACK", "SCHEMA_VERSION", "PostgresStore"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_STORE:
+        from dfhost.store.postgres import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -31,16 +28,20 @@ from dfhost.history import (
 from dfhost.store import (
     ActivityTask,
     DeliveryResult,
+    EpisodeClaim,
     EpisodeOutcome,
     EpisodeWork,
+    HubSummary,
     InstancePage,
     InstanceQuery,
+    KnownHistory,
     Message,
     StartRequest,
     StoreError,
     TimerStatus,
 )
 from dfhost.store.postgres import claims, clients, timers
+from dfhost.store.postgres.config import DEFAULT_HUB, DEFAULT_TAKEOVER, parse_hub_url
 from dfhost.store.postgres.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -63,8 +64,6 @@ log = logging.getLogger("dfhost.store.postgres")
 
 T = TypeVar("T")
 
-DEFAULT_HUB = "TestHubName"
-DEFAULT_TAKEOVER = timedelta(seconds=30)
 POLL_FALLBACK = timedelta(seconds=10)
 """The longest an idle host waits without looking, in case a notification was missed."""
 CLIENT_PATIENCE = 15.0
@@ -73,7 +72,6 @@ _POOL_SIZE = 8
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 2.0
 _CONFLICT_RETRIES = 20
-_HUB_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,44}$")
 _OUTAGE_STATES = frozenset({"25006", "53300", "57P01", "57P02", "57P03"})
 """Errors on a live connection that mean "try again later", as during a restart or failover:
 read-only (a demoted primary), too many connections, shutting down, starting up."""
@@ -102,43 +100,8 @@ class _Target:
 
 
 def _parse_url(url: str) -> _Target:
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise StoreError(f"invalid store URL: expected postgresql://..., got {parts.scheme}://")
-    try:
-        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError:
-        raise StoreError("invalid store URL: malformed query string") from None
-    hub, takeover = DEFAULT_HUB, DEFAULT_TAKEOVER
-    libpq: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for key, value in query:
-        if key not in ("hub", "takeover"):
-            libpq.append((key, value))
-            continue
-        if key in seen:
-            raise StoreError(f"invalid store URL: {key!r} given more than once")
-        seen.add(key)
-        if key == "hub":
-            if not _HUB_RE.match(value):
-                raise StoreError(
-                    f"invalid store URL: hub {value!r} must be 3-45 letters or digits, "
-                    "starting with a letter"
-                )
-            hub = value
-        else:
-            try:
-                seconds = float(value)
-            except ValueError:
-                seconds = math.nan
-            if not (math.isfinite(seconds) and seconds > 0):
-                raise StoreError(
-                    f"invalid store URL: takeover {value!r} must be a positive number of seconds"
-                )
-            takeover = timedelta(seconds=seconds)
-    base = urlunsplit(
-        (parts.scheme, parts.netloc, parts.path, urlencode(libpq, quote_via=quote), "")
-    )
+    parsed = parse_hub_url(url)
+    hub, takeover, base = parsed.hub, parsed.takeover, parsed.libpq_url()
     try:
         params = psycopg.conninfo.conninfo_to_dict(base)
     except psycopg.Error as exc:
@@ -164,6 +127,26 @@ def _parse_url(url: str) -> _Target:
         takeover=takeover,
         label=f"{label} (hub {hub})",
     )
+
+
+def _connection_lost(conn: Conn, exc: psycopg.Error) -> bool:
+    """Whether `exc` means the session is gone or going, not that a statement failed.
+
+    A pipeline cut off by the server (a terminated backend, a shutdown) surfaces as "cannot
+    exit pipeline mode while busy", without an SQLSTATE, on a connection not yet marked
+    broken; the server's own reason is in the exception's context. Taking that for a
+    statement error would skip the retry that recovers a claim whose COMMIT went unseen,
+    leaving its instances leased to a live host that never got them."""
+    if conn.broken:
+        return True
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        if isinstance(seen, psycopg.Error) and seen.sqlstate in _OUTAGE_STATES:
+            return True
+        visited.add(id(seen))
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _one_line(exc: BaseException) -> str:
@@ -438,9 +421,53 @@ class PostgresStore:
             single=True,
         )
 
+    async def hub_summary(self, now: datetime) -> HubSummary:
+        params = {"now": now, "window": self.takeover}
+
+        async def load(conn: Conn, retrying: bool) -> HubSummary:
+            cur = await conn.execute("SELECT name, status, COUNT(*) FROM instances GROUP BY 1, 2")
+            counts = {(r[0], OrchestrationStatus(r[1])): int(r[2]) for r in await cur.fetchall()}
+            cur = await conn.execute(
+                "SELECT COUNT(*) FILTER (WHERE visible_at IS NULL OR visible_at <= %(now)s), "
+                "MIN(COALESCE(visible_at, (event::jsonb ->> 'timestamp')::timestamptz)) "
+                "FILTER (WHERE visible_at IS NULL OR visible_at <= %(now)s), "
+                "MIN(visible_at) FILTER (WHERE visible_at > %(now)s) FROM messages",
+                params,
+            )
+            ready, oldest_message, next_timer = await cur.fetchone() or (0, None, None)
+            cur = await conn.execute(
+                "SELECT COUNT(*) FILTER (WHERE lease_until IS NULL OR lease_until <= %(now)s), "
+                "COUNT(*) FILTER (WHERE lease_until > %(now)s), "
+                "MIN(scheduled_at) FILTER (WHERE lease_until IS NULL OR lease_until <= %(now)s) "
+                "FROM activity_tasks",
+                params,
+            )
+            waiting, running, oldest_task = await cur.fetchone() or (0, 0, None)
+            cur = await conn.execute(
+                "SELECT COUNT(*) FROM hosts WHERE heartbeat_at > now() - %(window)s", params
+            )
+            hosts = await cur.fetchone()
+            oldest = min((t for t in (oldest_message, oldest_task) if t is not None), default=None)
+            return HubSummary(
+                instances=counts,
+                ready_messages=int(ready),
+                ready_activities=int(waiting),
+                running_activities=int(running),
+                oldest_ready=oldest,
+                next_timer=next_timer,
+                live_hosts=int(hosts[0]) if hosts is not None else 0,
+            )
+
+        return await self._transact(load, patient=False, single=True)
+
     # --- engines -------------------------------------------------------------------------
     async def claim_episodes(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
+        self,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        known: KnownHistory | None = None,
     ) -> list[EpisodeWork]:
         if limit <= 0:
             return []
@@ -457,7 +484,14 @@ class PostgresStore:
 
         return await self._transact(body, patient=True, pipelined=True)
 
-    async def commit_episode(self, owner: str, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
+    async def commit_episode(
+        self,
+        owner: str,
+        work: EpisodeWork,
+        outcome: EpisodeOutcome,
+        *,
+        lease_activities: tuple[datetime, int] | None = None,
+    ) -> list[ActivityTask]:
         if outcome.instance.instance_id != work.instance.instance_id:
             raise ValueError("an episode's outcome must be for the instance it claimed")
 
@@ -471,6 +505,7 @@ class PostgresStore:
 
         if await self._transact(commit, patient=True, pipelined=True):
             self.notify()
+        return []  # its activities are claimed by whichever host is free first
 
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
         async def abandon(conn: Conn, retrying: bool) -> bool:
@@ -524,6 +559,11 @@ class PostgresStore:
         if completed:
             self.notify()
         return completed
+
+    async def complete_activity_and_claim(
+        self, task: ActivityTask, result: Message, claim: EpisodeClaim
+    ) -> tuple[bool, EpisodeWork | None]:
+        return await self.complete_activity(task, result), None
 
     async def renew_activity_leases(
         self, owner: str, tasks: Sequence[ActivityTask], lease_until: datetime
@@ -727,9 +767,9 @@ class PostgresStore:
                         committing = True
             except psycopg.Error as exc:
                 if pooled is not None and not pooled.conn.closed:
-                    if isinstance(exc, pg_errors.TransactionRollback):
-                        raise
-                    if exc.sqlstate not in _OUTAGE_STATES:
+                    if not _connection_lost(pooled.conn, exc):
+                        if isinstance(exc, pg_errors.TransactionRollback):
+                            raise
                         raise StoreError(f"task hub {self._label}: {_one_line(exc)}") from exc
                     await pooled.conn.close()
                 await self._lost_async(exc, epoch if pooled is None else pooled.epoch)
