@@ -282,7 +282,9 @@ class TestHost:
         logging.getLogger().addHandler(self._logs)
         _LogLevel.capture()
         self._capturing = True
-        self._engine = Engine(app, store, clock=self.clock, wait=self.clock.wait)
+        self._engine = Engine(
+            app, store, clock=self.clock, wait=self.clock.wait, inline_orchestrators=True
+        )
         # Every episode replays the whole history, as after a restart or on another host, so
         # that non-deterministic code fails here (cached sessions skip the replay).
         self._engine.sessions = None

@@ -9,6 +9,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from dfhost.engine import Engine
 from dfhost.functions import FunctionApp, load_app
 from dfhost.history import EventType, Instance, OrchestrationStatus
 from dfhost.logs import configure_console
-from dfhost.store import Store, open_store
+from dfhost.store import Store, StoreError, open_store
 from tests.e2e.harness import APPS
 
 
@@ -167,3 +168,88 @@ class _NullStream:
 
     def flush(self) -> None:
         pass
+
+
+async def test_a_chain_runs_without_claim_rounds_or_history_reloads(
+    hub: tuple[Store, DurableClient],
+) -> None:
+    """Each activity is leased by the commit that schedules it, each result's episode by the
+    transaction that records it, and each episode gets only the history it lacks."""
+    store, client = hub
+    seen: dict[str, list[object]] = {"claimed": [], "chained": [], "activities": [], "loads": []}
+    claim_episodes, claim_activities = store.claim_episodes, store.claim_activities
+    complete, get_history = store.complete_activity_and_claim, store.get_history
+
+    async def spy_claim_episodes(*args: Any, **kwargs: Any) -> Any:
+        works = await claim_episodes(*args, **kwargs)
+        seen["claimed"] += [w.history_start for w in works]
+        return works
+
+    async def spy_claim_activities(*args: Any, **kwargs: Any) -> Any:
+        tasks = await claim_activities(*args, **kwargs)
+        seen["activities"] += tasks
+        return tasks
+
+    async def spy_complete(*args: Any, **kwargs: Any) -> Any:
+        done, work = await complete(*args, **kwargs)
+        seen["chained"].append(None if work is None else work.history_start)
+        return done, work
+
+    async def spy_get_history(instance_id: str) -> Any:
+        seen["loads"].append(instance_id)
+        return await get_history(instance_id)
+
+    store.claim_episodes = spy_claim_episodes  # type: ignore[method-assign]
+    store.claim_activities = spy_claim_activities  # type: ignore[method-assign]
+    store.complete_activity_and_claim = spy_complete  # type: ignore[method-assign]
+    store.get_history = spy_get_history  # type: ignore[method-assign]
+    status = await run(client, "chain")
+    assert status.output == '["Hello Tokyo!", "Hello Seattle!", "Hello London!"]'
+    assert seen["claimed"] == [0]  # only the first episode waited for a claim round
+    assert seen["activities"] == []
+    # An episode adds 4 events (OrchestratorStarted, the ExecutionStarted or TaskCompleted it
+    # delivers, TaskScheduled, OrchestratorCompleted); the next gets the history from its
+    # predecessor's TaskScheduled on, the one event it checks its cached session against.
+    assert seen["chained"] == [2, 6, 10]
+    assert seen["loads"] == []
+
+
+async def test_a_failed_commit_releases_the_instance_and_the_episode_runs_again(
+    hub: tuple[Store, DurableClient],
+) -> None:
+    store, client = hub
+    commit = store.commit_episode
+    failures: list[str] = []
+
+    async def flaky_commit(owner: str, work: Any, outcome: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(work.instance.instance_id)
+            raise StoreError("disk I/O error")
+        return await commit(owner, work, outcome, **kwargs)
+
+    store.commit_episode = flaky_commit  # type: ignore[method-assign]
+    status = await run(client, "chain")  # within 60 s: far less than the 5-minute lease
+    assert status.output == '["Hello Tokyo!", "Hello Seattle!", "Hello London!"]'
+    assert failures == [status.instance_id]
+
+
+async def test_work_left_behind_for_want_of_capacity_is_claimed_when_capacity_frees(
+    tmp_path: Path, app: FunctionApp
+) -> None:
+    """Chains outnumbering the engine's slots all finish: finishing work wakes the dispatch
+    loop whenever its last claim may have left some behind (a lost wake-up stalls the hub)."""
+    os.environ["DFHOST_E2E_STATE"] = str(tmp_path)
+    store = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
+    await store.start()
+    engine = Engine(app, store)
+    engine.max_episodes = engine.max_activities = 3
+    await engine.start()
+    try:
+        client = DurableClient(store, app)
+        ids = [await client.start_new("chain") for _ in range(40)]
+        for iid in ids:
+            status = await client.wait_for_completion(iid, timeout=60)
+            assert status is not None and status.status is OrchestrationStatus.COMPLETED
+    finally:
+        await engine.stop()
+        await store.close()
