@@ -8,8 +8,9 @@ import logging
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dfhost import __version__
+from dfhost import __version__, telemetry
 from dfhost.admin import (
     add_instances_command,
     default_store_url,
@@ -19,10 +20,15 @@ from dfhost.admin import (
 )
 from dfhost.client import DurableClient
 from dfhost.functions import AppLoadError, FunctionApp, load_app
-from dfhost.logs import configure_console
+from dfhost.limits import Limits, LimitsError
+from dfhost.logs import configure_console, set_host_id
 from dfhost.maintenance import OpsConfigError
+from dfhost.status import add_status_command, run_status_command
 from dfhost.store import StoreError, app_store_url, open_store
 from dfhost.testing import add_replay_commands, run_replay_command
+
+if TYPE_CHECKING:
+    from dfhost.web.auth import Access
 
 log = logging.getLogger("dfhost")
 
@@ -41,6 +47,17 @@ def main(argv: list[str] | None = None) -> int:
         help="task hub: sqlite:///PATH, postgresql://..., azure[:SETTING] "
         "(default sqlite:///APP_DIR/.dfhost/..., or Azure Storage if host.json says so)",
     )
+    keys = start.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--require-keys",
+        action="store_true",
+        help="enforce keys on a loopback address too (they are on any other address)",
+    )
+    keys.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve a non-loopback address without keys (anyone reaching it may do anything)",
+    )
     start.add_argument(
         "--ensure",
         action="append",
@@ -48,18 +65,37 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ID=ORCHESTRATOR[:JSON]",
         help="keep this instance running: start it unless it is already (repeatable)",
     )
+    start.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default="console",
+        help="console: readable lines, as Core Tools prints them (default); json: one JSON "
+        "object per line",
+    )
     add_instances_command(commands)
     add_replay_commands(commands)
+    add_status_command(commands)
     args = parser.parse_args(argv)
     if args.command == "instances":
         return run_instances_command(args)
     if args.command in ("replay", "history"):
         return run_replay_command(args)
-    configure_console()
+    if args.command == "status":
+        return run_status_command(args)
+    configure_console(log_format=args.log_format)
+    try:
+        exporters = telemetry.configure_from_env()
+    except telemetry.TelemetryConfigError as exc:
+        log.error("dfhost: %s", exc)
+        return 2
+    if exporters:
+        log.info("dfhost: sending traces to OpenTelemetry (%s)", exporters)
     try:
         return asyncio.run(_start(args))
     except KeyboardInterrupt:
         return 130
+    finally:
+        telemetry.shutdown()  # flushes the spans still buffered
 
 
 async def _start(args: argparse.Namespace) -> int:
@@ -73,7 +109,8 @@ async def _start(args: argparse.Namespace) -> int:
         log.error("dfhost: %s: %s", error.source, error.message)
     try:
         operations = operations_settings(app, args.ensure)
-    except OpsConfigError as exc:
+        Limits.from_host_json(app.settings.host_json)
+    except (OpsConfigError, LimitsError) as exc:
         log.error("dfhost: %s", exc)
         return 2
     port = args.port if args.port is not None else (app.settings.local_http_port or 7071)
@@ -93,11 +130,17 @@ async def _start(args: argparse.Namespace) -> int:
         sock.close()
         log.error("dfhost: %s", exc)
         return 2
+    access = _access(args, app_dir, url)
+    if access is None:
+        sock.close()
+        await store.close()
+        return 2
     # Imported here, as in _serve: `dfhost instances` needs neither the SDK nor the web stack,
     # and starts in a fraction of the time without them.
     from dfhost.engine import Engine
 
     engine = Engine(app, store, retention=operations.retention)
+    set_host_id(engine.owner)
     try:
         await engine.start()
     except StoreError as exc:
@@ -108,10 +151,45 @@ async def _start(args: argparse.Namespace) -> int:
     try:
         client = DurableClient(store, app, default_version=app.settings.default_version)
         await ensure_instances(client, operations.ensure)
-        return await _serve(app, store, sock, args.host, engine.owner)
+        return await _serve(app, store, sock, args.host, engine.owner, access)
     finally:
         await engine.stop()
         await store.close()
+
+
+def _access(args: argparse.Namespace, app_dir: Path, store_url: str) -> Access | None:
+    """Who may call this host (web/auth.py); None after logging why it cannot start."""
+    from dfhost.web.auth import Access, is_loopback_host
+    from dfhost.web.keys import KeysError, load_keys
+
+    loopback = is_loopback_host(args.host)
+    if not args.require_keys and (loopback or args.allow_anonymous):
+        if not loopback:
+            log.warning(
+                "dfhost: WARNING: %s is served without keys (--allow-anonymous): anyone who "
+                "can reach it can start, terminate and purge orchestrations",
+                args.host,
+            )
+        return Access(loopback_only=loopback)
+    # The task hub's folder: the SQLite file's, else the app's .dfhost folder.
+    folder = app_dir / ".dfhost"
+    if store_url.startswith("sqlite:///"):
+        folder = Path(store_url.removeprefix("sqlite:///").partition("?")[0]).parent
+    try:
+        loaded = load_keys(folder)
+    except KeysError as exc:
+        log.error("dfhost: %s", exc)
+        return None
+    if loaded.created is not None and loaded.shown:
+        # Printed, not logged: this is the one time the keys appear anywhere but the file.
+        lines = [f"Keys created in {loaded.created} (shown this once):"]
+        lines += [f"        {name}: {value}" for name, value in loaded.shown.items()]
+        print("\n".join(lines), file=sys.stderr, flush=True)
+    log.info(
+        "dfhost: keys are enforced: functions by authLevel, the management API with the "
+        "system key or the master key, /admin and the dashboard with the master key"
+    )
+    return Access(keys=loaded.keys, enforce=True)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -125,7 +203,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def _serve(
-    app: FunctionApp, store: object, sock: socket.socket, host: str, owner: str
+    app: FunctionApp, store: object, sock: socket.socket, host: str, owner: str, access: Access
 ) -> int:
     import uvicorn
 
@@ -138,7 +216,7 @@ async def _serve(
     rpc_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
     if ":" in rpc_host and not rpc_host.startswith("["):
         rpc_host = f"[{rpc_host}]"
-    rpc_base_url = f"http://{rpc_host}:{port}/runtime/webhooks/durabletask/"
+    rpc_base_url = access.rpc_base_url(f"http://{rpc_host}:{port}")
     client = DurableClient(store, app, default_version=app.settings.default_version)  # type: ignore[arg-type]
     # Timers share the engine's owner: a host's death frees its timer runs with its leases.
     timers = TimerRunner(app, store, owner=owner, rpc_base_url=rpc_base_url)  # type: ignore[arg-type]
@@ -151,6 +229,7 @@ async def _serve(
         on_startup=[timers.start],
         on_shutdown=[timers.stop],
         run_function=timers.run_now,
+        access=access,
     )
     config = uvicorn.Config(web_app, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)

@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from dfhost import telemetry
 from dfhost.entities import EntityId, EntityStatus, Operation, creation_request
 from dfhost.history import (
     TERMINAL_STATUSES,
@@ -25,6 +26,7 @@ from dfhost.history import (
     OrchestrationStatus,
     utcnow,
 )
+from dfhost.limits import Limits, LimitsError, check_payload
 from dfhost.store import (
     DeliveryResult,
     InstancePage,
@@ -135,11 +137,21 @@ class DurableClient:
         app: FunctionApp | None = None,
         clock: Callable[[], datetime] = utcnow,
         default_version: str | None = None,
+        payload_bytes: int | None = None,
     ) -> None:
+        """`payload_bytes` limits inputs and event data (default: the app's host.json, see
+        `dfhost.limits`); a larger one raises `PayloadTooLargeError`."""
         self.store = store
         self.app = app
         self.clock = clock
         self.default_version = default_version
+        if payload_bytes is None:
+            try:
+                host_json = app.settings.host_json if app is not None else {}
+                payload_bytes = Limits.from_host_json(host_json).payload_bytes
+            except LimitsError:
+                payload_bytes = Limits().payload_bytes  # `dfhost start` refuses it first
+        self.payload_bytes = payload_bytes
 
     async def start_new(
         self,
@@ -161,6 +173,7 @@ class DurableClient:
             instance_id = uuid.uuid4().hex
         else:
             validate_instance_id(instance_id)
+        check_payload(input_text, "orchestration input", self.payload_bytes)
         request = StartRequest(
             instance_id=instance_id,
             name=name,
@@ -168,6 +181,7 @@ class DurableClient:
             created_at=self.clock(),
             input=input_text,
             version=version if version is not None else self.default_version,
+            trace_context=telemetry.current_trace_context(),
         )
         # The conflicting instance may finish or be purged between the refusal and our look at
         # it; then the id is free and trying again is what the caller wanted.
@@ -249,6 +263,7 @@ class DurableClient:
         self, instance_id: str, event_name: str, data_text: str | None
     ) -> DeliveryResult:
         """Deliver an external event; `data_text` is JSON text (None: the event has no data)."""
+        check_payload(data_text, "event data", self.payload_bytes)
         return await self._send(
             instance_id,
             HistoryEvent(
@@ -310,6 +325,7 @@ class DurableClient:
         """Enqueue an operation (`input_text` is JSON text) for the entity, which is created
         if it does not exist; its engine runs it in order with the others."""
         entity = self.entity_id(name, key)
+        check_payload(input_text, "entity operation input", self.payload_bytes)
         message = Operation.signal_from_client(operation, input_text).message(entity, self.clock())
         # The send fails only before the entity's first operation (or after a purge): create
         # it then, and send again.

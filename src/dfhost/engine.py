@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
-from dfhost import durable_http, entities, replay, rewind
+from dfhost import durable_http, entities, limits, metrics, replay, rewind, telemetry
 from dfhost.functions import Function, FunctionApp, invocation_arguments
 from dfhost.history import (
     TERMINAL_STATUSES,
@@ -38,15 +39,19 @@ from dfhost.logs import Invocation, log_invocation
 from dfhost.maintenance import Retention, RetentionPolicy, report_startup
 from dfhost.store import (
     ActivityTask,
+    EpisodeClaim,
     EpisodeOutcome,
     EpisodeWork,
     LeaseLostError,
     Message,
     StartRequest,
     Store,
+    StoreError,
 )
 
 __all__ = ["Engine", "WaitForWork"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("dfhost.engine")
 
@@ -77,9 +82,13 @@ class Engine:
         lease: timedelta = timedelta(minutes=5),
         retention: RetentionPolicy | None = None,
         wait: WaitForWork | None = None,
+        inline_orchestrators: bool = False,
     ) -> None:
         self.app = app
         self.store = store
+        self.inline_orchestrators = inline_orchestrators
+        """Run orchestrator and entity code on the event loop's thread (a test host: its
+        episodes take microseconds and nothing else waits on the loop) instead of a pool."""
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self.lease = lease
@@ -91,8 +100,13 @@ class Engine:
         )
         self.max_episodes = max(1, app.settings.max_concurrent_orchestrators)
         self.max_activities = max(1, app.settings.max_concurrent_activities)
+        self.limits = limits.Limits.of(app.settings.host_json)
         self._episodes: set[asyncio.Task[None]] = set()
         self._activities: dict[asyncio.Task[None], ActivityTask] = {}
+        # Whether the last claim may have left work behind for want of capacity: only then
+        # must finishing work wake the dispatch loop (work that arrives wakes it anyway).
+        self._more_episodes = True
+        self._more_activities = True
         self._orchestrator_pool = ThreadPoolExecutor(
             max_workers=min(4, self.max_episodes), thread_name_prefix="dfhost-orchestrator"
         )
@@ -172,29 +186,44 @@ class Engine:
     async def _claim_work(self) -> None:
         now = self.clock()
         free = self.max_episodes - len(self._episodes)
+        self._more_episodes = True  # unless this claim finds less than it had room for
         if free > 0:
-            for work in await self.store.claim_episodes(self.owner, now, now + self.lease, free):
-                self._spawn(self._episodes, self._run_episode(work))
+            known = None if self.sessions is None else self.sessions.known()
+            works = await self.store.claim_episodes(self.owner, now, now + self.lease, free, known)
+            self._more_episodes = len(works) >= free
+            for work in works:
+                self._start_episode(work)
         free = self.max_activities - len(self._activities)
+        self._more_activities = True
         if free > 0:
-            for task in await self.store.claim_activities(self.owner, now, now + self.lease, free):
-                t = asyncio.create_task(self._run_activity(task))
-                self._activities[t] = task
-                t.add_done_callback(self._activity_done)
+            tasks = await self.store.claim_activities(self.owner, now, now + self.lease, free)
+            self._more_activities = len(tasks) >= free
+            for task in tasks:
+                self._start_activity(task)
 
-    def _spawn(self, tasks: set[asyncio.Task[None]], coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
-        tasks.add(task)
+    def _start_episode(self, work: EpisodeWork) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(self._run_episode(work))
+        self._episodes.add(task)
+        task.add_done_callback(self._episode_done)
 
-        def done(t: asyncio.Task[None]) -> None:
-            tasks.discard(t)
-            self.store.notify()  # capacity is free again
+    def _episode_done(self, task: asyncio.Task[None]) -> None:
+        self._episodes.discard(task)
+        if self._more_episodes or self._idle_matters():
+            self.store.notify()  # capacity is free again: claim what was left behind
 
-        task.add_done_callback(done)
+    def _start_activity(self, activity: ActivityTask) -> None:
+        task = asyncio.create_task(self._run_activity(activity))
+        self._activities[task] = activity
+        task.add_done_callback(self._activity_done)
 
     def _activity_done(self, task: asyncio.Task[None]) -> None:
         self._activities.pop(task, None)
-        self.store.notify()
+        if self._more_activities or self._idle_matters():
+            self.store.notify()
+
+    def _idle_matters(self) -> bool:
+        """A virtual clock moves only once nothing is in flight: it must hear when that is."""
+        return self._wait is not None and not self._episodes and not self._activities
 
     async def _renew_leases(self) -> None:
         interval = max(1.0, self.lease.total_seconds() / 3)
@@ -211,6 +240,7 @@ class Engine:
     # --- episodes -------------------------------------------------------------------------
 
     async def _run_episode(self, work: EpisodeWork) -> None:
+        started_ns = time.time_ns()
         try:
             consumed, outcome = await self._plan_episode(work)
         except Exception as exc:  # a dfhost bug: fail the instance rather than spin on it
@@ -219,17 +249,62 @@ class Engine:
             outcome = self._failed_outcome(
                 work, self.clock(), f"dfhost internal error: {exc!r}", traceback.format_exc()
             )
+        # The activities it schedules are leased to this host in the commit, up to its free
+        # capacity, and start at once: no claim round between an episode and its work.
+        free = self.max_activities - len(self._activities)
+        lease = (self.clock() + self.lease, free) if free > 0 and outcome.activities else None
+        outcome = telemetry.link_outgoing(consumed, outcome)
+        committing = time.perf_counter()
         try:
-            await self.store.commit_episode(self.owner, consumed, outcome)
+            leased = await self.store.commit_episode(
+                self.owner, consumed, outcome, lease_activities=lease
+            )
         except LeaseLostError:
+            metrics.episode_done(work.instance.name, "lease_lost", _since(started_ns))
             if self.sessions is not None:
                 self.sessions.forget(work.instance.instance_id)
             log.warning(
                 "dfhost: lost the lease on %s; its episode will run again elsewhere",
                 work.instance.instance_id,
             )
+            return
+        except StoreError:
+            # Nothing was written; the episode runs again once the task hub answers (at once
+            # if the lease can be released, else when it expires).
+            if self.sessions is not None:
+                self.sessions.forget(work.instance.instance_id)
+            log.exception("dfhost: could not commit an episode of %s", work.instance.instance_id)
+            with contextlib.suppress(StoreError):
+                await self.store.abandon_episode(self.owner, work)
+            return
+        now = self.clock()
+        metrics.episode_done(
+            work.instance.name,
+            outcome.instance.status.value,
+            _since(started_ns),
+            commit_seconds=time.perf_counter() - committing,
+            consumed=[m.event for m in consumed.messages],
+            now=now,
+        )
+        telemetry.episode_done(consumed, outcome, started_ns=started_ns, now=now, host=self.owner)
+        for activity in leased:
+            self._start_activity(activity)
+
+    async def _whole_history(self, work: EpisodeWork) -> EpisodeWork:
+        """`work` with its execution's whole history: a claim given `known` sends only the
+        tail, and the session holds the rest (or, evicted meanwhile, the store does)."""
+        if not work.history_start:
+            return work
+        iid = work.instance.instance_id
+        past = None
+        if self.sessions is not None:
+            past = self.sessions.past(iid, work.history, work.history_start)
+        if past is None:
+            past = await self.store.get_history(iid)
+        return replace(work, history=past, history_start=0)
 
     async def _plan_episode(self, work: EpisodeWork) -> tuple[EpisodeWork, EpisodeOutcome]:
+        work = await self._whole_history(work)
         entity = entities.EntityId.parse(work.instance.instance_id)
         if entity is not None:
             return work, await self._run_entity_batch(entity, work)
@@ -301,6 +376,12 @@ class Engine:
             new=new,
         )
         result = await self._replay(function, episode)
+        size = len(work.history) + len(new) + len(markers) + len(result.events)
+        problem = limits.episode_problem(self.limits, inst.name, size, result)
+        if problem is not None:
+            if self.sessions is not None:
+                self.sessions.forget(inst.instance_id)
+            return work, self._failed_outcome(work, now, problem, None)
         return work, self._episode_outcome(work, now, [new[0], *markers, *new[1:]], result)
 
     async def _rewound_outcome(
@@ -402,10 +483,11 @@ class Engine:
             function=function.name,
             instance_id=episode.instance_id,
             replaying=replay.is_replaying,
+            execution_id=episode.execution_id,
+            episode=len(episode.past),
         )
         generator = function.handler.orchestrator_function  # type: ignore[attr-defined]
         input_type = getattr(function.handler, "_df_input_type", None)
-        loop = asyncio.get_running_loop()
         result: replay.EpisodeResult | None = None
         try:
             with log_invocation(inv, "(null)"):
@@ -413,7 +495,7 @@ class Engine:
                 call = partial(
                     ctx.run, replay.run_episode, generator, episode, input_type, self.sessions
                 )
-                result = await loop.run_in_executor(self._orchestrator_pool, call)
+                result = await self._run_user_code(call)
                 if isinstance(result.outcome, replay.Failed):
                     raise _EpisodeFailed
         except _EpisodeFailed:
@@ -509,8 +591,12 @@ class Engine:
             # Copied inside the block, so that what the entity logs is tagged with `inv`.
             run = contextvars.copy_context().run
             call = partial(run, entities.run_batch, function, entity, work, now)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._orchestrator_pool, call)
+            return await self._run_user_code(call)
+
+    async def _run_user_code(self, call: Callable[[], T]) -> T:
+        if self.inline_orchestrators:
+            return call()
+        return await asyncio.get_running_loop().run_in_executor(self._orchestrator_pool, call)
 
     def _sub_orchestration(
         self, parent: Instance, now: datetime, call: replay.SubOrchestrationCall
@@ -559,6 +645,7 @@ class Engine:
             parent_instance_id=started.parent_instance_id if started else None,
             parent_execution_id=started.parent_execution_id if started else None,
             parent_task_id=started.parent_task_id if started else None,
+            trace_context=started.trace_context if started else None,
         )
         messages = [
             Message(instance_id=state.instance_id, execution_id=execution_id, event=restart)
@@ -672,12 +759,29 @@ class Engine:
     # --- activities -----------------------------------------------------------------------
 
     async def _run_activity(self, task: ActivityTask) -> None:
-        event = await self._execute_activity(task)
+        started_ns = time.time_ns()
+        async with telemetry.activity_span(task, self.store.get_history) as traced:
+            event = await self._execute_activity(task)
+            traced(event)
+        metrics.activity_done(task.name, event.type is EventType.TASK_COMPLETED, _since(started_ns))
         result = Message(instance_id=task.instance_id, execution_id=task.execution_id, event=event)
         try:
-            await self.store.complete_activity(task, result)
+            if self._stopping or len(self._episodes) >= self.max_episodes:
+                await self.store.complete_activity(task, result)
+                return
+            # The episode that takes the result is leased in the same transaction and runs
+            # at once, unless another host or episode holds the instance.
+            now = self.clock()
+            known = None if self.sessions is None else self.sessions.known()
+            claim = EpisodeClaim(
+                owner=self.owner, now=now, lease_until=now + self.lease, known=known
+            )
+            _, work = await self.store.complete_activity_and_claim(task, result, claim)
         except Exception:
             log.exception("dfhost: could not record the result of activity '%s'", task.name)
+            return
+        if work is not None:
+            self._start_episode(work)
 
     async def _execute_activity(self, task: ActivityTask) -> HistoryEvent:
         now = self.clock
@@ -687,14 +791,22 @@ class Engine:
         function = self.app.activity(task.name)
         if function is None:
             return _task_failed(task, now(), f"activity '{task.name}' not found", None)
-        inv = Invocation(function=function.name, instance_id=task.instance_id)
+        inv = Invocation(
+            function=function.name, instance_id=task.instance_id, execution_id=task.execution_id
+        )
         try:
             with log_invocation(inv, f"(null), InstanceId={task.instance_id}"):
-                value = await self._call_activity(function, task, inv.id)
+                value = await limits.within(
+                    self.limits.function_timeout,
+                    self._call_activity(function, task, inv.id),
+                    f"activity '{function.name}'",
+                )
                 try:
                     result = _df_dumps(value)
                 except (TypeError, ValueError) as exc:
                     raise _ResultNotSerializableError(str(exc)) from exc
+                what = f"result of activity '{function.name}'"
+                limits.check_payload(result, what, self.limits.payload_bytes)
         except _ResultNotSerializableError as exc:
             reason = f"Activity function '{function.name}' failed: {exc}"
             return _task_failed(task, now(), reason, f"the result could not be serialized: {exc}")
@@ -743,6 +855,10 @@ def _sending(
     return replace(
         outcome, messages=[*outcome.messages, *messages], starts=[*outcome.starts, *starts]
     )
+
+
+def _since(started_ns: int) -> float:
+    return (time.time_ns() - started_ns) / 1e9
 
 
 def _execution_started(work: EpisodeWork) -> HistoryEvent | None:

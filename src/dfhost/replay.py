@@ -22,7 +22,7 @@ import traceback
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,6 +53,7 @@ from azure.durable_functions.models.TaskOrchestrationExecutor import (
     TaskOrchestrationExecutor,
 )
 
+from dfhost import metrics
 from dfhost.history import EventType, HistoryEvent, format_time
 from dfhost.wire import dtfx_event, orchestration_context
 
@@ -267,9 +268,16 @@ _sdk_executor_module = importlib.import_module(TaskOrchestrationExecutor.__modul
 _sdk_executor_module.warnings = _SdkWarnings()  # type: ignore[attr-defined]
 
 
+_SDK_EXECUTOR = TaskOrchestrationExecutor()
+
+
 class _Executor(TaskOrchestrationExecutor):  # type: ignore[misc]
     def __init__(self) -> None:
-        super().__init__()
+        # The SDK's constructor defines a namedtuple class each time (~60 µs, a large part of
+        # a short episode's replay) to build two read-only tables: share one instance's.
+        self.event_to_SetTaskValuePayload = _SDK_EXECUTOR.event_to_SetTaskValuePayload
+        self.task_completion_events = _SDK_EXECUTOR.task_completion_events
+        self.initialize()
         self.delivered_events: set[int] = set()
         """`id()`s of the SDK's EventRaised events that reached a wait."""
 
@@ -360,6 +368,8 @@ def run_episode(
     doubt about the history falls back to a full replay from the stored events.
     """
     session = sessions.take(orchestrator, episode) if sessions is not None else None
+    cached = None if sessions is None else session is not None
+    metrics.episode_replayed(0 if session is not None else len(episode.past), cached)
     if session is None:
         try:
             session = _Session.replay_from_scratch(orchestrator, episode, input_type)
@@ -497,6 +507,30 @@ class SessionCache:
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
 
+    def known(self) -> Mapping[str, tuple[str, int]]:
+        """A live view, instance id -> (execution id, events held): what a claim need not send
+        again. Safe to read from the store's thread."""
+        return _KnownSessions(self)
+
+    def held(self, instance_id: str) -> tuple[str, int] | None:
+        with self._lock:
+            entry = self._sessions.get(instance_id)
+        return None if entry is None else (entry[1], entry[2])
+
+    def past(
+        self, instance_id: str, tail: Sequence[HistoryEvent], start: int
+    ) -> list[HistoryEvent] | None:
+        """The whole history, if `tail` (the stored events from position `start` on) begins
+        with the event this session holds there; None otherwise (the caller reloads it all)."""
+        with self._lock:
+            entry = self._sessions.get(instance_id)
+        if entry is None or not tail:
+            return None
+        events = entry[0].events
+        if start >= len(events) or events[start] != tail[0]:
+            return None
+        return [*events[:start], *tail]
+
     def forget(self, instance_id: str) -> None:
         """Drop an instance's session (its history changed behind our back)."""
         with self._lock:
@@ -504,6 +538,26 @@ class SessionCache:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+class _KnownSessions(Mapping[str, tuple[str, int]]):
+    """`SessionCache.known()`: looked up a few times per claim, so never copied."""
+
+    def __init__(self, cache: SessionCache) -> None:
+        self._cache = cache
+
+    def __getitem__(self, instance_id: str) -> tuple[str, int]:
+        held = self._cache.held(instance_id)
+        if held is None:
+            raise KeyError(instance_id)
+        return held
+
+    def __iter__(self) -> Iterator[str]:
+        with self._cache._lock:
+            return iter(list(self._cache._sessions))
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
 
 class _Reconciler:

@@ -22,6 +22,7 @@ from dfhost.history import (
 )
 from dfhost.store import (
     ActivityTask,
+    EpisodeClaim,
     EpisodeOutcome,
     EpisodeWork,
     InstanceQuery,
@@ -155,8 +156,11 @@ async def test_create_and_get(store: Store) -> None:
     assert await store.get_history("missing") == []
 
 
+TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
 async def test_create_enqueues_execution_started(store: Store) -> None:
-    request = start("a", input="1", parent_instance_id="p", parent_task_id=3)
+    request = start("a", input="1", parent_instance_id="p", parent_task_id=3, trace_context=TRACE)
     await store.create_instance(request)
 
     work = await claim_one(store, "a")
@@ -165,6 +169,7 @@ async def test_create_enqueues_execution_started(store: Store) -> None:
     assert work.history_error is None
     [message] = work.messages
     assert message.event == request.started_event()
+    assert message.event.trace_context == TRACE
     assert message.execution_id == "a:1"
     assert message.message_id is not None
 
@@ -452,7 +457,7 @@ async def test_commit_inserts_activities_messages_and_starts(store: Store) -> No
     await store.create_instance(start("parent"))
 
     activities = [task("parent", "parent:1", 0), task("parent", "parent:1", 1)]
-    to_peer = Message(instance_id="peer", event=raised("hello"))
+    to_peer = Message(instance_id="peer", event=replace(raised("hello"), trace_context=TRACE))
     own_timer = timer("parent", "parent:1", 2, at(30))
     to_nobody = Message(instance_id="ghost", event=raised("void"))
     child = start(
@@ -461,6 +466,7 @@ async def test_commit_inserts_activities_messages_and_starts(store: Store) -> No
         parent_execution_id="parent:1",
         parent_task_id=3,
         input='"c"',
+        trace_context=TRACE,
     )
     await episode(
         store,
@@ -483,6 +489,11 @@ async def test_commit_inserts_activities_messages_and_starts(store: Store) -> No
     assert sorted(works) == ["child", "peer"]  # never "ghost", and not the parent's timer
     assert [m.event for m in works["peer"].messages] == [to_peer.event]
     assert [m.event for m in works["child"].messages] == [child.started_event()]
+    assert works["child"].messages[0].event.trace_context == TRACE
+    inbound = [m.event for m in works["child"].messages]
+    await store.commit_episode("host-a", works["child"], outcome(works["child"], events=inbound))
+    [started] = await store.get_history("child")  # kept in the history, for every episode
+    assert started.trace_context == TRACE
     work = await claim_one(store, "parent", now=at(30))
     assert [m.event for m in work.messages] == [own_timer.event]
 
@@ -829,6 +840,100 @@ async def test_activity_lease_renewal(store: Store) -> None:
     assert len(await store.claim_activities("host-b", at(120), at(180), 10)) == 1
 
 
+# --- shortcuts: history tails, activities leased on commit, episodes claimed on completion ----
+
+SHORTCUTS = {"sqlite"}
+"""Backends that take the optional shortcuts; the others must still answer consistently."""
+
+
+def completed(scheduled_id: int) -> Message:
+    done = event(EventType.TASK_COMPLETED, task_scheduled_id=scheduled_id, result='"ok"')
+    return Message(instance_id="a", execution_id="a:1", event=done)
+
+
+async def two_episodes(store: Store) -> list[HistoryEvent]:
+    """Instance a with 4 history events; returns them as stored."""
+    await store.create_instance(start("a"))
+    await episode(store, "a")
+    await store.send_message(Message(instance_id="a", event=raised("go")))
+    await episode(store, "a", now=at(1))
+    history = await store.get_history("a")
+    assert len(history) == 4
+    return history
+
+
+async def test_claim_sends_only_the_history_tail_the_claimer_lacks(
+    store: Store, backend: str
+) -> None:
+    history = await two_episodes(store)
+    await store.send_message(Message(instance_id="a", event=raised("again")))
+    known = {"a": ("a:1", 3)}
+    [work] = await store.claim_episodes("host-a", at(2), at(60), 10, known)
+    assert work.history_start in ({2} if backend in SHORTCUTS else {0, 2})
+    assert work.history == history[work.history_start :]
+    await store.commit_episode("host-a", work, outcome(work))
+    assert len(await store.get_history("a")) == 6
+
+
+@pytest.mark.parametrize(
+    "known", [{"a": ("a:0", 3)}, {"a": ("a:1", 9)}, {"b": ("a:1", 3)}, {"a": ("a:1", 0)}]
+)
+async def test_claim_sends_the_whole_history_unless_the_claimer_holds_its_start(
+    store: Store, known: dict[str, tuple[str, int]]
+) -> None:
+    history = await two_episodes(store)
+    await store.send_message(Message(instance_id="a", event=raised("again")))
+    [work] = await store.claim_episodes("host-a", at(2), at(60), 10, known)
+    assert (work.history_start, work.history) == (0, history)
+
+
+async def test_commit_can_lease_the_activities_it_creates(store: Store, backend: str) -> None:
+    await store.create_instance(start("a"))
+    work = await claim_one(store, "a")
+    tasks = [task("a", "a:1", 0), task("a", "a:1", 1)]
+    leased = await store.commit_episode(
+        "host-a", work, outcome(work, activities=tasks), lease_activities=(at(60), 1)
+    )
+    assert len(leased) == (1 if backend in SHORTCUTS else 0)
+    assert [task_key(t) for t in leased] == [task_key(t) for t in tasks[: len(leased)]]
+    others = await store.claim_activities("host-b", T0, at(600), 10)
+    assert sorted(task_key(t) for t in [*leased, *others]) == sorted(map(task_key, tasks))
+    # A leased task is held like a claimed one: completable once, claimable after expiry.
+    for held in leased:
+        assert await store.claim_activities("host-b", at(59), at(120), 10) == []
+        [again] = await store.claim_activities("host-b", at(60), at(120), 10)
+        assert task_key(again) == task_key(held)
+        assert await store.complete_activity(held, completed(held.task_scheduled_id))
+        assert not await store.complete_activity(again, completed(held.task_scheduled_id))
+
+
+async def test_completing_an_activity_can_claim_its_instance(store: Store, backend: str) -> None:
+    await store.create_instance(start("a"))
+    await episode(store, "a", activities=[task("a", "a:1", 0), task("a", "a:1", 1)])
+    first, second = await store.claim_activities("host-a", T0, at(60), 10)
+    grab = EpisodeClaim(owner="host-a", now=at(1), lease_until=at(60))
+
+    done, work = await store.complete_activity_and_claim(first, completed(0), grab)
+    assert done
+    if backend in SHORTCUTS:
+        assert work is not None
+    if work is None:
+        work = await claim_one(store, "a", now=at(1))
+    else:  # leased: nobody else gets it
+        assert await claim(store, owner="host-b", now=at(1)) == []
+    assert [m.event for m in work.messages] == [completed(0).event]
+    assert [e.type for e in work.history] == [
+        EventType.ORCHESTRATOR_STARTED,
+        EventType.ORCHESTRATOR_COMPLETED,
+    ]
+    # The instance is held: the second result is delivered, but its episode is not claimed.
+    assert await store.complete_activity_and_claim(second, completed(1), grab) == (True, None)
+    assert await store.complete_activity_and_claim(second, completed(1), grab) == (False, None)
+    await store.commit_episode("host-a", work, outcome(work))
+    again = await claim_one(store, "a", now=at(2))
+    assert [m.event for m in again.messages] == [completed(1).event]
+
+
 # --- scheduling and wake-ups -----------------------------------------------------------------
 
 
@@ -1156,3 +1261,42 @@ async def test_overdue_timers(store: Store) -> None:
     ]
     assert all(m.event.type is EventType.TIMER_FIRED and m.message_id for m in due)
     assert len(await store.overdue_timers(at(1000), 1)) == 1
+
+
+async def test_hub_summary(store: Store) -> None:
+    empty = await store.hub_summary(T0)
+    assert (empty.instances, empty.ready_messages, empty.ready_activities) == ({}, 0, 0)
+    assert (empty.oldest_ready, empty.next_timer) == (None, None)
+    assert empty.running_activities in (0, None)
+
+    await store.create_instance(start("a"))
+    await episode(
+        store,
+        "a",
+        activities=[task("a", "a:1", 0), task("a", "a:1", 1)],
+        messages=[timer("a", "a:1", 2, at(30))],
+    )
+    await store.create_instance(start("b", name="Other"))
+    await store.create_instance(start("c", name="Other"))
+    [running] = await store.claim_activities("host-a", T0, at(60), 1)
+
+    summary = await store.hub_summary(at(1))
+    assert summary.instances == {("Orch", Status.RUNNING): 1, ("Other", Status.PENDING): 2}
+    # Queue-based backends count every queued message (the timer too) and every work item.
+    assert summary.ready_messages >= 2
+    if summary.running_activities is None:
+        assert summary.ready_activities == 2
+    else:
+        assert (summary.ready_activities, summary.running_activities) == (1, 1)
+        assert summary.ready_messages == 2
+        assert summary.oldest_ready == T0
+        assert summary.next_timer == at(30)
+    assert summary.oldest_ready is not None
+    assert summary.next_timer in (at(30), None)  # None: a queue that hides its timers
+
+    assert await store.complete_activity(running, Message(instance_id="a", event=raised("r")))
+    await store.open_host("host-a", at(2))
+    after = await store.hub_summary(at(40))
+    assert after.live_hosts == 1
+    assert after.ready_messages >= 4  # b's and c's starts, the result, the due timer
+    assert after.next_timer is None

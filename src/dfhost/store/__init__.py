@@ -29,10 +29,13 @@ from dfhost.history import HistoryEvent, Instance, OrchestrationStatus, parse_ti
 __all__ = [
     "ActivityTask",
     "DeliveryResult",
+    "EpisodeClaim",
     "EpisodeOutcome",
     "EpisodeWork",
+    "HubSummary",
     "InstancePage",
     "InstanceQuery",
+    "KnownHistory",
     "LeaseLostError",
     "Message",
     "StartRequest",
@@ -84,6 +87,8 @@ class StartRequest:
     """Scheduled start time; None means now."""
     on_conflict: Message | None = None
     """Enqueued instead when the id is taken by an unfinished instance (sub-orchestrations)."""
+    trace_context: str | None = None
+    """W3C `traceparent` of the span that starts it, kept on its ExecutionStarted."""
 
     def started_event(self) -> HistoryEvent:
         """The ExecutionStarted event this request enqueues."""
@@ -100,6 +105,7 @@ class StartRequest:
             parent_instance_id=self.parent_instance_id,
             parent_execution_id=self.parent_execution_id,
             parent_task_id=self.parent_task_id,
+            trace_context=self.trace_context,
         )
 
 
@@ -130,6 +136,25 @@ class EpisodeWork:
     lease_token: int
     history_error: str | None = None
     """Set when stored history rows could not be decoded; `history` is then empty."""
+    history_start: int = 0
+    """The position of `history[0]` in the execution's history: above 0 when the claim was
+    given `known` and returned only the tail the claimer did not already hold."""
+
+
+KnownHistory = Mapping[str, tuple[str, int]]
+"""instance id -> (execution id, n): the claimer holds that execution's first n history events,
+so a claim may return the history from position n - 1 on (one overlapping event to check)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpisodeClaim:
+    """Asks a completing call to lease, in the same transaction, the instance it delivered to,
+    so the caller runs its next episode at once instead of waiting for a claim round."""
+
+    owner: str
+    now: datetime
+    lease_until: datetime
+    known: KnownHistory | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +212,27 @@ class TimerStatus:
     next: datetime
     """The occurrence it waits for."""
     last_updated: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HubSummary:
+    """A task hub at a glance, for `dfhost status` and `/admin/metrics`."""
+
+    instances: dict[tuple[str, OrchestrationStatus], int]
+    """(orchestrator or entity name, status) -> how many instances; absent pairs are 0."""
+    ready_messages: int
+    """Inbox messages deliverable at `now`: episodes waiting to run (or running)."""
+    ready_activities: int
+    """Activity tasks no host holds a lease on: waiting to run."""
+    running_activities: int | None
+    """Activity tasks leased to a host; None when the backend cannot tell."""
+    oldest_ready: datetime | None
+    """Since when the longest-waiting ready message or activity has been ready (a message
+    from its event's time, or its due time if later; an activity from its scheduling)."""
+    next_timer: datetime | None
+    """The earliest message not yet deliverable: a durable timer or a scheduled start."""
+    live_hosts: int | None
+    """Hosts working on the task hub now; None when the backend cannot tell."""
 
 
 DeliveryResult = Literal["sent", "not_found", "gone"]
@@ -260,20 +306,42 @@ class Store(Protocol):
         """Up to `limit` pending TimerFired messages due at or before `now`, earliest due
         first (`visible_at` set), for the startup report."""
 
+    async def hub_summary(self, now: datetime) -> HubSummary:
+        """Counts of the whole task hub at `now` (see `HubSummary`); one pass over the
+        instances, inbox and activity tables, so call it for a status page, not per episode.
+        Counts may be approximate on backends without transactions across tables."""
+
     # --- engines -------------------------------------------------------------------------
     async def claim_episodes(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
+        self,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        known: KnownHistory | None = None,
     ) -> list[EpisodeWork]:
         """Lease up to `limit` unlocked instances that have messages visible at `now`.
 
         Each work item carries every message of that instance visible at `now`, oldest first.
         Suspended instances are claimed only for messages that resume or terminate them.
+        For instances in `known`, the history may start at the position `known` allows
+        (`EpisodeWork.history_start`); otherwise it is complete.
         """
 
-    async def commit_episode(self, owner: str, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
+    async def commit_episode(
+        self,
+        owner: str,
+        work: EpisodeWork,
+        outcome: EpisodeOutcome,
+        *,
+        lease_activities: tuple[datetime, int] | None = None,
+    ) -> list[ActivityTask]:
         """Apply `outcome`, delete the messages of `work`, and release the lease, atomically.
 
         Raises `LeaseLostError`, writing nothing, if the lease was taken by another claim.
+        With `lease_activities` = (until, limit), up to `limit` of the outcome's activity tasks
+        are created already leased to `owner` until then, and returned for the caller to run
+        at once (a backend may lease none); the others wait for `claim_activities`.
         """
 
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
@@ -290,6 +358,13 @@ class Store(Protocol):
         Returns False, enqueuing nothing, if the task no longer exists (already completed by
         another claim, or dropped because its execution ended).
         """
+
+    async def complete_activity_and_claim(
+        self, task: ActivityTask, result: Message, claim: EpisodeClaim
+    ) -> tuple[bool, EpisodeWork | None]:
+        """`complete_activity`, and in the same transaction lease the result's instance to
+        `claim.owner` if it is unlocked and has messages visible at `claim.now`, returning its
+        work as `claim_episodes` would (a backend may always return None)."""
 
     async def renew_activity_leases(
         self, owner: str, tasks: Sequence[ActivityTask], lease_until: datetime
@@ -394,10 +469,14 @@ def app_store_url(
     """The task hub of an app: `url` (`--store`) if given, else the Azure Storage hub when
     host.json's `extensions.durableTask.storageProvider.type` is `azureStorage`, else
     `default`. An `azure` URL gets the app's hub name and host.json storageProvider settings
-    (see `dfhost.store.azure_config`); other URLs are returned as they are."""
-    from dfhost.store.azure_config import url_for_app
+    (see `dfhost.store.azure_config`), a `postgresql` URL its hub name and takeover window
+    (see `dfhost.store.postgres.config`), for what the URL does not say; other URLs are
+    returned as they are."""
+    from dfhost.store import azure_config
+    from dfhost.store.postgres import config as postgres_config
 
-    return url_for_app(url, default, hub_name, host_json)
+    resolved = azure_config.url_for_app(url, default, hub_name, host_json)
+    return postgres_config.url_for_app(resolved, hub_name, host_json)
 
 
 def open_store(url: str) -> Store:

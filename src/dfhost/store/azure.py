@@ -73,10 +73,13 @@ from dfhost.history import (
 from dfhost.store import (
     ActivityTask,
     DeliveryResult,
+    EpisodeClaim,
     EpisodeOutcome,
     EpisodeWork,
+    HubSummary,
     InstancePage,
     InstanceQuery,
+    KnownHistory,
     LeaseLostError,
     Message,
     StartRequest,
@@ -360,6 +363,44 @@ class AzureStore:
         due.sort(key=lambda d: (d[0], d[1]))
         return [envelope.message(number) for _, number, envelope in due[: max(0, limit)]]
 
+    async def hub_summary(self, now: datetime) -> HubSummary:
+        """Approximate, as queues are: their lengths count messages in flight and durable
+        timers not yet due (activities running are not told apart: None), the oldest ready
+        work is the oldest of the first 32 visible messages of each queue, and the next
+        timer is known only to a hosting store, among its own partitions' messages."""
+        counts: dict[tuple[str, OrchestrationStatus], int] = {}
+        with self.account.errors():
+            token: str | None = None
+            while True:
+                page = await self.rows.query(InstanceQuery(top=1000, continuation=token))
+                for inst in page.instances:
+                    counts[inst.name, inst.status] = counts.get((inst.name, inst.status), 0) + 1
+                token = page.continuation
+                if token is None:
+                    break
+            queues = [*self.account.control, self.account.workitems]
+            lengths = [
+                (await q.get_queue_properties()).approximate_message_count or 0 for q in queues
+            ]
+            inserted = [
+                m.inserted_on
+                for q in queues
+                for m in await q.peek_messages(max_messages=32)
+                if m.inserted_on is not None
+            ]
+            hosts = 0
+            async for blob in self.account.leases.list_blobs(name_starts_with="hosts/"):
+                hosts += blob.lease.state == "leased"
+        return HubSummary(
+            instances=counts,
+            ready_messages=sum(lengths[:-1]),
+            ready_activities=lengths[-1],
+            running_activities=None,
+            oldest_ready=min(inserted, default=None),
+            next_timer=self.inbox.next_deferred(now) if self._hosting else None,
+            live_hosts=hosts,
+        )
+
     async def _peek_control(self) -> list[Envelope]:
         found: list[Envelope] = []
         for queue in self.account.control:
@@ -372,7 +413,12 @@ class AzureStore:
 
     # --- engines: episodes ---------------------------------------------------------------
     async def claim_episodes(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
+        self,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        known: KnownHistory | None = None,
     ) -> list[EpisodeWork]:
         if limit <= 0:
             return []
@@ -467,7 +513,15 @@ class AzureStore:
             history_error=error,
         )
 
-    async def commit_episode(self, owner: str, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
+    async def commit_episode(
+        self,
+        owner: str,
+        work: EpisodeWork,
+        outcome: EpisodeOutcome,
+        *,
+        lease_activities: tuple[datetime, int] | None = None,
+    ) -> list[ActivityTask]:
+        """Activity work items go through the work-item queue: none is leased here."""
         instance_id = work.instance.instance_id
         if outcome.instance.instance_id != instance_id:
             raise ValueError("an episode's outcome must be for the instance it claimed")
@@ -483,6 +537,7 @@ class AzureStore:
             if self._claims.get(instance_id) is claim:
                 del self._claims[instance_id]
             self.notify()
+        return []
 
     async def _commit(self, claim: _Claim, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
         old = claim.row
@@ -647,6 +702,11 @@ class AzureStore:
         with contextlib.suppress(AzureError):
             await self.work.delete(held.handle)
         return True
+
+    async def complete_activity_and_claim(
+        self, task: ActivityTask, result: Message, claim: EpisodeClaim
+    ) -> tuple[bool, EpisodeWork | None]:
+        return await self.complete_activity(task, result), None
 
     async def renew_activity_leases(
         self, owner: str, tasks: Sequence[ActivityTask], lease_until: datetime

@@ -20,7 +20,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -39,10 +39,13 @@ from dfhost.history import (
 from dfhost.store import (
     ActivityTask,
     DeliveryResult,
+    EpisodeClaim,
     EpisodeOutcome,
     EpisodeWork,
+    HubSummary,
     InstancePage,
     InstanceQuery,
+    KnownHistory,
     LeaseLostError,
     Message,
     StartRequest,
@@ -54,7 +57,8 @@ from dfhost.store import (
 )
 from dfhost.store import sqlite_timers as timers
 from dfhost.store.doorbell import Doorbell
-from dfhost.store.hostlocks import HostLock
+from dfhost.store.hostlocks import HostLock, count_live_hosts
+from dfhost.store.sqlite_thread import DatabaseThread
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -201,13 +205,17 @@ def _load_instance(conn: sqlite3.Connection, instance_id: str) -> Instance | Non
 
 
 def _load_history(
-    conn: sqlite3.Connection, instance_id: str, execution_id: str
+    conn: sqlite3.Connection, instance_id: str, execution_id: str, start: int = 0
 ) -> tuple[list[HistoryEvent], str | None]:
-    """The execution's events in order, or ([], why) if a row does not decode."""
+    """The execution's events from position `start` in order, or ([], why) if a row does not
+    decode or the history has no event at `start`."""
     rows = conn.execute(
-        "SELECT seq, event FROM history WHERE instance_id = ? AND execution_id = ? ORDER BY seq",
-        (instance_id, execution_id),
+        "SELECT seq, event FROM history WHERE instance_id = ? AND execution_id = ? AND seq >= ? "
+        "ORDER BY seq",
+        (instance_id, execution_id, start),
     ).fetchall()
+    if start and (not rows or rows[0]["seq"] != start):
+        return [], f"no history event at position {start}"
     events: list[HistoryEvent] = []
     for row in rows:
         try:
@@ -235,10 +243,17 @@ def _insert_message(conn: sqlite3.Connection, message: Message) -> None:
     )
 
 
-def _insert_activity(conn: sqlite3.Connection, task: ActivityTask) -> None:
-    conn.execute(
+def _insert_activity(
+    conn: sqlite3.Connection,
+    task: ActivityTask,
+    lease_owner: str | None = None,
+    lease_until: datetime | None = None,
+) -> ActivityTask:
+    """Insert the task (leased to `lease_owner` if given); returns it as stored."""
+    (task_id,) = conn.execute(
         "INSERT INTO activity_tasks (instance_id, execution_id, task_scheduled_id, name, input, "
-        "scheduled_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "scheduled_at, lease_owner, lease_until, lease_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "RETURNING id",
         (
             task.instance_id,
             task.execution_id,
@@ -246,8 +261,12 @@ def _insert_activity(conn: sqlite3.Connection, task: ActivityTask) -> None:
             task.name,
             task.input,
             format_time(task.scheduled_at),
+            lease_owner,
+            None if lease_until is None else format_time(lease_until),
+            0 if lease_owner is None else 1,
         ),
-    )
+    ).fetchone()
+    return replace(task, task_id=task_id, lease_token=0 if lease_owner is None else 1)
 
 
 def _delete_instances(conn: sqlite3.Connection, ids: Sequence[str], *, keep_row: bool) -> int:
@@ -336,8 +355,9 @@ class SqliteStore:
         self.url = url
         self.path, self._synchronous = _parse_url(url)
         self._label = str(self.path) if self.path is not None else ":memory:"
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
+        self._db: DatabaseThread | None = None
+        self._conn: sqlite3.Connection | None = None
+        """In memory only, used on the event loop's thread; files have `_db`'s connection."""
         self._host_lock: HostLock | None = None  # set once this store is a host's
         # SQLite has no notifications: clients in other processes ring the host's doorbell.
         self._doorbell = None if self.path is None else Doorbell(self.path)
@@ -345,17 +365,18 @@ class SqliteStore:
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        if self._executor is not None:
+        if self._db is not None or self._conn is not None:
             return
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfhost-sqlite")
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._open)
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
-        self._executor = executor
+        if self.path is None:
+            # In memory there is no I/O to wait for: statements take microseconds, and running
+            # them on the event loop's thread saves two thread switches per call.
+            self._conn = self._open()
+            return
+        db = DatabaseThread("dfhost-sqlite", self._synchronous)
+        await db.start(self._open)
+        self._db = db
 
-    def _open(self) -> None:
+    def _open(self) -> sqlite3.Connection:
         try:
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -391,23 +412,21 @@ class SqliteStore:
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        return conn
 
     async def close(self) -> None:
         if self._doorbell is not None:
             self._doorbell.close()
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._shutdown)
-        finally:
-            executor.shutdown(wait=False)
-
-    def _shutdown(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        db, self._db = self._db, None
+        if db is not None:
+            await db.stop(self._shutdown)
+        elif self._conn is not None:
+            self._shutdown(self._conn)
             self._conn = None
+
+    def _shutdown(self, conn: sqlite3.Connection | None) -> None:
+        if conn is not None:
+            conn.close()
         if self._host_lock is not None:
             self._host_lock.release()
             self._host_lock = None
@@ -416,7 +435,7 @@ class SqliteStore:
         """Hold this host's lock file, then free the work of every owner that is not a live
         host (see `hostlocks`): several hosts may share one file."""
         if self.path is not None and self._host_lock is None:
-            await self._submit(functools.partial(self._lock_host, owner))
+            await self._call(functools.partial(self._lock_host, owner))
             if self._doorbell is not None:
                 self._doorbell.listen(self.notify)
         await self._write(functools.partial(self._free_dead_hosts, opening=True))
@@ -579,24 +598,73 @@ class SqliteStore:
 
         return await self._read(load)
 
+    async def hub_summary(self, now: datetime) -> HubSummary:
+        at = format_time(now)
+
+        def load(conn: sqlite3.Connection) -> HubSummary:
+            counts = conn.execute("SELECT name, status, COUNT(*) FROM instances GROUP BY 1, 2")
+            ready, oldest_message = conn.execute(
+                "SELECT COUNT(*), MIN(COALESCE(visible_at, json_extract(event, '$.timestamp'))) "
+                "FROM messages WHERE visible_at IS NULL OR visible_at <= ?",
+                (at,),
+            ).fetchone()
+            (next_timer,) = conn.execute(
+                "SELECT MIN(visible_at) FROM messages WHERE visible_at > ?", (at,)
+            ).fetchone()
+            waiting, running, oldest_task = conn.execute(
+                "SELECT COUNT(*) - COUNT(held), COUNT(held), MIN(iif(held, NULL, scheduled_at)) "
+                "FROM (SELECT scheduled_at, iif(lease_until > ?, 1, NULL) AS held "
+                "FROM activity_tasks)",
+                (at,),
+            ).fetchone()
+            oldest = min((t for t in (oldest_message, oldest_task) if t is not None), default=None)
+            return HubSummary(
+                instances={(row[0], OrchestrationStatus(row[1])): row[2] for row in counts},
+                ready_messages=ready,
+                ready_activities=waiting,
+                running_activities=running,
+                oldest_ready=None if oldest is None else parse_time(oldest),
+                next_timer=None if next_timer is None else parse_time(next_timer),
+                live_hosts=None if self.path is None else count_live_hosts(self.path),
+            )
+
+        return await self._read(load)
+
     # --- engines -------------------------------------------------------------------------
     async def claim_episodes(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
+        self,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        known: KnownHistory | None = None,
     ) -> list[EpisodeWork]:
         if limit <= 0:
             return []
 
         def claim(conn: sqlite3.Connection) -> list[EpisodeWork]:
             self._free_dead_hosts(conn)
-            return _claim_episodes(conn, owner, now, lease_until, limit)
+            return _claim_episodes(conn, owner, now, lease_until, limit, known)
 
-        return await self._write(claim)
+        return await self._write(claim, durable=False)
 
-    async def commit_episode(self, owner: str, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
+    async def commit_episode(
+        self,
+        owner: str,
+        work: EpisodeWork,
+        outcome: EpisodeOutcome,
+        *,
+        lease_activities: tuple[datetime, int] | None = None,
+    ) -> list[ActivityTask]:
         if outcome.instance.instance_id != work.instance.instance_id:
             raise ValueError("an episode's outcome must be for the instance it claimed")
-        if await self._write(lambda conn: _commit_episode(conn, owner, work, outcome)):
+        lease = None if lease_activities is None else (owner, *lease_activities)
+        wake, leased = await self._write(
+            lambda conn: _commit_episode(conn, owner, work, outcome, lease)
+        )
+        if wake:
             self.notify()
+        return leased
 
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
         def abandon(conn: sqlite3.Connection) -> bool:
@@ -607,7 +675,7 @@ class SqliteStore:
             )
             return cursor.rowcount > 0
 
-        if await self._write(abandon):
+        if await self._write(abandon, durable=False):
             self.notify()  # its messages are claimable again
 
     async def claim_activities(
@@ -620,7 +688,7 @@ class SqliteStore:
             self._free_dead_hosts(conn)
             return _claim_activities(conn, owner, now, lease_until, limit)
 
-        return await self._write(claim)
+        return await self._write(claim, durable=False)
 
     async def complete_activity(self, task: ActivityTask, result: Message) -> bool:
         # The lease token is deliberately not checked: delivery is at least once, and whichever
@@ -634,10 +702,39 @@ class SqliteStore:
 
         if task.task_id is None:
             return False
-        completed = await self._write(complete)
+        completed = await self._write(complete, durable=False)
         if completed:
             self.notify()
         return completed
+
+    async def complete_activity_and_claim(
+        self, task: ActivityTask, result: Message, claim: EpisodeClaim
+    ) -> tuple[bool, EpisodeWork | None]:
+        def complete(conn: sqlite3.Connection) -> tuple[bool, EpisodeWork | None]:
+            cursor = conn.execute("DELETE FROM activity_tasks WHERE id = ?", (task.task_id,))
+            if cursor.rowcount == 0:
+                return False, None
+            _insert_message(conn, result)
+            row = conn.execute(
+                "SELECT status, lock_until FROM instances WHERE instance_id = ?",
+                (task.instance_id,),
+            ).fetchone()
+            now_text = format_time(claim.now)
+            if row is None or row["status"] == "Suspended":
+                return True, None
+            if row["lock_until"] is not None and row["lock_until"] > now_text:
+                return True, None
+            work = _lease_instance(
+                conn, task.instance_id, claim.owner, now_text, claim.lease_until, claim.known
+            )
+            return True, work
+
+        if task.task_id is None:
+            return False, None
+        completed, work = await self._write(complete, durable=False)
+        if completed and work is None:
+            self.notify()
+        return completed, work
 
     async def renew_activity_leases(
         self, owner: str, tasks: Sequence[ActivityTask], lease_until: datetime
@@ -647,7 +744,8 @@ class SqliteStore:
             lambda conn: conn.executemany(
                 "UPDATE activity_tasks SET lease_until = ? WHERE id = ? AND lease_owner = ?",
                 params,
-            )
+            ),
+            durable=False,
         )
 
     async def next_due_at(self, now: datetime) -> datetime | None:
@@ -707,7 +805,8 @@ class SqliteStore:
         self, function: str, owner: str, token: int, lease_until: datetime
     ) -> bool:
         return await self._write(
-            lambda conn: timers.renew_timer_run(conn, function, owner, token, lease_until)
+            lambda conn: timers.renew_timer_run(conn, function, owner, token, lease_until),
+            durable=False,
         )
 
     async def finish_timer_run(
@@ -724,19 +823,31 @@ class SqliteStore:
         await self._write(lambda conn: timers.set_timer_status(conn, function, status))
 
     # --- plumbing ------------------------------------------------------------------------
-    async def _submit(self, job: Callable[[], T]) -> T:
-        if self._executor is None:
+    async def _call(self, job: Callable[[], T]) -> T:
+        """Run `job` on the database thread, outside any transaction."""
+        if self._db is not None:
+            return await self._db.call(lambda _: job())
+        if self._conn is None:
             raise StoreError(f"task hub {self._label} is not open")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, job)
-        except sqlite3.Error as exc:
-            raise StoreError(f"task hub {self._label}: {exc}") from exc
+        return job()
 
     async def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._submit(functools.partial(self._transaction, "BEGIN", body))
+        return await self._run(body, write=False, durable=False)
 
-    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._submit(functools.partial(self._transaction, "BEGIN IMMEDIATE", body))
+    async def _write(self, body: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """A write transaction; `durable=False` for leases and results that may be lost to a
+        power cut (see `sqlite_thread`), which then commit without waiting for the disk."""
+        return await self._run(body, write=True, durable=durable)
+
+    async def _run(
+        self, body: Callable[[sqlite3.Connection], T], *, write: bool, durable: bool
+    ) -> T:
+        try:
+            if self._db is not None:
+                return await self._db.run(body, write=write, durable=durable)
+            return self._transaction("BEGIN IMMEDIATE" if write else "BEGIN", body)
+        except sqlite3.Error as exc:
+            raise StoreError(f"task hub {self._label}: {exc}") from exc
 
     def _transaction(self, begin: str, body: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -812,7 +923,12 @@ def _claim_activities(
 
 
 def _claim_episodes(
-    conn: sqlite3.Connection, owner: str, now: datetime, lease_until: datetime, limit: int
+    conn: sqlite3.Connection,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    known: KnownHistory | None,
 ) -> list[EpisodeWork]:
     now_text = format_time(now)
     conn.execute(
@@ -823,30 +939,52 @@ def _claim_episodes(
     candidates = conn.execute(_CLAIMABLE, {"now": now_text, "limit": limit}).fetchall()
     work: list[EpisodeWork] = []
     for candidate in candidates:
-        instance_id: str = candidate["instance_id"]
-        messages = _visible_messages(conn, instance_id, now_text)
-        if not messages:
-            continue
-        conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'lock_token'")
-        (token,) = conn.execute("SELECT value FROM counters WHERE name = 'lock_token'").fetchone()
-        conn.execute(
-            "UPDATE instances SET lock_owner = ?, lock_until = ?, lock_token = ? "
-            "WHERE instance_id = ?",
-            (owner, format_time(lease_until), token, instance_id),
+        leased = _lease_instance(
+            conn, candidate["instance_id"], owner, now_text, lease_until, known
         )
-        instance = _load_instance(conn, instance_id)
-        assert instance is not None  # the claim query joined on it
-        history, error = _load_history(conn, instance_id, instance.execution_id)
-        work.append(
-            EpisodeWork(
-                instance=instance,
-                history=history,
-                messages=messages,
-                lease_token=token,
-                history_error=error,
-            )
-        )
+        if leased is not None:
+            work.append(leased)
     return work
+
+
+def _lease_instance(
+    conn: sqlite3.Connection,
+    instance_id: str,
+    owner: str,
+    now_text: str,
+    lease_until: datetime,
+    known: KnownHistory | None,
+) -> EpisodeWork | None:
+    """Lease an instance already known to be unlocked; None if it has no visible messages."""
+    messages = _visible_messages(conn, instance_id, now_text)
+    if not messages:
+        return None
+    (token,) = conn.execute(
+        "UPDATE counters SET value = value + 1 WHERE name = 'lock_token' RETURNING value"
+    ).fetchone()
+    conn.execute(
+        "UPDATE instances SET lock_owner = ?, lock_until = ?, lock_token = ? WHERE instance_id = ?",
+        (owner, format_time(lease_until), token, instance_id),
+    )
+    instance = _load_instance(conn, instance_id)
+    assert instance is not None  # the caller found it unlocked
+    start = 0
+    if known is not None:
+        execution_id, held = known.get(instance_id, ("", 0))
+        if execution_id == instance.execution_id and held > 0:
+            start = held - 1
+    history, error = _load_history(conn, instance_id, instance.execution_id, start)
+    if start and (error or not history):  # shorter than the claimer thinks: send all of it
+        start = 0
+        history, error = _load_history(conn, instance_id, instance.execution_id)
+    return EpisodeWork(
+        instance=instance,
+        history=history,
+        messages=messages,
+        lease_token=token,
+        history_error=error,
+        history_start=start,
+    )
 
 
 def _message_from_row(row: sqlite3.Row) -> Message | None:
@@ -893,9 +1031,14 @@ def _visible_messages(conn: sqlite3.Connection, instance_id: str, now: str) -> l
 
 
 def _commit_episode(
-    conn: sqlite3.Connection, owner: str, work: EpisodeWork, outcome: EpisodeOutcome
-) -> bool:
-    """Apply the outcome; returns whether the instance or others now have work to wake for."""
+    conn: sqlite3.Connection,
+    owner: str,
+    work: EpisodeWork,
+    outcome: EpisodeOutcome,
+    lease: tuple[str, datetime, int] | None,
+) -> tuple[bool, list[ActivityTask]]:
+    """Apply the outcome; returns whether the instance or others now have work to wake for,
+    and the activity tasks created leased to `lease` = (owner, until, at most)."""
     instance = outcome.instance
     instance_id = instance.instance_id
     row = conn.execute(
@@ -931,11 +1074,17 @@ def _commit_episode(
             for timer_id in outcome.cancelled_timer_ids
         ],
     )
+    leased: list[ActivityTask] = []
+    lease_owner, lease_until, lease_limit = lease if lease is not None else (None, None, 0)
     for task in outcome.activities:
-        _insert_activity(conn, task)
+        if len(leased) < lease_limit:
+            assert lease_owner is not None and lease_until is not None
+            leased.append(_insert_activity(conn, task, lease_owner, lease_until))
+        else:
+            _insert_activity(conn, task)
     for message in outcome.messages:
         _insert_message(conn, message)
-    enqueued = bool(outcome.activities or outcome.messages)
+    enqueued = len(outcome.activities) > len(leased) or bool(outcome.messages)
     for request in outcome.starts:
         enqueued |= _start(conn, request)[1]
     conn.execute(_UPSERT_INSTANCE, _instance_params(instance))
@@ -943,4 +1092,4 @@ def _commit_episode(
     (pending,) = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM messages WHERE instance_id = ?)", (instance_id,)
     ).fetchone()
-    return enqueued or bool(pending)
+    return enqueued or bool(pending), leased

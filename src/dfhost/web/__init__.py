@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -23,8 +24,12 @@ from dfhost import __version__
 from dfhost.client import DurableClient
 from dfhost.functions import FunctionApp
 from dfhost.web.api import BASE_PATH, ManagementApi
+from dfhost.web.auth import Access, AccessGuard, login_routes
 from dfhost.web.dashboard import BASE as DASHBOARD_PATH
 from dfhost.web.dashboard import Dashboard
+from dfhost.web.metrics import PATH as METRICS_PATH
+from dfhost.web.metrics import metrics_endpoint
+from dfhost.web.openapi import OPENAPI_PATH, openapi_endpoint
 from dfhost.web.triggers import HttpTriggers
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "RunFunction", "WebState", "build_app"]
@@ -57,6 +62,7 @@ def build_app(
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
     run_function: RunFunction | None = None,
+    access: Access | None = None,
 ) -> Starlette:
     """The ASGI app serving `app` with `client`'s task hub.
 
@@ -64,12 +70,16 @@ def build_app(
     `/runtime/webhooks/durabletask/`, normally over loopback. `on_startup` hooks run in the
     server's lifespan before it reports Running; `on_shutdown` hooks run when it stops.
     `run_function` serves `POST /admin/functions/{name}` (Azure's "run a timer now").
+    `access` is who may call what (web/auth.py); the default enforces no keys.
     """
+    access = access if access is not None else Access()
     if not rpc_base_url.endswith("/"):
         rpc_base_url += "/"
     web_state = WebState(rpc_base_url=rpc_base_url)
     api = ManagementApi(client, hub_name=app.settings.hub_name, max_body_bytes=max_body_bytes)
-    triggers = HttpTriggers(app, rpc_base_url=web_state, max_body_bytes=max_body_bytes)
+    triggers = HttpTriggers(
+        app, rpc_base_url=web_state, max_body_bytes=max_body_bytes, access=access
+    )
     dashboard = Dashboard(client, app, run_function=run_function, max_body_bytes=max_body_bytes)
 
     async def host_status(request: Request) -> Response:
@@ -111,13 +121,19 @@ def build_app(
     web_app = Starlette(
         routes=[
             Route("/admin/host/status", host_status, methods=["GET"]),
+            # Anonymous, as in Azure: for load balancers' health checks.
+            Route("/admin/host/ping", lambda _: Response(), methods=["GET", "POST"]),
             Route("/admin/functions/{name}", invoke_function, methods=["POST"]),
+            Route(METRICS_PATH, metrics_endpoint(client.store, client.clock), methods=["GET"]),
+            Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]),
             Mount(BASE_PATH, routes=api.routes()),
             Route(DASHBOARD_PATH, lambda _: RedirectResponse(f"{DASHBOARD_PATH}/", 308)),
+            *login_routes(access),
             Mount(DASHBOARD_PATH, routes=dashboard.routes()),
             Route("/{path:path}", triggers),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(AccessGuard, access=access)],
     )
     web_app.state.dfhost = web_state
     return web_app

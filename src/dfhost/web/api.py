@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from dfhost import telemetry
 from dfhost.client import (
     DurableClient,
     InstanceExistsError,
@@ -49,6 +50,7 @@ from dfhost.history import (
     format_time,
     parse_time,
 )
+from dfhost.limits import PayloadTooLargeError
 from dfhost.store import DeliveryResult, InstanceQuery, StoreError
 from dfhost.web.common import BadRequestError, BodyTooLargeError, origin_of, read_body, url_of
 from dfhost.wire import api_history, api_status, check_status_payload
@@ -262,6 +264,14 @@ class ManagementApi:
 
     # --- start ---------------------------------------------------------------------------
     async def start(self, request: Request) -> Response:
+        # The span of the request that starts an instance is the root of its trace.
+        route = f"{BASE_PATH}/orchestrators/{{functionName}}"
+        with telemetry.request_span(request.method, route, request.headers) as record:
+            response = await self._start(request)
+            record(response.status_code)
+        return response
+
+    async def _start(self, request: Request) -> Response:
         name = request.path_params["function_name"]
         instance_id = request.path_params.get("instance_id")
         query = _Query(request)
@@ -514,7 +524,7 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         except BadRequestError as exc:
             return _error(400, _ARGUMENT_ERROR, str(exc))
-        except BodyTooLargeError as exc:
+        except (BodyTooLargeError, PayloadTooLargeError) as exc:
             return _error(413, str(exc))
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening; not worth a traceback

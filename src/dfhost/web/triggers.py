@@ -15,14 +15,16 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import azure.functions as func
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from dfhost import telemetry
 from dfhost.functions import Binding, Function, FunctionApp, invocation_arguments
+from dfhost.limits import Limits, within
 from dfhost.logs import Invocation, log_invocation
 from dfhost.web.common import (
     BadRequestError,
@@ -34,6 +36,9 @@ from dfhost.web.common import (
 )
 from dfhost.web.routes import RouteTemplate, RouteTemplateError, parse_template
 from dfhost.wire import client_binding
+
+if TYPE_CHECKING:
+    from dfhost.web.auth import Access
 
 __all__ = ["HttpTriggers", "RpcBaseUrlSource"]
 
@@ -78,10 +83,14 @@ class HttpTriggers:
         *,
         rpc_base_url: str | RpcBaseUrlSource,
         max_body_bytes: int,
+        access: Access | None = None,
     ) -> None:
         """`rpc_base_url` may be an object whose `rpc_base_url` is read per request: a server
-        started on port 0 learns its URL only after binding."""
+        started on port 0 learns its URL only after binding. `access` checks each function's
+        `authLevel` (none: every function is anonymous)."""
         self.app = app
+        self.access = access
+        self.limits = Limits.of(app.settings.host_json)
         self._rpc = rpc_base_url
         self.max_body_bytes = max_body_bytes
         self.functions = self._compile(app)
@@ -142,6 +151,10 @@ class HttpTriggers:
         if found is None:
             return Response(status_code=404)
         entry, route_values = found
+        if self.access is not None:
+            refused = self.access.check_function(request, entry.function)
+            if refused is not None:
+                return refused  # before the body: an unauthorized caller costs no upload
         try:
             body = await read_body(request, self.max_body_bytes)
         except BodyTooLargeError as exc:
@@ -150,7 +163,12 @@ class HttpTriggers:
             return Response(str(exc), 400, media_type="text/plain")
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening; not worth a traceback
-        return await self.invoke(entry, request, route_values, body)
+        # Current while the function runs, so the instances it starts join the caller's trace.
+        route = f"/{entry.template.text}"
+        with telemetry.request_span(request.method, route, request.headers) as record:
+            response = await self.invoke(entry, request, route_values, body)
+            record(response.status_code)
+        return response
 
     def _http_request(
         self, request: Request, route_values: Mapping[str, str], body: bytes
@@ -196,7 +214,11 @@ class HttpTriggers:
         try:
             with log_invocation(inv, INVOCATION_REASON):
                 try:
-                    result = await _call(function, kwargs)
+                    result = await within(
+                        self.limits.function_timeout,
+                        _call(function, kwargs),
+                        f"function '{function.name}'",
+                    )
                     output = outputs.get(entry.http_output or "")
                     value = output.get() if output is not None else None
                     return _to_response(value if value is not None else result)
