@@ -68,7 +68,6 @@ from dfhost.history import (
     HistoryEvent,
     Instance,
     OrchestrationStatus,
-    utcnow,
 )
 from dfhost.store import (
     ActivityTask,
@@ -95,6 +94,7 @@ from dfhost.store.azure_outbox import Courier
 from dfhost.store.azure_partitions import Partitions
 from dfhost.store.azure_queues import ControlInbox, Held, HeldTask, WorkItems
 from dfhost.store.azure_timers import TimerTable
+from dfhost.store.wakeup import Wakeup
 
 __all__ = ["MIN_POLL", "AzureStore"]
 
@@ -159,7 +159,7 @@ class AzureStore:
         self._owners: set[str] = set()
         self._dirty: set[int] = set()
         self._work_dirty = True
-        self._wake: asyncio.Event | None = None
+        self._wake = Wakeup()
         self._release_event: asyncio.Event | None = None
         self._hosting = False
         self._becoming_host = asyncio.Lock()
@@ -728,26 +728,11 @@ class AzureStore:
         return min((t for t in times if t is not None), default=None)
 
     # --- wake-ups ------------------------------------------------------------------------
-    def _event(self) -> asyncio.Event:
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        return self._wake
-
     async def wait_for_work(self, until: datetime | None) -> None:
-        event = self._event()
-        if not event.is_set():
-            timeout = None
-            if until is not None:
-                until = until if until.tzinfo is not None else until.replace(tzinfo=UTC)
-                timeout = (until - utcnow()).total_seconds()
-            if timeout is None or timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await event.wait()
-        event.clear()
+        await self._wake.wait(until)
 
     def notify(self) -> None:
-        self._event().set()
+        self._wake.set()
         if self._release_event is not None:
             self._release_event.set()
 

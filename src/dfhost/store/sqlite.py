@@ -12,8 +12,6 @@ are visible: DTFx drops events for unknown instances, and keeping them would wed
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -21,7 +19,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qs
@@ -34,7 +32,6 @@ from dfhost.history import (
     OrchestrationStatus,
     format_time,
     parse_time,
-    utcnow,
 )
 from dfhost.store import (
     ActivityTask,
@@ -59,6 +56,7 @@ from dfhost.store import sqlite_timers as timers
 from dfhost.store.doorbell import Doorbell
 from dfhost.store.hostlocks import HostLock, count_live_hosts
 from dfhost.store.sqlite_thread import DatabaseThread
+from dfhost.store.wakeup import Wakeup
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -361,7 +359,7 @@ class SqliteStore:
         self._host_lock: HostLock | None = None  # set once this store is a host's
         # SQLite has no notifications: clients in other processes ring the host's doorbell.
         self._doorbell = None if self.path is None else Doorbell(self.path)
-        self._wake: asyncio.Event | None = None
+        self._wake = Wakeup()
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -763,26 +761,11 @@ class SqliteStore:
         return parse_time(min(times)) if times else None
 
     # --- wake-ups ------------------------------------------------------------------------
-    def _event(self) -> asyncio.Event:
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        return self._wake
-
     async def wait_for_work(self, until: datetime | None) -> None:
-        event = self._event()
-        if not event.is_set():
-            timeout = None
-            if until is not None:
-                until = until if until.tzinfo is not None else until.replace(tzinfo=UTC)
-                timeout = (until - utcnow()).total_seconds()
-            if timeout is None or timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await event.wait()
-        event.clear()
+        await self._wake.wait(until)
 
     def notify(self) -> None:
-        self._event().set()
+        self._wake.set()
         if self._host_lock is None and self._doorbell is not None:
             self._doorbell.ring()
 

@@ -1,0 +1,48 @@
+"""The in-process wake-up behind every store's `notify` and `wait_for_work`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+from dfhost.history import utcnow
+
+__all__ = ["Wakeup"]
+
+
+class Wakeup:
+    """A latch: `set` from the event loop's thread; `wait` returns at once if it was set since
+    the last `wait` returned (consuming it), else when it is set or `until` passes.
+
+    A wake-up that arrives while nobody waits is kept, so work enqueued during a claim is never
+    missed; several arriving together wake one wait.
+    """
+
+    def __init__(self, longest: timedelta | None = None) -> None:
+        self._event: asyncio.Event | None = None
+        self._longest = longest
+        """The longest one wait may last, whatever `until` says (a store's polling fallback)."""
+
+    def set(self) -> None:
+        self._latch().set()
+
+    async def wait(self, until: datetime | None) -> None:
+        event = self._latch()
+        if not event.is_set():
+            timeout = None if self._longest is None else self._longest.total_seconds()
+            if until is not None:
+                until = until if until.tzinfo is not None else until.replace(tzinfo=UTC)
+                left = (until - utcnow()).total_seconds()
+                timeout = left if timeout is None else min(timeout, left)
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await event.wait()
+        event.clear()
+
+    def _latch(self) -> asyncio.Event:
+        # Created on first use, inside the loop that uses it.
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
