@@ -29,6 +29,7 @@ from dfhost.client import (
     UnknownOrchestratorError,
     validate_instance_id,
 )
+from dfhost.functions import AppLoadError, load_settings
 from dfhost.history import Instance, OrchestrationStatus, parse_time
 from dfhost.maintenance import (
     EnsureSpec,
@@ -37,7 +38,14 @@ from dfhost.maintenance import (
     parse_ensure_flag,
     read_ops_settings,
 )
-from dfhost.store import DeliveryResult, InstanceQuery, Store, StoreError, open_store
+from dfhost.store import (
+    DeliveryResult,
+    InstanceQuery,
+    Store,
+    StoreError,
+    app_store_url,
+    open_store,
+)
 from dfhost.wire import api_history, api_status
 
 if TYPE_CHECKING:
@@ -45,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "add_instances_command",
+    "command_store_url",
     "default_store_url",
     "ensure_instances",
     "operations_settings",
@@ -63,6 +72,18 @@ class CommandError(Exception):
 def default_store_url(app_dir: Path) -> str:
     """The embedded SQLite task hub inside the app folder."""
     return f"sqlite:///{(app_dir / '.dfhost' / 'taskhub.sqlite3').resolve()}"
+
+
+def command_store_url(app_dir: Path, store: str | None) -> str:
+    """The task hub a command works on, chosen as `dfhost start APP_DIR [--store URL]` chooses
+    it: the app's hub name and host.json task hub settings apply to `--store` too."""
+    try:
+        settings, _ = load_settings(app_dir)
+    except AppLoadError:
+        if store is None:
+            raise CommandError(f"no function app in {app_dir}: pass --app or --store") from None
+        return store
+    return app_store_url(store, default_store_url(app_dir), settings.hub_name, settings.host_json)
 
 
 # --- dfhost start: ensure and retention settings ---------------------------------------------
@@ -192,7 +213,7 @@ def run_instances_command(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     app_dir = Path(args.app)
-    url = args.store or default_store_url(app_dir)
+    url = command_store_url(app_dir, args.store)
     try:
         store = open_store(url)
     except StoreError as exc:

@@ -48,6 +48,7 @@ __all__ = [
     "expand_app_settings",
     "invocation_arguments",
     "load_app",
+    "load_settings",
 ]
 
 FunctionKind = Literal["orchestrator", "activity", "entity", "http", "timer", "other"]
@@ -173,13 +174,18 @@ class _Errors(list[LoadError]):
         self.append(LoadError(str(source), message))
 
 
+def load_settings(app_dir: str | Path) -> tuple[AppSettings, list[LoadError]]:
+    """The settings of the app in `app_dir` (host.json, local.settings.json into the
+    environment) without importing its code, as commands that only open its task hub need."""
+    root = _app_root(app_dir)
+    errors = _Errors()
+    port = _apply_local_settings(root, errors)
+    return _app_settings(_read_host_json(root, errors), port, root, errors), list(errors)
+
+
 def load_app(app_dir: str | Path) -> FunctionApp:
     """Load the app in `app_dir`. Problems land in `.errors`; only a missing folder raises."""
-    root = Path(app_dir).expanduser()
-    if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
-        raise AppNotFoundError(f"function app folder {str(root)!r} {what}")
-    root = root.resolve()
+    root = _app_root(app_dir)
     errors = _Errors()
     # local.settings.json first: its Values feed %Setting% references and host.json overrides.
     port = _apply_local_settings(root, errors)
@@ -215,6 +221,14 @@ def load_app(app_dir: str | Path) -> FunctionApp:
         else:
             functions[f.name] = f
     return FunctionApp(root, _resolve_aliases(functions, errors), settings, list(errors))
+
+
+def _app_root(app_dir: str | Path) -> Path:
+    root = Path(app_dir).expanduser()
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise AppNotFoundError(f"function app folder {str(root)!r} {what}")
+    return root.resolve()
 
 
 def expand_app_settings(value: str, env: Mapping[str, str] | None = None) -> str:

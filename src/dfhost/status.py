@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from dfhost.admin import default_store_url
+from dfhost.admin import CommandError, command_store_url
 from dfhost.history import OrchestrationStatus, format_time, utcnow
 from dfhost.store import HubSummary, StoreError, open_store
 
@@ -34,11 +34,11 @@ def add_status_command(commands: Any) -> None:
 
 def run_status_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run a parsed `dfhost status`; returns the exit status (1 with one line on errors)."""
-    url = args.store or default_store_url(Path(args.app))
     try:
+        url = command_store_url(Path(args.app), args.store)
         _check_hub_exists(url, explicit=args.store is not None)
         summary, now = asyncio.run(_load(url))
-    except (StoreError, ValueError) as exc:
+    except (StoreError, ValueError, CommandError) as exc:
         print(f"dfhost: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

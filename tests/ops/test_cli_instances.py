@@ -235,3 +235,20 @@ def test_an_orphan_is_reported_at_startup_then_terminated_and_purged(
     finally:
         host.stop()
     assert "Traceback" not in host.output
+
+
+def test_commands_open_the_hub_dfhost_start_would(tmp_path: Path) -> None:
+    from dfhost.admin import CommandError, command_store_url
+
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "host.json").write_text(
+        '{"version": "2.0", "extensions": {"durableTask": {"hubName": "Orders"}}}'
+    )
+    pg = "postgresql://postgres@127.0.0.1:5432/db"
+    assert command_store_url(app, pg) == f"{pg}?hub=Orders"
+    assert command_store_url(app, f"{pg}?hub=Other") == f"{pg}?hub=Other"
+    assert command_store_url(app, None) == f"sqlite:///{app / '.dfhost' / 'taskhub.sqlite3'}"
+    assert command_store_url(tmp_path / "missing", pg) == pg
+    with pytest.raises(CommandError, match="no function app"):
+        command_store_url(tmp_path / "missing", None)
