@@ -842,7 +842,7 @@ async def test_activity_lease_renewal(store: Store) -> None:
 
 # --- shortcuts: history tails, activities leased on commit, episodes claimed on completion ----
 
-SHORTCUTS = {"sqlite"}
+SHORTCUTS = {"sqlite", "postgres"}
 """Backends that take the optional shortcuts; the others must still answer consistently."""
 
 

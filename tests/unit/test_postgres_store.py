@@ -17,10 +17,14 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from dfhost.history import utcnow
+from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.store import (
+    ActivityTask,
+    EpisodeClaim,
     EpisodeOutcome,
+    EpisodeWork,
     LeaseLostError,
+    Message,
     StartRequest,
     Store,
     StoreError,
@@ -363,3 +367,156 @@ async def test_a_claim_whose_commit_was_lost_is_handed_out_on_retry(
     await store.commit_episode(
         "host", works[0], EpisodeOutcome(instance=replace(works[0].instance), new_events=[])
     )
+
+
+# --- shortcuts: their retries and host liveness ------------------------------------------------
+
+
+def scheduling(work: EpisodeWork, count: int) -> EpisodeOutcome:
+    """An episode of `work` that records two events and schedules `count` activities."""
+    now = utcnow()
+    instance = replace(work.instance, status=OrchestrationStatus.RUNNING, last_updated_at=now)
+    tasks = [
+        ActivityTask(
+            instance_id=instance.instance_id,
+            execution_id=instance.execution_id,
+            task_scheduled_id=n,
+            name="Act",
+            input=str(n),
+            scheduled_at=now,
+        )
+        for n in range(count)
+    ]
+    events = [
+        HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=now),
+        HistoryEvent(type=EventType.ORCHESTRATOR_COMPLETED, timestamp=now),
+    ]
+    return EpisodeOutcome(instance=instance, new_events=events, activities=tasks)
+
+
+def result_of(task: ActivityTask) -> Message:
+    done = HistoryEvent(
+        type=EventType.TASK_COMPLETED,
+        timestamp=utcnow(),
+        task_scheduled_id=task.task_scheduled_id,
+        result="1",
+    )
+    return Message(instance_id=task.instance_id, execution_id=task.execution_id, event=done)
+
+
+def grab(owner: str, known: dict[str, tuple[str, int]] | None = None) -> EpisodeClaim:
+    return EpisodeClaim(owner=owner, now=utcnow(), lease_until=later(), known=known)
+
+
+def lose_the_answer(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Any]:
+    """Make `claims.<name>` commit its transaction, then drop the connection before the answer
+    comes back, once; returns the list its results go to."""
+    original = getattr(claims, name)
+    results: list[Any] = []
+
+    async def commit_then_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
+        outcome = await original(*args, **kwargs)
+        if results:
+            return outcome
+        results.append(outcome)
+        conn = args[0]
+        await conn.execute("COMMIT")
+        await conn.close()
+        return outcome
+
+    monkeypatch.setattr(claims, name, commit_then_lose_the_answer)
+    return results
+
+
+async def test_a_completion_whose_commit_was_lost_hands_out_its_lease_on_retry(
+    database: str, opened: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await started(opened, hub_url(database))
+    await store.open_host("host", utcnow())
+    await store.create_instance(request("x"))
+    [work] = await store.claim_episodes("host", utcnow(), later(), 10)
+    await store.commit_episode("host", work, scheduling(work, 1))
+    [task] = await store.claim_activities("host", utcnow(), later(), 10)
+    attempts = lose_the_answer(monkeypatch, "complete_and_claim_txn")
+
+    known = {"x": (work.instance.execution_id, 2)}
+    result = result_of(task)
+    done, leased = await store.complete_activity_and_claim(task, result, grab("host", known))
+    # The retry found the task gone and the lease the lost attempt took, tagged as its own.
+    [(first_done, first_work)] = attempts
+    assert first_done and first_work is not None
+    assert done and leased is not None
+    assert leased.lease_token == first_work.lease_token
+    assert [m.event for m in leased.messages] == [result.event]  # delivered once
+    assert (leased.history_start, len(leased.history)) == (1, 1)  # the known tail
+    await store.commit_episode(
+        "host", leased, EpisodeOutcome(instance=leased.instance, new_events=[])
+    )
+    assert await store.claim_episodes("host", utcnow(), later(), 10) == []
+
+
+async def test_a_commit_whose_answer_was_lost_hands_out_the_activities_it_leased(
+    database: str, opened: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await started(opened, hub_url(database))
+    await store.open_host("host", utcnow())
+    await store.create_instance(request("x"))
+    [work] = await store.claim_episodes("host", utcnow(), later(), 10)
+    attempts = lose_the_answer(monkeypatch, "commit_txn")
+
+    leased = await store.commit_episode(
+        "host", work, scheduling(work, 3), lease_activities=(later(), 2)
+    )
+    # Not a LeaseLostError: the retry knew the commit went through by the tasks it leased.
+    [(_, first_leased)] = attempts
+    assert [t.task_id for t in leased] == [t.task_id for t in first_leased]
+    assert [t.task_scheduled_id for t in leased] == [0, 1]
+    assert all(t.lease_token == 1 for t in leased)
+    [other] = await store.claim_activities("other", utcnow(), later(), 10)
+    assert other.task_scheduled_id == 2
+    assert len(await store.get_history("x")) == 2
+
+
+async def test_a_completion_claims_an_instance_only_from_a_dead_host(
+    database: str, opened: list[Store]
+) -> None:
+    url = hub_url(database)
+    live = await started(opened, url)
+    ghost = await started(opened, url)
+    await live.open_host("live", utcnow())
+    await ghost.open_host("ghost", utcnow())
+    ghost._heartbeat.cancel()  # type: ignore[attr-defined]
+    await live.create_instance(request("x"))
+    [work] = await live.claim_episodes("live", utcnow(), later(), 10)
+    await live.commit_episode("live", work, scheduling(work, 2))
+    first, second = await live.claim_activities("live", utcnow(), later(), 10)
+    raised = HistoryEvent(type=EventType.EVENT_RAISED, timestamp=utcnow(), name="go", input="1")
+    assert await live.send_message(Message(instance_id="x", event=raised)) == "sent"
+    [held] = await ghost.claim_episodes("ghost", utcnow(), later(), 10)
+
+    # The ghost is alive: its lease holds, and the result waits for it.
+    assert await live.complete_activity_and_claim(first, result_of(first), grab("live")) == (
+        True,
+        None,
+    )
+    async with await psycopg.AsyncConnection.connect(
+        live.conninfo,  # type: ignore[attr-defined]
+        autocommit=True,
+    ) as conn:
+        await conn.execute(
+            "UPDATE hosts SET heartbeat_at = now() - interval '1 day' WHERE owner = 'ghost'"
+        )
+    # Silent for the takeover window, it is dead: the completion takes its lease over.
+    done, taken = await live.complete_activity_and_claim(second, result_of(second), grab("live"))
+    assert done and taken is not None
+    assert taken.lease_token != held.lease_token
+    assert [m.event.type for m in taken.messages] == [
+        EventType.EVENT_RAISED,
+        EventType.TASK_COMPLETED,
+        EventType.TASK_COMPLETED,
+    ]
+    with pytest.raises(LeaseLostError):
+        await ghost.commit_episode(
+            "ghost", held, EpisodeOutcome(instance=held.instance, new_events=[])
+        )
+    await live.commit_episode("live", taken, EpisodeOutcome(instance=taken.instance, new_events=[]))

@@ -718,7 +718,7 @@ class SqliteStore:
                 (task.instance_id,),
             ).fetchone()
             now_text = format_time(claim.now)
-            if row is None or row["status"] == "Suspended":
+            if row is None or row["status"] == OrchestrationStatus.SUSPENDED.value:
                 return True, None
             if row["lock_until"] is not None and row["lock_until"] > now_text:
                 return True, None

@@ -10,7 +10,10 @@ advisory lock, so hosts may start together.
 
 - Work sharing: hosts claim episodes and activities with `FOR UPDATE SKIP LOCKED`; an episode's
   lease token (from a sequence, never reused) fences its commit, so an instance's episodes
-  commit one at a time, in order, each once (`claims`).
+  commit one at a time, in order, each once (`claims`). The store takes the contract's
+  shortcuts: a claim sends only the history tail the claimer lacks (`known`), a commit leases
+  the activities it creates to its host, and an activity's completion leases its instance's
+  next episode in the same transaction (when no live host holds it).
 - Hosts: `open_host` registers the owner in `hosts`, and this store writes its heartbeat every
   takeover/6 on the database's clock. A host silent for the takeover window (default 30 s) is
   dead: its leases are claimable at once, and idle hosts wake when that happens (`next_due_at`).

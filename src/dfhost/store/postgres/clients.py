@@ -51,6 +51,16 @@ async def load_instance(conn: Conn, instance_id: str) -> Instance | None:
     return None if row is None else instance_from_row(row)
 
 
+async def has_messages(conn: Conn, instance_id: str) -> bool:
+    """Whether the instance has messages deliverable at once (results, events; not timers)."""
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE instance_id = %s AND visible_at IS NULL)",
+        (instance_id,),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def load_history(conn: Conn, instance_id: str) -> tuple[list[HistoryEvent], str | None]:
     """The current execution's events in order (empty for unknown instances), or ([], why)."""
     cur = await conn.execute(

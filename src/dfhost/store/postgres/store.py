@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import psycopg
@@ -23,7 +23,6 @@ from dfhost.history import (
     HistoryEvent,
     Instance,
     OrchestrationStatus,
-    utcnow,
 )
 from dfhost.store import (
     ActivityTask,
@@ -50,6 +49,7 @@ from dfhost.store.postgres.schema import (
     notify,
     utc,
 )
+from dfhost.store.wakeup import Wakeup
 
 __all__ = [
     "CLIENT_PATIENCE",
@@ -188,7 +188,7 @@ class PostgresStore:
         self._epoch = 0
         self._outage_since: float | None = None
         self._owners: set[str] = set()
-        self._wake: asyncio.Event | None = None
+        self._wake = Wakeup(longest=POLL_FALLBACK)
         self._listener: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -475,11 +475,18 @@ class PostgresStore:
 
         async def body(conn: Conn, retrying: bool) -> list[EpisodeWork]:
             if retrying:  # an earlier attempt may have committed unseen: hand out what it took
-                taken = await claims.reload_claim_txn(conn, owner, now, claim)
+                taken = await claims.reload_claim_txn(conn, owner, now, claim, known)
                 if taken is not None:
                     return taken
             return await claims.claim_episodes_txn(
-                conn, owner, now, lease_until, limit, claim=claim, window=self.takeover
+                conn,
+                owner,
+                now,
+                lease_until,
+                limit,
+                claim=claim,
+                window=self.takeover,
+                known=known,
             )
 
         return await self._transact(body, patient=True, pipelined=True)
@@ -495,17 +502,43 @@ class PostgresStore:
         if outcome.instance.instance_id != work.instance.instance_id:
             raise ValueError("an episode's outcome must be for the instance it claimed")
 
-        async def commit(conn: Conn, retrying: bool) -> bool:
+        lease = None
+        if lease_activities is not None and lease_activities[1] > 0 and outcome.activities:
+            lease = (lease_activities[0], lease_activities[1], uuid.uuid4().hex)
+
+        async def commit(conn: Conn, retrying: bool) -> tuple[bool, list[ActivityTask]]:
             # Retried after a COMMIT that may have gone through, the lease check fails: the
-            # episode was recorded at most once either way.
-            wake = await claims.commit_txn(conn, owner, work, outcome, retrying=retrying)
+            # episode was recorded at most once either way. If that COMMIT leased activities,
+            # they are found by their claim id, and then it did go through: hand them out
+            # (and wake this process, which its own NOTIFY does not), or they would wait,
+            # leased to a host that never heard of them, until their lease expired.
+            if (
+                retrying
+                and lease is not None
+                and (taken := await claims.leased_activities_txn(conn, owner, lease[2]))
+            ):
+                return True, taken
+            wake, leased = await claims.commit_txn(
+                conn, owner, work, outcome, retrying=retrying, lease_activities=lease
+            )
             if wake:
                 await notify(conn, self.schema, self._sender)
-            return wake
+            return wake, leased
 
-        if await self._transact(commit, patient=True, pipelined=True):
+        wake, leased = await self._transact(commit, patient=True, pipelined=True)
+        if not wake:
+            # A result enqueued while this commit held the instance can miss both the commit's
+            # own look at the inbox (it was not committed yet) and its NOTIFY's claims (the
+            # instance was still locked): look again now that the lock is gone, or it would
+            # wait for the polling fallback.
+            wake = await self._transact(
+                lambda conn, retrying: clients.has_messages(conn, work.instance.instance_id),
+                patient=True,
+                single=True,
+            )
+        if wake:
             self.notify()
-        return []  # its activities are claimed by whichever host is free first
+        return leased
 
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
         async def abandon(conn: Conn, retrying: bool) -> bool:
@@ -563,7 +596,35 @@ class PostgresStore:
     async def complete_activity_and_claim(
         self, task: ActivityTask, result: Message, claim: EpisodeClaim
     ) -> tuple[bool, EpisodeWork | None]:
-        return await self.complete_activity(task, result), None
+        task_id = task.task_id
+        if task_id is None:
+            return False, None
+        tag = uuid.uuid4().hex
+
+        async def body(conn: Conn, retrying: bool) -> tuple[bool, EpisodeWork | None]:
+            # Retried after a COMMIT that may have gone through, the task is gone. If that
+            # COMMIT leased the instance, the lease carries `tag`: hand its work out, as a
+            # claim's retry does, or the instance would sit leased to this host, which never
+            # runs it, until the lease expired. If it completed without leasing, the retry
+            # answers (False, None), as `complete_activity`'s does: the result was delivered
+            # once either way.
+            if retrying:
+                taken = await claims.reload_claim_txn(
+                    conn, claim.owner, claim.now, tag, claim.known
+                )
+                if taken:
+                    return True, taken[0]
+            done, work = await claims.complete_and_claim_txn(
+                conn, task_id, result, claim, claim=tag, window=self.takeover
+            )
+            if done and work is None:
+                await notify(conn, self.schema, self._sender)
+            return done, work
+
+        done, work = await self._transact(body, patient=True, pipelined=True)
+        if done and work is None:
+            self.notify()
+        return done, work
 
     async def renew_activity_leases(
         self, owner: str, tasks: Sequence[ActivityTask], lease_until: datetime
@@ -590,26 +651,11 @@ class PostgresStore:
         )
 
     # --- wake-ups ------------------------------------------------------------------------
-    def _event(self) -> asyncio.Event:
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        return self._wake
-
     async def wait_for_work(self, until: datetime | None) -> None:
-        event = self._event()
-        if not event.is_set():
-            timeout = POLL_FALLBACK.total_seconds()
-            if until is not None:
-                until = until if until.tzinfo is not None else until.replace(tzinfo=UTC)
-                timeout = min(timeout, (until - utcnow()).total_seconds())
-            if timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await event.wait()
-        event.clear()
+        await self._wake.wait(until)
 
     def notify(self) -> None:
-        self._event().set()
+        self._wake.set()
 
     async def _listen(self, listening: asyncio.Event) -> None:
         """Hold a LISTEN connection for the store's life, reconnecting after failures."""
