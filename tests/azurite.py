@@ -67,6 +67,18 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _started(proc: subprocess.Popen[bytes], ports: tuple[int, ...]) -> bool:
+    """Whether Azurite listens on all its ports within a minute (and is still alive: a port
+    answering could be another process's, if Azurite lost the race for it and exited)."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if all(_listening(port) for port in ports):
+            time.sleep(0.2)  # it exits at once when one of its ports is taken
+            return proc.poll() is None
+        time.sleep(0.1)
+    return False
+
+
 def connection_string(blob: int, queue: int, table: int) -> str:
     base = "http://127.0.0.1:{}/devstoreaccount1"
     return (
@@ -85,29 +97,35 @@ def running_azurite(workdir: Path) -> Iterator[str]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not BINARY.exists():
             _install()
-    blob, queue, table = _free_ports(3)
-    log = workdir / "azurite.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                str(BINARY),
-                *("--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck"),
-                "--silent",
-                *("--blobHost", "127.0.0.1", "--blobPort", str(blob)),
-                *("--queueHost", "127.0.0.1", "--queuePort", str(queue)),
-                *("--tableHost", "127.0.0.1", "--tablePort", str(table)),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-        )
+    # A port found free can be taken by another process before Azurite binds it (other xdist
+    # workers start hosts on ephemeral ports too): then start again on fresh ones.
+    for attempt in range(1, 4):
+        blob, queue, table = _free_ports(3)
+        log = workdir / "azurite.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [
+                    str(BINARY),
+                    *("--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck"),
+                    "--silent",
+                    *("--blobHost", "127.0.0.1", "--blobPort", str(blob)),
+                    *("--queueHost", "127.0.0.1", "--queuePort", str(queue)),
+                    *("--tableHost", "127.0.0.1", "--tablePort", str(table)),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
+        if _started(proc, (blob, queue, table)):
+            break
+        text = log.read_text(errors="replace")
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if "EADDRINUSE" not in text or attempt == 3:
+            tail = text.strip().splitlines()[-5:]
+            pytest.fail(f"Azurite did not start: {' / '.join(tail)}", pytrace=False)
     try:
-        deadline = time.monotonic() + 60
-        while not all(_listening(p) for p in (blob, queue, table)):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-                pytest.fail(f"Azurite did not start: {' / '.join(tail)}", pytrace=False)
-            time.sleep(0.1)
         yield connection_string(blob, queue, table)
     finally:
         # The pid is node's own (the bin script runs node directly), so this stops Azurite.
