@@ -56,7 +56,11 @@ def flaky(key: str) -> str:
 def wait_for_file(name: str) -> str:
     # Blocks until the test creates the file: lets a test kill the host mid-activity.
     path = Path(os.environ["DFHOST_E2E_STATE"]) / name
-    (path.parent / f"{name}.started").write_text(str(os.getpid()))
+    # Renamed into place whole: tests read the pid as soon as the file exists.
+    marker = path.parent / f"{name}.started"
+    partial = path.parent / f"{name}.starting"
+    partial.write_text(str(os.getpid()))
+    partial.replace(marker)
     while not path.exists():
         time.sleep(0.05)
     return path.read_text()
