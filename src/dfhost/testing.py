@@ -42,6 +42,7 @@ from dfhost.history import (
     parse_time,
     utcnow,
 )
+from dfhost.logs import HOST_LOGGER
 from dfhost.store import InstanceQuery, Store, StoreError, open_store
 
 if TYPE_CHECKING:
@@ -191,6 +192,7 @@ class _LogLevel:
 
     holders = 0
     saved = logging.WARNING
+    quieted = False
 
     @classmethod
     def capture(cls) -> None:
@@ -199,6 +201,11 @@ class _LogLevel:
             cls.saved = root.level
             if root.level > logging.INFO:
                 root.setLevel(logging.INFO)
+            # The host's own Executing/Executed lines are not the app's logs, and creating
+            # them for every episode of a virtual month costs more than the episodes' SQL.
+            if HOST_LOGGER.level == logging.NOTSET:
+                HOST_LOGGER.setLevel(logging.WARNING)
+                cls.quieted = True
         cls.holders += 1
 
     @classmethod
@@ -206,6 +213,9 @@ class _LogLevel:
         cls.holders -= 1
         if cls.holders == 0:
             logging.getLogger().setLevel(cls.saved)
+            if cls.quieted:
+                HOST_LOGGER.setLevel(logging.NOTSET)
+                cls.quieted = False
 
 
 class TestHost:
