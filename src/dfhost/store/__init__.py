@@ -90,6 +90,20 @@ class StartRequest:
     trace_context: str | None = None
     """W3C `traceparent` of the span that starts it, kept on its ExecutionStarted."""
 
+    def pending_instance(self) -> Instance:
+        """The instance this request creates, before its first episode."""
+        return Instance(
+            instance_id=self.instance_id,
+            name=self.name,
+            execution_id=self.execution_id,
+            status=OrchestrationStatus.PENDING,
+            created_at=self.created_at,
+            last_updated_at=self.created_at,
+            version=self.version,
+            input=self.input,
+            parent_instance_id=self.parent_instance_id,
+        )
+
     def started_event(self) -> HistoryEvent:
         """The ExecutionStarted event this request enqueues."""
         from dfhost.history import EventType

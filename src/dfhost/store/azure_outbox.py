@@ -19,7 +19,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 
-from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus, utcnow
+from dfhost.history import TERMINAL_STATUSES, utcnow
 from dfhost.store import EpisodeOutcome, Message, StartRequest
 from dfhost.store.azure_account import AzureAccount, bounded
 from dfhost.store.azure_codec import (
@@ -121,17 +121,7 @@ class Courier:
                 continue
 
     def _new_row(self, request: StartRequest, created_by: str | None) -> InstanceRow:
-        instance = Instance(
-            instance_id=request.instance_id,
-            name=request.name,
-            execution_id=request.execution_id,
-            status=OrchestrationStatus.PENDING,
-            created_at=request.created_at,
-            last_updated_at=request.created_at,
-            version=request.version,
-            input=request.input,
-            parent_instance_id=request.parent_instance_id,
-        )
+        instance = request.pending_instance()
         return InstanceRow(
             instance=instance,
             generation=uuid.uuid4().hex[:16],

@@ -80,17 +80,7 @@ async def start_txn(conn: Conn, request: StartRequest, *, retrying: bool) -> tup
 
     `retrying`: an earlier attempt may have committed unseen (its connection died in COMMIT);
     an unfinished instance with this very execution id is then that attempt's."""
-    instance = Instance(
-        instance_id=request.instance_id,
-        name=request.name,
-        execution_id=request.execution_id,
-        status=OrchestrationStatus.PENDING,
-        created_at=request.created_at,
-        last_updated_at=request.created_at,
-        version=request.version,
-        input=request.input,
-        parent_instance_id=request.parent_instance_id,
-    )
+    instance = request.pending_instance()
     params = instance_params(instance)
     while True:
         cur = await conn.execute(INSERT_INSTANCE, params)
