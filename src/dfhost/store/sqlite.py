@@ -289,17 +289,7 @@ def _start(conn: sqlite3.Connection, request: StartRequest) -> tuple[bool, bool]
         return False, True
     if row is not None:
         _delete_instances(conn, [request.instance_id], keep_row=True)
-    instance = Instance(
-        instance_id=request.instance_id,
-        name=request.name,
-        execution_id=request.execution_id,
-        status=OrchestrationStatus.PENDING,
-        created_at=request.created_at,
-        last_updated_at=request.created_at,
-        version=request.version,
-        input=request.input,
-        parent_instance_id=request.parent_instance_id,
-    )
+    instance = request.pending_instance()
     # The upsert keeps lock_token and clears any lock, so an episode still running against the
     # replaced generation fails its commit instead of overwriting the new one.
     conn.execute(_UPSERT_INSTANCE, _instance_params(instance))
@@ -689,30 +679,26 @@ class SqliteStore:
         return await self._write(claim, durable=False)
 
     async def complete_activity(self, task: ActivityTask, result: Message) -> bool:
-        # The lease token is deliberately not checked: delivery is at least once, and whichever
-        # run completes first wins.
-        def complete(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute("DELETE FROM activity_tasks WHERE id = ?", (task.task_id,))
-            if cursor.rowcount == 0:
-                return False
-            _insert_message(conn, result)
-            return True
-
-        if task.task_id is None:
-            return False
-        completed = await self._write(complete, durable=False)
-        if completed:
-            self.notify()
+        completed, _ = await self._complete_activity(task, result, None)
         return completed
 
     async def complete_activity_and_claim(
         self, task: ActivityTask, result: Message, claim: EpisodeClaim
     ) -> tuple[bool, EpisodeWork | None]:
+        return await self._complete_activity(task, result, claim)
+
+    async def _complete_activity(
+        self, task: ActivityTask, result: Message, claim: EpisodeClaim | None
+    ) -> tuple[bool, EpisodeWork | None]:
+        # The lease token is deliberately not checked: delivery is at least once, and whichever
+        # run completes first wins.
         def complete(conn: sqlite3.Connection) -> tuple[bool, EpisodeWork | None]:
             cursor = conn.execute("DELETE FROM activity_tasks WHERE id = ?", (task.task_id,))
             if cursor.rowcount == 0:
                 return False, None
             _insert_message(conn, result)
+            if claim is None:
+                return True, None
             row = conn.execute(
                 "SELECT status, lock_until FROM instances WHERE instance_id = ?",
                 (task.instance_id,),
