@@ -28,33 +28,35 @@ T = TypeVar("T")
 class HostProcess:
     """One `dfhost start` process; its console output is collected line by line."""
 
-    def __init__(self, app_dir: Path, store_url: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        app_dir: Path,
+        store_url: str | None,
+        env: dict[str, str] | None = None,
+        extra: tuple[str, ...] = (),
+    ):
         self.app_dir = app_dir
         self.store_url = store_url
+        self.extra = list(extra)
+        """More `dfhost start` arguments (`--ensure`, `--host`, ...)."""
         self.env = {**os.environ, **(env or {})}
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self.origin = ""
+        self.ready = threading.Event()
 
-    def start(self, timeout: float = 30.0) -> HostProcess:
+    def launch(self) -> HostProcess:
+        """Start the process without waiting for it to serve (see `wait_ready`)."""
+        command = [sys.executable, "-m", "dfhost", "start", str(self.app_dir), "--port", "0"]
+        if self.store_url is not None:
+            command += ["--store", self.store_url]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dfhost",
-                "start",
-                str(self.app_dir),
-                "--port",
-                "0",
-                "--store",
-                self.store_url,
-            ],
+            [*command, *self.extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=self.env,
         )
-        ready = threading.Event()
 
         def drain() -> None:
             assert self.proc is not None and self.proc.stdout is not None
@@ -63,14 +65,23 @@ class HostProcess:
                 found = re.search(r"listening on (http://\S+)", line)
                 if found:
                     self.origin = found.group(1)
-                    ready.set()
-            ready.set()
+                    self.ready.set()
+            self.ready.set()
 
         self._drain = threading.Thread(target=drain, daemon=True)
         self._drain.start()
-        if not ready.wait(timeout) or not self.origin:
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Whether it is serving (False: it exited, e.g. refused to start)."""
+        self.ready.wait(timeout)
+        return bool(self.origin)
+
+    def start(self, timeout: float = 30.0) -> HostProcess:
+        self.launch()
+        if not self.wait_ready(timeout):
             self.stop()
-            raise RuntimeError("dfhost did not start:\n" + "\n".join(self.lines))
+            raise RuntimeError("dfhost did not start:\n" + self.output)
         return self
 
     @property

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -126,41 +124,14 @@ class OpsHost(HostProcess):
     raised, so two hosts can race."""
 
     def __init__(self, app_dir: Path, store_url: str, state: Path, *extra: str) -> None:
-        super().__init__(app_dir, store_url, env={"DFHOST_OPS_STATE": str(state)})
-        self.extra = list(extra)
-        self.ready = threading.Event()
+        super().__init__(app_dir, store_url, env={"DFHOST_OPS_STATE": str(state)}, extra=extra)
 
     def launch(self) -> OpsHost:
-        command = [sys.executable, "-m", "dfhost", "start", str(self.app_dir), "--port", "0"]
-        command += ["--store", self.store_url, *self.extra]
-        self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
-        )
-
-        def drain() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
-                found = re.search(r"listening on (http://\S+)", line)
-                if found:
-                    self.origin = found.group(1)
-                    self.ready.set()
-            self.ready.set()
-
-        self._drain = threading.Thread(target=drain, daemon=True)
-        self._drain.start()
+        super().launch()
         return self
 
-    def wait_ready(self, timeout: float = 30.0) -> bool:
-        """Whether it is serving (False: it exited, e.g. refused)."""
-        self.ready.wait(timeout)
-        return bool(self.origin)
-
     def start(self, timeout: float = 30.0) -> OpsHost:
-        self.launch()
-        if not self.wait_ready(timeout):
-            self.stop()
-            raise RuntimeError("dfhost did not start:\n" + self.output)
+        super().start(timeout)
         return self
 
 
