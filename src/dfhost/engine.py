@@ -19,8 +19,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -48,6 +47,7 @@ from dfhost.store import (
     Store,
     StoreError,
 )
+from dfhost.worker_threads import WorkerThreads
 
 __all__ = ["Engine", "WaitForWork"]
 
@@ -62,6 +62,22 @@ _CONTROL_TYPES = (
 )
 # A rewound parent starts these sub-orchestrations again (their failure was never reported).
 _RESTARTED_CHILDREN = (OrchestrationStatus.TERMINATED, OrchestrationStatus.CANCELED)
+_HOLD = timedelta(milliseconds=50)
+"""How long an instance stays leased to this host after an episode that scheduled one
+activity here, so that the activity's result runs the next episode with no claim in between.
+Other messages for the instance wait at most this long (they end the hold when they are
+there at the commit); a result that comes later still uses the hold if nobody claimed since."""
+
+
+@dataclass(slots=True, frozen=True)
+class _Held:
+    """An instance kept leased to this host (`_HOLD`) while its one activity runs here."""
+
+    lease_token: int
+    instance: Instance
+    history: list[HistoryEvent]
+    """Its execution's whole stored history."""
+
 
 WaitForWork = Callable[[datetime | None, bool], Awaitable[None]]
 """`(due, idle)`: what the dispatch loop awaits between claims instead of
@@ -102,17 +118,14 @@ class Engine:
         self.max_activities = max(1, app.settings.max_concurrent_activities)
         self.limits = limits.Limits.of(app.settings.host_json)
         self._episodes: set[asyncio.Task[None]] = set()
+        self._held: dict[str, _Held] = {}
         self._activities: dict[asyncio.Task[None], ActivityTask] = {}
         # Whether the last claim may have left work behind for want of capacity: only then
         # must finishing work wake the dispatch loop (work that arrives wakes it anyway).
         self._more_episodes = True
         self._more_activities = True
-        self._orchestrator_pool = ThreadPoolExecutor(
-            max_workers=min(4, self.max_episodes), thread_name_prefix="dfhost-orchestrator"
-        )
-        self._activity_pool = ThreadPoolExecutor(
-            max_workers=self.max_activities, thread_name_prefix="dfhost-activity"
-        )
+        self._orchestrator_threads = WorkerThreads(min(4, self.max_episodes), "dfhost-orchestrator")
+        self._activity_threads = WorkerThreads(self.max_activities, "dfhost-activity")
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
@@ -158,16 +171,18 @@ class Engine:
                 task.cancel()
             if still_running:
                 await asyncio.wait(still_running)
-        self._orchestrator_pool.shutdown(wait=False, cancel_futures=True)
-        self._activity_pool.shutdown(wait=False, cancel_futures=True)
+        self._orchestrator_threads.shutdown()
+        self._activity_threads.shutdown()
 
     # --- dispatch -------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
         while not self._stopping:
             try:
-                await self._claim_work()
+                # One `now` for the claim and the next due time: with a later one, a timer
+                # or lease that came due in between would be neither claimed nor waited for.
                 now = self.clock()
+                await self._claim_work(now)
                 busy = bool(self._episodes or self._activities)
                 # A virtual clock moves only when nothing is in flight: skip the query before.
                 due = None if busy and self._wait else await self.store.next_due_at(now)
@@ -183,8 +198,7 @@ class Engine:
             else:
                 await self._wait(due, not self._episodes and not self._activities)
 
-    async def _claim_work(self) -> None:
-        now = self.clock()
+    async def _claim_work(self, now: datetime) -> None:
         free = self.max_episodes - len(self._episodes)
         self._more_episodes = True  # unless this claim finds less than it had room for
         if free > 0:
@@ -201,8 +215,8 @@ class Engine:
             for task in tasks:
                 self._start_activity(task)
 
-    def _start_episode(self, work: EpisodeWork) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(self._run_episode(work))
+    def _start_episode(self, work: EpisodeWork, completes: ActivityTask | None = None) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(self._run_episode(work, completes))
         self._episodes.add(task)
         task.add_done_callback(self._episode_done)
 
@@ -239,7 +253,9 @@ class Engine:
 
     # --- episodes -------------------------------------------------------------------------
 
-    async def _run_episode(self, work: EpisodeWork) -> None:
+    async def _run_episode(self, work: EpisodeWork, completes: ActivityTask | None = None) -> None:
+        """Run and commit one episode; `completes`: the activity whose result `work` carries
+        unstored, on an instance this host held (`_HOLD`)."""
         started_ns = time.time_ns()
         try:
             consumed, outcome = await self._plan_episode(work)
@@ -254,28 +270,37 @@ class Engine:
         free = self.max_activities - len(self._activities)
         lease = (self.clock() + self.lease, free) if free > 0 and outcome.activities else None
         outcome = telemetry.link_outgoing(consumed, outcome)
+        hold_until = self.clock() + _HOLD if lease and self._may_hold(consumed, outcome) else None
         committing = time.perf_counter()
         try:
             leased = await self.store.commit_episode(
-                self.owner, consumed, outcome, lease_activities=lease
+                self.owner,
+                consumed,
+                outcome,
+                lease_activities=lease,
+                hold_until=hold_until,
+                completes=completes,
             )
-        except LeaseLostError:
-            metrics.episode_done(work.instance.name, "lease_lost", _since(started_ns))
+        except StoreError as exc:
+            iid = work.instance.instance_id
             if self.sessions is not None:
-                self.sessions.forget(work.instance.instance_id)
-            log.warning(
-                "dfhost: lost the lease on %s; its episode will run again elsewhere",
-                work.instance.instance_id,
-            )
-            return
-        except StoreError:
-            # Nothing was written; the episode runs again once the task hub answers (at once
-            # if the lease can be released, else when it expires).
-            if self.sessions is not None:
-                self.sessions.forget(work.instance.instance_id)
-            log.exception("dfhost: could not commit an episode of %s", work.instance.instance_id)
-            with contextlib.suppress(StoreError):
-                await self.store.abandon_episode(self.owner, work)
+                self.sessions.forget(iid)
+            lost = isinstance(exc, LeaseLostError)
+            if not lost:
+                # Nothing was written; the episode runs again once the task hub answers (at
+                # once if the lease can be released, else when it expires).
+                log.exception("dfhost: could not commit an episode of %s", iid)
+                with contextlib.suppress(StoreError):
+                    await self.store.abandon_episode(self.owner, work)
+            if completes is not None:
+                # The hold was taken over, or another run recorded the result: record it the
+                # ordinary way (which does nothing in the second case).
+                await self._record_result(completes, work.messages[0])
+            elif lost:
+                metrics.episode_done(work.instance.name, "lease_lost", _since(started_ns))
+                log.warning(
+                    "dfhost: lost the lease on %s; its episode will run again elsewhere", iid
+                )
             return
         now = self.clock()
         metrics.episode_done(
@@ -287,8 +312,28 @@ class Engine:
             now=now,
         )
         telemetry.episode_done(consumed, outcome, started_ns=started_ns, now=now, host=self.owner)
+        if hold_until is not None and len(leased) == 1:
+            history = [*consumed.history, *outcome.new_events]
+            self._held[outcome.instance.instance_id] = _Held(
+                consumed.lease_token, outcome.instance, history
+            )
         for activity in leased:
             self._start_activity(activity)
+
+    def _may_hold(self, work: EpisodeWork, outcome: EpisodeOutcome) -> bool:
+        """Whether to keep the instance leased after this commit (`_HOLD`): it waits for
+        nothing but the one activity it schedules, and its session stays cached here."""
+        return (
+            self.store.holds_instances
+            and self.sessions is not None
+            and len(outcome.activities) == 1
+            and not outcome.messages
+            and not outcome.starts
+            and not outcome.reset_history
+            and not work.history_start
+            and outcome.instance.status is OrchestrationStatus.RUNNING
+            and self.sessions.held(outcome.instance.instance_id) is not None
+        )
 
     async def _whole_history(self, work: EpisodeWork) -> EpisodeWork:
         """`work` with its execution's whole history: a claim given `known` sends only the
@@ -492,10 +537,17 @@ class Engine:
         try:
             with log_invocation(inv, "(null)"):
                 ctx = contextvars.copy_context()
-                call = partial(
-                    ctx.run, replay.run_episode, generator, episode, input_type, self.sessions
-                )
-                result = await self._run_user_code(call)
+                sessions = self.sessions
+
+                def call() -> replay.EpisodeResult:
+                    return ctx.run(replay.run_episode, generator, episode, input_type, sessions)
+
+                if self._continues_session(episode):
+                    # A cached session replays only the episode's new events: microseconds
+                    # of orchestrator code, less than a round trip to a worker thread.
+                    result = call()
+                else:
+                    result = await self._run_user_code(call)
                 if isinstance(result.outcome, replay.Failed):
                     raise _EpisodeFailed
         except _EpisodeFailed:
@@ -513,6 +565,12 @@ class Engine:
                 self._warned.add((function.name, pitfall.kind))
                 log.warning("dfhost: %s", pitfall.message)
         return result
+
+    def _continues_session(self, episode: replay.EpisodeInput) -> bool:
+        if self.sessions is None:
+            return False
+        held = self.sessions.held(episode.instance_id)
+        return held == (episode.execution_id, len(episode.past) - 1)
 
     def _episode_outcome(
         self,
@@ -596,7 +654,7 @@ class Engine:
     async def _run_user_code(self, call: Callable[[], T]) -> T:
         if self.inline_orchestrators:
             return call()
-        return await asyncio.get_running_loop().run_in_executor(self._orchestrator_pool, call)
+        return await self._orchestrator_threads.run(call)
 
     def _sub_orchestration(
         self, parent: Instance, now: datetime, call: replay.SubOrchestrationCall
@@ -760,11 +818,34 @@ class Engine:
 
     async def _run_activity(self, task: ActivityTask) -> None:
         started_ns = time.time_ns()
-        async with telemetry.activity_span(task, self.store.get_history) as traced:
+        if telemetry.enabled():
+            async with telemetry.activity_span(task, self.store.get_history) as traced:
+                event = await self._execute_activity(task)
+                traced(event)
+        else:  # the span's context manager alone costs more than a trivial activity
             event = await self._execute_activity(task)
-            traced(event)
         metrics.activity_done(task.name, event.type is EventType.TASK_COMPLETED, _since(started_ns))
         result = Message(instance_id=task.instance_id, execution_id=task.execution_id, event=event)
+        held = self._held.pop(task.instance_id, None)
+        if (
+            held is not None
+            and held.instance.execution_id == task.execution_id
+            and not self._stopping
+            and len(self._episodes) < self.max_episodes
+        ):
+            work = EpisodeWork(
+                instance=held.instance,
+                history=held.history,
+                messages=[result],
+                lease_token=held.lease_token,
+            )
+            self._start_episode(work, completes=task)
+            return
+        await self._record_result(task, result)
+
+    async def _record_result(self, task: ActivityTask, result: Message) -> None:
+        """Store an activity's result; run the episode that takes it at once if it can be
+        leased in the same transaction."""
         try:
             if self._stopping or len(self._episodes) >= self.max_episodes:
                 await self.store.complete_activity(task, result)
@@ -833,10 +914,7 @@ class Engine:
         if function.is_async:
             return await function.handler(**kwargs)
         ctx = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._activity_pool, partial(ctx.run, function.handler, **kwargs)
-        )
+        return await self._activity_threads.run(partial(ctx.run, function.handler, **kwargs))
 
 
 class _EpisodeFailed(Exception):
@@ -896,14 +974,25 @@ def _task_failed(
     )
 
 
+_PLAIN_JSON = (type(None), bool, int, float, str)
+_sdk_decoded_once = False
+
+
 def _decode_activity_input(text: str | None) -> Any:
     # Same decoding as the Python worker's ActivityTriggerConverter: JSON (with the SDK's
     # custom-object envelope), falling back to the raw string.
     from azure.durable_functions.models.utils.df_serialization import df_loads
 
+    global _sdk_decoded_once
     if text is None:
         return None
     try:
+        # Without an envelope, df_loads (loose or strict) is json.loads; skipping it saves
+        # an environment lookup per activity. Its first call still runs, for its one-time
+        # advisory.
+        if _sdk_decoded_once and '"__class__"' not in text:
+            return json.loads(text)
+        _sdk_decoded_once = True
         return df_loads(text)
     except json.JSONDecodeError:
         return text
@@ -912,4 +1001,6 @@ def _decode_activity_input(text: str | None) -> Any:
 def _df_dumps(value: Any) -> str:
     from azure.durable_functions.models.utils.df_serialization import df_dumps
 
+    if type(value) in _PLAIN_JSON:  # no custom object inside: df_dumps is json.dumps
+        return json.dumps(value)
     return df_dumps(value)  # type: ignore[no-any-return]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -94,12 +95,25 @@ REPLAY_CACHE = Counter(
 )
 
 
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def _child(metric: Counter | Histogram, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once: that call validates and locks each time,
+    and it runs several times per episode."""
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def episode_replayed(events: int, cached: bool | None) -> None:
     """An orchestrator episode replayed `events` old events; `cached` says whether the
     incremental replay cache answered (None: the cache is off)."""
     REPLAYED_EVENTS.observe(events)
     if cached is not None:
-        REPLAY_CACHE.labels("hit" if cached else "miss").inc()
+        _child(REPLAY_CACHE, "hit" if cached else "miss").inc()
 
 
 def episode_done(
@@ -114,8 +128,8 @@ def episode_done(
     """An episode of orchestrator or entity `name` ended with `result` (the instance's status
     afterwards, or lease_lost / error). `consumed` are the events it took from the inbox: the
     TimerFired among them, compared with `now`, give the timers' lateness."""
-    EPISODES.labels(name, result).inc()
-    EPISODE_SECONDS.labels(name).observe(seconds)
+    _child(EPISODES, name, result).inc()
+    _child(EPISODE_SECONDS, name).observe(seconds)
     if commit_seconds is not None:
         COMMIT_SECONDS.observe(commit_seconds)
     if now is not None:
@@ -126,5 +140,5 @@ def episode_done(
 
 def activity_done(name: str, succeeded: bool, seconds: float) -> None:
     """One execution of activity `name` ended."""
-    ACTIVITIES.labels(name, "succeeded" if succeeded else "failed").inc()
-    ACTIVITY_SECONDS.labels(name).observe(seconds)
+    _child(ACTIVITIES, name, "succeeded" if succeeded else "failed").inc()
+    _child(ACTIVITY_SECONDS, name).observe(seconds)

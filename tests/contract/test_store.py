@@ -1161,6 +1161,90 @@ async def test_close_is_idempotent(store: Store) -> None:
     await store.close()
 
 
+# --- holding an instance between episodes (`Store.holds_instances`) --------------------------
+
+
+async def held_for_one_activity(store: Store) -> tuple[EpisodeWork, ActivityTask]:
+    """Instance a after an episode that leased one activity to host-a and asked to hold the
+    instance until at(10)."""
+    await store.create_instance(start("a"))
+    work = await claim_one(store, "a")
+    scheduled = outcome(work, activities=[task("a", "a:1", 0)])
+    leased = await store.commit_episode(
+        "host-a", work, scheduled, lease_activities=(at(60), 1), hold_until=at(10)
+    )
+    if not leased:  # a backend that leases nothing on commit
+        leased = await store.claim_activities("host-a", T0, at(60), 10)
+    return work, leased[0]
+
+
+async def next_episode_on(store: Store, work: EpisodeWork) -> EpisodeWork:
+    """The work of the episode that takes activity 0's result on a held instance: nothing
+    claimed, the result not stored."""
+    instance = await store.get_instance("a")
+    assert instance is not None
+    history = await store.get_history("a")
+    return replace(work, instance=instance, history=history, messages=[completed(0)])
+
+
+async def test_a_held_instance_takes_its_activity_result_with_no_claim(store: Store) -> None:
+    work, leased = await held_for_one_activity(store)
+    if not store.holds_instances:  # the hold is a hint, the completion is refused
+        assert await claim(store, owner="host-b", now=at(1)) == []
+        again = await next_episode_on(store, work)
+        with pytest.raises(NotImplementedError):
+            await store.commit_episode("host-a", again, outcome(again), completes=leased)
+        return
+    assert await claim(store, owner="host-b", now=at(1)) == []
+    again = await next_episode_on(store, work)
+    await store.commit_episode("host-a", again, outcome(again), completes=leased)
+    assert len(await store.get_history("a")) == 4
+    assert not await store.complete_activity(leased, completed(0))  # consumed with the episode
+    # Released: the next message is claimed at once.
+    await store.send_message(Message(instance_id="a", event=raised("go")))
+    taken = await claim_one(store, "a", owner="host-b", now=at(1))
+    assert [m.event for m in taken.messages] == [raised("go")]
+
+
+async def test_a_hold_keeps_claims_out_until_it_ends_and_then_loses(store: Store) -> None:
+    work, leased = await held_for_one_activity(store)
+    await store.send_message(Message(instance_id="a", event=raised("go")))
+    if store.holds_instances:
+        assert await claim(store, owner="host-b", now=at(9)) == []
+        assert await store.next_due_at(at(9)) == at(10)  # its end wakes the claimers
+    taken = await claim_one(store, "a", owner="host-b", now=at(10))
+    assert [m.event for m in taken.messages] == [raised("go")]
+    if store.holds_instances:  # the holder comes back too late: nothing is written
+        again = await next_episode_on(store, work)
+        with pytest.raises(LeaseLostError):
+            await store.commit_episode("host-a", again, outcome(again), completes=leased)
+        assert len(await store.get_history("a")) == 2
+    assert await store.complete_activity(leased, completed(0))  # still there to complete
+
+
+async def test_a_commit_does_not_hold_an_instance_with_messages_waiting(store: Store) -> None:
+    await store.create_instance(start("a"))
+    work = await claim_one(store, "a")
+    await store.send_message(Message(instance_id="a", event=raised("go")))
+    scheduled = outcome(work, activities=[task("a", "a:1", 0)])
+    await store.commit_episode(
+        "host-a", work, scheduled, lease_activities=(at(60), 1), hold_until=at(10)
+    )
+    taken = await claim_one(store, "a", owner="host-b", now=at(1))
+    assert [m.event for m in taken.messages] == [raised("go")]
+
+
+async def test_completing_a_task_that_is_gone_writes_nothing(store: Store) -> None:
+    work, leased = await held_for_one_activity(store)
+    assert await store.complete_activity(leased, completed(0))  # another run recorded it
+    if not store.holds_instances:
+        return  # `completes` is refused outright (the first test of this section)
+    again = await next_episode_on(store, work)
+    with pytest.raises(LeaseLostError):
+        await store.commit_episode("host-a", again, outcome(again), completes=leased)
+    assert len(await store.get_history("a")) == 2
+
+
 # --- operations: rewind delivery, counting, retention, startup report --------------------------
 
 

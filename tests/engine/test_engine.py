@@ -3,11 +3,13 @@ logs, and bad input that must fail cleanly instead of crashing the host."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,10 @@ import pytest
 from dfhost.client import DurableClient
 from dfhost.engine import Engine
 from dfhost.functions import FunctionApp, load_app
-from dfhost.history import EventType, Instance, OrchestrationStatus
+from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
 from dfhost.logs import configure_console
-from dfhost.store import Store, StoreError, open_store
-from tests.e2e.harness import APPS
+from dfhost.store import Message, Store, StoreError, open_store
+from tests.e2e.harness import APPS, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -176,9 +178,21 @@ async def test_a_chain_runs_without_claim_rounds_or_history_reloads(
     """Each activity is leased by the commit that schedules it, each result's episode by the
     transaction that records it, and each episode gets only the history it lacks."""
     store, client = hub
-    seen: dict[str, list[object]] = {"claimed": [], "chained": [], "activities": [], "loads": []}
+    seen: dict[str, list[object]] = {
+        "claimed": [],
+        "chained": [],
+        "activities": [],
+        "loads": [],
+        "held": [],
+    }
     claim_episodes, claim_activities = store.claim_episodes, store.claim_activities
     complete, get_history = store.complete_activity_and_claim, store.get_history
+    commit = store.commit_episode
+
+    async def spy_commit(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("completes") is not None:
+            seen["held"].append(len(args[1].history))
+        return await commit(*args, **kwargs)
 
     async def spy_claim_episodes(*args: Any, **kwargs: Any) -> Any:
         works = await claim_episodes(*args, **kwargs)
@@ -203,15 +217,70 @@ async def test_a_chain_runs_without_claim_rounds_or_history_reloads(
     store.claim_activities = spy_claim_activities  # type: ignore[method-assign]
     store.complete_activity_and_claim = spy_complete  # type: ignore[method-assign]
     store.get_history = spy_get_history  # type: ignore[method-assign]
+    store.commit_episode = spy_commit  # type: ignore[method-assign]
     status = await run(client, "chain")
     assert status.output == '["Hello Tokyo!", "Hello Seattle!", "Hello London!"]'
     assert seen["claimed"] == [0]  # only the first episode waited for a claim round
     assert seen["activities"] == []
-    # An episode adds 4 events (OrchestratorStarted, the ExecutionStarted or TaskCompleted it
-    # delivers, TaskScheduled, OrchestratorCompleted); the next gets the history from its
-    # predecessor's TaskScheduled on, the one event it checks its cached session against.
-    assert seen["chained"] == [2, 6, 10]
     assert seen["loads"] == []
+    # An episode adds 4 events (OrchestratorStarted, the ExecutionStarted or TaskCompleted it
+    # delivers, TaskScheduled, OrchestratorCompleted).
+    assert store.holds_instances
+    # The instance stays leased to the host while its activity runs, and the episode that
+    # takes the result commits with it: no transaction to record the result or lease again.
+    assert seen["held"] == [4, 8, 12]
+    assert seen["chained"] == []
+
+
+async def test_a_chain_without_holds_claims_each_episode_with_its_result(
+    tmp_path: Path, app: FunctionApp
+) -> None:
+    """With a store that does not hold instances: the result's transaction leases the
+    episode, which gets the history from its predecessor's TaskScheduled on (the one event
+    it checks its cached session against)."""
+    os.environ["DFHOST_E2E_STATE"] = str(tmp_path)
+    store = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
+    store.holds_instances = False  # type: ignore[misc]
+    await store.start()
+    engine = Engine(app, store)
+    await engine.start()
+    chained: list[int | None] = []
+    complete = store.complete_activity_and_claim
+
+    async def spy_complete(*args: Any, **kwargs: Any) -> Any:
+        done, work = await complete(*args, **kwargs)
+        chained.append(None if work is None else work.history_start)
+        return done, work
+
+    store.complete_activity_and_claim = spy_complete  # type: ignore[method-assign]
+    try:
+        status = await run(DurableClient(store, app), "chain")
+    finally:
+        await engine.stop()
+        await store.close()
+    assert status.output == '["Hello Tokyo!", "Hello Seattle!", "Hello London!"]'
+    assert chained == [2, 6, 10]
+
+
+async def test_an_event_for_a_held_instance_does_not_wait_for_its_activity(
+    hub: tuple[Store, DurableClient], tmp_path: Path
+) -> None:
+    """The instance is held while its one activity runs; an event raised meanwhile is
+    processed once the hold ends, though the activity is still blocked."""
+    _, client = hub
+    iid = await client.start_new("event_or_activity", input_text='"held-release"')
+    started = tmp_path / "held-release.started"
+
+    async def activity_started() -> bool:  # then the hold began
+        return started.exists()
+
+    await wait_until(activity_started, bool, timeout=10)
+    try:
+        await client.raise_event(iid, "Go", '"now"')
+        status = await client.wait_for_completion(iid, timeout=10)
+        assert status is not None and status.output == '"event"'
+    finally:
+        (tmp_path / "held-release").write_text("done")
 
 
 async def test_a_failed_commit_releases_the_instance_and_the_episode_runs_again(
@@ -253,3 +322,29 @@ async def test_work_left_behind_for_want_of_capacity_is_claimed_when_capacity_fr
     finally:
         await engine.stop()
         await store.close()
+
+
+async def test_a_message_that_comes_due_during_a_slow_claim_is_not_lost(
+    hub: tuple[Store, DurableClient],
+) -> None:
+    """The claim round reads the task hub as of one instant; the next due time must be
+    computed for that same instant, or a message that became visible while the claim was
+    queued (a timer, or an instance whose lease ended) would wait for an unrelated wake-up."""
+    store, client = hub
+    iid = await client.start_new("waiter")
+    await wait_until(
+        lambda: client.get_status(iid),
+        lambda s: s is not None and s.status is OrchestrationStatus.RUNNING,
+    )
+    claim = store.claim_episodes
+
+    async def slow_claim(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.1)  # a busy task hub: the claim runs after the message is due
+        return await claim(*args, **kwargs)
+
+    store.claim_episodes = slow_claim  # type: ignore[method-assign]
+    go = HistoryEvent(type=EventType.EVENT_RAISED, timestamp=utcnow(), name="Go", input='"late"')
+    due = utcnow() + timedelta(milliseconds=30)
+    await store.send_message(Message(instance_id=iid, event=go, visible_at=due))
+    status = await client.wait_for_completion(iid, timeout=5)
+    assert status is not None and status.output == '"late"'

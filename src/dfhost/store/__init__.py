@@ -256,6 +256,8 @@ class Store(Protocol):
     """The task hub contract. All backends pass `tests/contract`."""
 
     url: str
+    holds_instances: bool
+    """Whether `commit_episode` takes `hold_until` and `completes` (see there)."""
 
     async def start(self) -> None:
         """Open connections and create or migrate the schema."""
@@ -349,6 +351,8 @@ class Store(Protocol):
         outcome: EpisodeOutcome,
         *,
         lease_activities: tuple[datetime, int] | None = None,
+        hold_until: datetime | None = None,
+        completes: ActivityTask | None = None,
     ) -> list[ActivityTask]:
         """Apply `outcome`, delete the messages of `work`, and release the lease, atomically.
 
@@ -356,6 +360,13 @@ class Store(Protocol):
         With `lease_activities` = (until, limit), up to `limit` of the outcome's activity tasks
         are created already leased to `owner` until then, and returned for the caller to run
         at once (a backend may lease none); the others wait for `claim_activities`.
+
+        Only where `holds_instances`: with `hold_until`, the lease is kept (same token) until
+        then instead of released, unless messages wait for the instance; so that when the
+        activity it leased to `owner` completes soon, the next episode can run on its result
+        with no claim in between, committed with `completes` = that task: `work.messages`
+        then carry its result unstored (no `message_id`), and the task is deleted in the same
+        transaction (`LeaseLostError`, writing nothing, if it is gone).
         """
 
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:

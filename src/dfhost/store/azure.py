@@ -127,6 +127,8 @@ class _Claim:
 class AzureStore:
     """The `Store` for `azure` URLs. Use it from one event loop."""
 
+    holds_instances = False
+
     def __init__(self, url: str) -> None:
         self.url = url
         target = parse_url(url)
@@ -520,11 +522,15 @@ class AzureStore:
         outcome: EpisodeOutcome,
         *,
         lease_activities: tuple[datetime, int] | None = None,
+        hold_until: datetime | None = None,
+        completes: ActivityTask | None = None,
     ) -> list[ActivityTask]:
         """Activity work items go through the work-item queue: none is leased here."""
         instance_id = work.instance.instance_id
         if outcome.instance.instance_id != instance_id:
             raise ValueError("an episode's outcome must be for the instance it claimed")
+        if completes is not None:  # hold_until is a hint: this backend always releases
+            raise NotImplementedError("this task hub does not hold instances between episodes")
         claim = self._claims.get(instance_id)
         if claim is None or claim.token != work.lease_token or claim.owner != owner:
             raise LeaseLostError(

@@ -18,7 +18,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -128,6 +128,17 @@ _UPSERT_INSTANCE = f"""
         failure_details = excluded.failure_details, tags = excluded.tags,
         created_at = excluded.created_at, last_updated_at = excluded.last_updated_at,
         lock_owner = NULL, lock_until = NULL"""
+# An episode's commit: the instance as the episode left it, lease released (or held until
+# :hold_until), only if the lease is still the committer's (checked here rather than by a
+# SELECT first: one statement less).
+_UPDATE_LEASED_INSTANCE = """
+    UPDATE instances SET name = :name, execution_id = :execution_id, status = :status,
+        version = :version, input = :input, output = :output, custom_status = :custom_status,
+        parent_instance_id = :parent_instance_id, failure_details = :failure_details,
+        tags = :tags, created_at = :created_at, last_updated_at = :last_updated_at,
+        lock_owner = CASE WHEN :hold_until IS NULL THEN NULL ELSE lock_owner END,
+        lock_until = :hold_until
+    WHERE instance_id = :instance_id AND lock_owner = :owner AND lock_token = :token"""
 
 _VISIBLE = "(visible_at IS NULL OR visible_at <= :now)"
 _WAKES_SUSPENDED = f"({int(EventType.EXECUTION_RESUMED)}, {int(EventType.EXECUTION_TERMINATED)})"
@@ -338,6 +349,8 @@ class SqliteStore:
     `notify()` must be called on the event loop's thread; other threads use
     `loop.call_soon_threadsafe(store.notify)`.
     """
+
+    holds_instances = True
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -643,12 +656,15 @@ class SqliteStore:
         outcome: EpisodeOutcome,
         *,
         lease_activities: tuple[datetime, int] | None = None,
+        hold_until: datetime | None = None,
+        completes: ActivityTask | None = None,
     ) -> list[ActivityTask]:
         if outcome.instance.instance_id != work.instance.instance_id:
             raise ValueError("an episode's outcome must be for the instance it claimed")
         lease = None if lease_activities is None else (owner, *lease_activities)
+        hold = _Hold(hold_until, completes)
         wake, leased = await self._write(
-            lambda conn: _commit_episode(conn, owner, work, outcome, lease)
+            lambda conn: _commit_episode(conn, owner, work, outcome, lease, hold)
         )
         if wake:
             self.notify()
@@ -700,7 +716,7 @@ class SqliteStore:
             if claim is None:
                 return True, None
             row = conn.execute(
-                "SELECT status, lock_until FROM instances WHERE instance_id = ?",
+                f"SELECT {_INSTANCE_COLUMNS}, lock_until FROM instances WHERE instance_id = ?",
                 (task.instance_id,),
             ).fetchone()
             now_text = format_time(claim.now)
@@ -709,7 +725,13 @@ class SqliteStore:
             if row["lock_until"] is not None and row["lock_until"] > now_text:
                 return True, None
             work = _lease_instance(
-                conn, task.instance_id, claim.owner, now_text, claim.lease_until, claim.known
+                conn,
+                task.instance_id,
+                claim.owner,
+                now_text,
+                claim.lease_until,
+                claim.known,
+                _instance_from_row(row),
             )
             return True, work
 
@@ -923,8 +945,10 @@ def _lease_instance(
     now_text: str,
     lease_until: datetime,
     known: KnownHistory | None,
+    instance: Instance | None = None,
 ) -> EpisodeWork | None:
-    """Lease an instance already known to be unlocked; None if it has no visible messages."""
+    """Lease an instance already known to be unlocked (`instance`: its row, if the caller
+    read it in this transaction); None if it has no visible messages."""
     messages = _visible_messages(conn, instance_id, now_text)
     if not messages:
         return None
@@ -935,8 +959,9 @@ def _lease_instance(
         "UPDATE instances SET lock_owner = ?, lock_until = ?, lock_token = ? WHERE instance_id = ?",
         (owner, format_time(lease_until), token, instance_id),
     )
-    instance = _load_instance(conn, instance_id)
-    assert instance is not None  # the caller found it unlocked
+    if instance is None:
+        instance = _load_instance(conn, instance_id)
+        assert instance is not None  # the caller found it unlocked
     start = 0
     if known is not None:
         execution_id, held = known.get(instance_id, ("", 0))
@@ -999,22 +1024,33 @@ def _visible_messages(conn: sqlite3.Connection, instance_id: str, now: str) -> l
     return messages
 
 
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """`commit_episode`'s `hold_until` and `completes`."""
+
+    until: datetime | None
+    completes: ActivityTask | None
+
+
 def _commit_episode(
     conn: sqlite3.Connection,
     owner: str,
     work: EpisodeWork,
     outcome: EpisodeOutcome,
     lease: tuple[str, datetime, int] | None,
+    hold: _Hold,
 ) -> tuple[bool, list[ActivityTask]]:
     """Apply the outcome; returns whether the instance or others now have work to wake for,
-    and the activity tasks created leased to `lease` = (owner, until, at most)."""
+    and the activity tasks created leased to `lease` = (owner, until, at most).
+
+    Raises `LeaseLostError` (and the transaction rolls back) if the lease is no longer
+    `owner`'s, or the task it `completes` is gone."""
     instance = outcome.instance
     instance_id = instance.instance_id
-    row = conn.execute(
-        "SELECT lock_owner, lock_token FROM instances WHERE instance_id = ?", (instance_id,)
-    ).fetchone()
-    if row is None or row["lock_owner"] != owner or row["lock_token"] != work.lease_token:
-        raise LeaseLostError(f"lease on instance {instance_id!r} was lost; episode not committed")
+    if hold.completes is not None:
+        done = conn.execute("DELETE FROM activity_tasks WHERE id = ?", (hold.completes.task_id,))
+        if done.rowcount == 0:
+            raise LeaseLostError(f"activity task {hold.completes.task_id} was already completed")
     conn.executemany("DELETE FROM messages WHERE id = ?", [(m.message_id,) for m in work.messages])
     if outcome.drop_pending_work:
         conn.execute(
@@ -1025,24 +1061,35 @@ def _commit_episode(
         conn.execute("DELETE FROM activity_tasks WHERE instance_id = ?", (instance_id,))
     if outcome.reset_history:
         conn.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
-    (last,) = conn.execute(
-        "SELECT COALESCE(MAX(seq), -1) FROM history WHERE instance_id = ? AND execution_id = ?",
-        (instance_id, instance.execution_id),
-    ).fetchone()
-    conn.executemany(
-        "INSERT INTO history (instance_id, execution_id, seq, event) VALUES (?, ?, ?, ?)",
-        [
-            (instance_id, instance.execution_id, last + 1 + offset, event.to_json())
-            for offset, event in enumerate(outcome.new_events)
-        ],
-    )
-    conn.executemany(
-        "DELETE FROM messages WHERE instance_id = ? AND event_type = ? AND timer_id = ?",
-        [
-            (instance_id, int(EventType.TIMER_FIRED), timer_id)
-            for timer_id in outcome.cancelled_timer_ids
-        ],
-    )
+    if outcome.new_events:
+        same_history = not (
+            outcome.reset_history
+            or work.history_error
+            or instance.execution_id != work.instance.execution_id
+        )
+        if same_history:  # the lease holder alone appends: the claim saw every event
+            last = work.history_start + len(work.history) - 1
+        else:
+            (last,) = conn.execute(
+                "SELECT COALESCE(MAX(seq), -1) FROM history "
+                "WHERE instance_id = ? AND execution_id = ?",
+                (instance_id, instance.execution_id),
+            ).fetchone()
+        conn.executemany(
+            "INSERT INTO history (instance_id, execution_id, seq, event) VALUES (?, ?, ?, ?)",
+            [
+                (instance_id, instance.execution_id, last + 1 + offset, event.to_json())
+                for offset, event in enumerate(outcome.new_events)
+            ],
+        )
+    if outcome.cancelled_timer_ids:
+        conn.executemany(
+            "DELETE FROM messages WHERE instance_id = ? AND event_type = ? AND timer_id = ?",
+            [
+                (instance_id, int(EventType.TIMER_FIRED), timer_id)
+                for timer_id in outcome.cancelled_timer_ids
+            ],
+        )
     leased: list[ActivityTask] = []
     lease_owner, lease_until, lease_limit = lease if lease is not None else (None, None, 0)
     for task in outcome.activities:
@@ -1056,9 +1103,16 @@ def _commit_episode(
     enqueued = len(outcome.activities) > len(leased) or bool(outcome.messages)
     for request in outcome.starts:
         enqueued |= _start(conn, request)[1]
-    conn.execute(_UPSERT_INSTANCE, _instance_params(instance))
-    # Messages that arrived during the episode become claimable now that the lock is gone.
+    # Messages that arrived during the episode become claimable now that the lock is gone
+    # (and it is not held for them to wait behind).
     (pending,) = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM messages WHERE instance_id = ?)", (instance_id,)
     ).fetchone()
+    params = _instance_params(instance)
+    params["owner"] = owner
+    params["token"] = work.lease_token
+    held = hold.until is not None and not pending and not enqueued
+    params["hold_until"] = format_time(hold.until) if held and hold.until else None
+    if conn.execute(_UPDATE_LEASED_INSTANCE, params).rowcount == 0:
+        raise LeaseLostError(f"lease on instance {instance_id!r} was lost; episode not committed")
     return enqueued or bool(pending), leased

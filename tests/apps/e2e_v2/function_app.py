@@ -144,6 +144,14 @@ def blocked(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def event_or_activity(context: df.DurableOrchestrationContext):
+    activity = context.call_activity("wait_for_file", context.get_input())
+    event = context.wait_for_external_event("Go")
+    winner = yield context.task_any([activity, event])
+    return "event" if winner == event else "activity"
+
+
+@app.orchestration_trigger(context_name="context")
 def waiter(context: df.DurableOrchestrationContext):
     return (yield context.wait_for_external_event("Go"))
 

@@ -173,6 +173,8 @@ class _Unreachable(Exception):
 class PostgresStore:
     """The `Store` for `postgresql://` URLs. Use it from one event loop."""
 
+    holds_instances = False
+
     def __init__(self, url: str) -> None:
         self.url = url
         target = _parse_url(url)
@@ -498,9 +500,13 @@ class PostgresStore:
         outcome: EpisodeOutcome,
         *,
         lease_activities: tuple[datetime, int] | None = None,
+        hold_until: datetime | None = None,
+        completes: ActivityTask | None = None,
     ) -> list[ActivityTask]:
         if outcome.instance.instance_id != work.instance.instance_id:
             raise ValueError("an episode's outcome must be for the instance it claimed")
+        if completes is not None:  # hold_until is a hint: this backend always releases
+            raise NotImplementedError("this task hub does not hold instances between episodes")
 
         lease = None
         if lease_activities is not None and lease_activities[1] > 0 and outcome.activities:
