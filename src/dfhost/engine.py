@@ -199,21 +199,26 @@ class Engine:
                 await self._wait(due, not self._episodes and not self._activities)
 
     async def _claim_work(self, now: datetime) -> None:
+        # `_more_*` change only once a claim answers: work finishing while it is in flight
+        # must not ask for yet another round unless this one fills every free slot (with
+        # one completion a millisecond, that made the rounds back to back).
         free = self.max_episodes - len(self._episodes)
-        self._more_episodes = True  # unless this claim finds less than it had room for
         if free > 0:
             known = None if self.sessions is None else self.sessions.known()
             works = await self.store.claim_episodes(self.owner, now, now + self.lease, free, known)
             self._more_episodes = len(works) >= free
             for work in works:
                 self._start_episode(work)
+        else:
+            self._more_episodes = True
         free = self.max_activities - len(self._activities)
-        self._more_activities = True
         if free > 0:
             tasks = await self.store.claim_activities(self.owner, now, now + self.lease, free)
             self._more_activities = len(tasks) >= free
             for task in tasks:
                 self._start_activity(task)
+        else:
+            self._more_activities = True
 
     def _start_episode(self, work: EpisodeWork, completes: ActivityTask | None = None) -> None:
         task: asyncio.Task[None] = asyncio.create_task(self._run_episode(work, completes))
