@@ -385,20 +385,26 @@ class DurableClient:
         timeout: float,  # noqa: ASYNC109 - a polling deadline, not a cancel scope
         interval: float = 0.1,
     ) -> Instance | None:
-        """Poll until the instance is finished or `timeout` seconds passed (wall clock).
+        """Wait until the instance is finished or `timeout` seconds passed (wall clock): at
+        once when this process finishes it, else at the next poll, every `interval` seconds.
 
         Returns the last status seen (possibly still running), or None if it does not exist.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         interval = max(0.001, interval)
         while True:
-            instance = await self.get_status(instance_id)
-            if instance is None or instance.status in TERMINAL_STATUSES:
-                return instance
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return instance
-            await asyncio.sleep(min(interval, remaining))
+            # Watched before the status is read, so an end committed in between is not missed.
+            finished = self.store.watch_finish(instance_id)
+            try:
+                instance = await self.get_status(instance_id)
+                if instance is None or instance.status in TERMINAL_STATUSES:
+                    return instance
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return instance
+                await asyncio.wait({finished}, timeout=min(interval, remaining))
+            finally:
+                finished.cancel()
 
     async def _send(self, instance_id: str, event: HistoryEvent) -> DeliveryResult:
         return await self.store.send_message(Message(instance_id=instance_id, event=event))

@@ -1161,6 +1161,18 @@ async def test_close_is_idempotent(store: Store) -> None:
     await store.close()
 
 
+async def test_watch_finish_resolves_when_this_process_commits_the_end(store: Store) -> None:
+    await store.create_instance(start("a"))
+    watch = store.watch_finish("a")
+    other = store.watch_finish("b")
+    await episode(store, "a")
+    assert not watch.done()
+    await store.send_message(Message(instance_id="a", event=raised("go")))
+    await episode(store, "a", Status.COMPLETED, now=at(1))
+    assert watch.done() and not other.done()
+    other.cancel()
+
+
 # --- holding an instance between episodes (`Store.holds_instances`) --------------------------
 
 

@@ -348,3 +348,15 @@ async def test_a_message_that_comes_due_during_a_slow_claim_is_not_lost(
     await store.send_message(Message(instance_id=iid, event=go, visible_at=due))
     status = await client.wait_for_completion(iid, timeout=5)
     assert status is not None and status.output == '"late"'
+
+
+async def test_waiting_for_completion_answers_when_this_host_finishes_it(
+    hub: tuple[Store, DurableClient],
+) -> None:
+    """The commit that ends the instance wakes the waiter: no polling interval to wait out."""
+    _, client = hub
+    iid = await client.start_new("chain")
+    # A 60 s poll would outlast the bound: only the store's signal can answer within it.
+    waiting = client.wait_for_completion(iid, timeout=120, interval=60)
+    status = await asyncio.wait_for(waiting, 10)
+    assert status is not None and status.status is OrchestrationStatus.COMPLETED

@@ -16,6 +16,7 @@ The store is the only channel between clients and engines. Its rules:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -407,6 +408,11 @@ class Store(Protocol):
 
     def notify(self) -> None:
         """Wake this process's waiters (after work was enqueued outside the store)."""
+
+    def watch_finish(self, instance_id: str) -> asyncio.Future[None]:
+        """A future resolved when this process commits the instance's end (Completed, Failed,
+        Terminated), so that a client waiting for it answers at once. An end committed by
+        another process does not resolve it: waiters poll too. Cancel it when done."""
 
     # --- timer triggers ------------------------------------------------------------------
     async def claim_timer_run(

@@ -94,7 +94,7 @@ from dfhost.store.azure_outbox import Courier
 from dfhost.store.azure_partitions import Partitions
 from dfhost.store.azure_queues import ControlInbox, Held, HeldTask, WorkItems
 from dfhost.store.azure_timers import TimerTable
-from dfhost.store.wakeup import Wakeup
+from dfhost.store.wakeup import FinishWatchers, Wakeup
 
 __all__ = ["MIN_POLL", "AzureStore"]
 
@@ -162,6 +162,7 @@ class AzureStore:
         self._dirty: set[int] = set()
         self._work_dirty = True
         self._wake = Wakeup()
+        self._finishes = FinishWatchers()
         self._release_event: asyncio.Event | None = None
         self._hosting = False
         self._becoming_host = asyncio.Lock()
@@ -543,6 +544,8 @@ class AzureStore:
             if self._claims.get(instance_id) is claim:
                 del self._claims[instance_id]
             self.notify()
+        if outcome.instance.status in TERMINAL_STATUSES:
+            self._finishes.finished(instance_id)
         return []
 
     async def _commit(self, claim: _Claim, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
@@ -741,6 +744,9 @@ class AzureStore:
         self._wake.set()
         if self._release_event is not None:
             self._release_event.set()
+
+    def watch_finish(self, instance_id: str) -> asyncio.Future[None]:
+        return self._finishes.watch(instance_id)
 
     def _released(self) -> asyncio.Event:
         """Set when an episode may have ended (see `notify`)."""

@@ -12,6 +12,7 @@ are visible: DTFx drops events for unknown instances, and keeping them would wed
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -56,7 +57,7 @@ from dfhost.store import sqlite_timers as timers
 from dfhost.store.doorbell import Doorbell
 from dfhost.store.hostlocks import HostLock, count_live_hosts
 from dfhost.store.sqlite_thread import DatabaseThread
-from dfhost.store.wakeup import Wakeup
+from dfhost.store.wakeup import FinishWatchers, Wakeup
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -363,6 +364,7 @@ class SqliteStore:
         # SQLite has no notifications: clients in other processes ring the host's doorbell.
         self._doorbell = None if self.path is None else Doorbell(self.path)
         self._wake = Wakeup()
+        self._finishes = FinishWatchers()
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -668,6 +670,8 @@ class SqliteStore:
         )
         if wake:
             self.notify()
+        if outcome.instance.status in TERMINAL_STATUSES:
+            self._finishes.finished(outcome.instance.instance_id)
         return leased
 
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
@@ -776,6 +780,9 @@ class SqliteStore:
         self._wake.set()
         if self._host_lock is None and self._doorbell is not None:
             self._doorbell.ring()
+
+    def watch_finish(self, instance_id: str) -> asyncio.Future[None]:
+        return self._finishes.watch(instance_id)
 
     # --- timer triggers ------------------------------------------------------------------
     async def claim_timer_run(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from dfhost.history import utcnow
 
-__all__ = ["Wakeup"]
+__all__ = ["FinishWatchers", "Wakeup"]
 
 
 class Wakeup:
@@ -46,3 +47,29 @@ class Wakeup:
         if self._event is None:
             self._event = asyncio.Event()
         return self._event
+
+
+class FinishWatchers:
+    """`Store.watch_finish`'s futures, resolved by the store when it commits an instance's
+    end in this process. Use from the event loop's thread."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+
+    def watch(self, instance_id: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(instance_id, set()).add(future)
+        future.add_done_callback(partial(self._forget, instance_id))
+        return future
+
+    def finished(self, instance_id: str) -> None:
+        for future in self._waiting.pop(instance_id, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def _forget(self, instance_id: str, future: asyncio.Future[None]) -> None:
+        waiting = self._waiting.get(instance_id)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._waiting[instance_id]

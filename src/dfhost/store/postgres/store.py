@@ -49,7 +49,7 @@ from dfhost.store.postgres.schema import (
     notify,
     utc,
 )
-from dfhost.store.wakeup import Wakeup
+from dfhost.store.wakeup import FinishWatchers, Wakeup
 
 __all__ = [
     "CLIENT_PATIENCE",
@@ -191,6 +191,7 @@ class PostgresStore:
         self._outage_since: float | None = None
         self._owners: set[str] = set()
         self._wake = Wakeup(longest=POLL_FALLBACK)
+        self._finishes = FinishWatchers()
         self._listener: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -544,6 +545,8 @@ class PostgresStore:
             )
         if wake:
             self.notify()
+        if outcome.instance.status in TERMINAL_STATUSES:
+            self._finishes.finished(outcome.instance.instance_id)
         return leased
 
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
@@ -662,6 +665,9 @@ class PostgresStore:
 
     def notify(self) -> None:
         self._wake.set()
+
+    def watch_finish(self, instance_id: str) -> asyncio.Future[None]:
+        return self._finishes.watch(instance_id)
 
     async def _listen(self, listening: asyncio.Event) -> None:
         """Hold a LISTEN connection for the store's life, reconnecting after failures."""
