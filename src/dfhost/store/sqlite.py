@@ -1058,7 +1058,9 @@ def _commit_episode(
         done = conn.execute("DELETE FROM activity_tasks WHERE id = ?", (hold.completes.task_id,))
         if done.rowcount == 0:
             raise LeaseLostError(f"activity task {hold.completes.task_id} was already completed")
-    conn.executemany("DELETE FROM messages WHERE id = ?", [(m.message_id,) for m in work.messages])
+    stored = [(m.message_id,) for m in work.messages if m.message_id is not None]
+    if stored:  # a held instance's episode consumes its activity's result unstored
+        conn.executemany("DELETE FROM messages WHERE id = ?", stored)
     if outcome.drop_pending_work:
         conn.execute(
             "DELETE FROM messages WHERE instance_id = ? "
