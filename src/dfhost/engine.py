@@ -179,13 +179,7 @@ class Engine:
     async def _dispatch_loop(self) -> None:
         while not self._stopping:
             try:
-                # One `now` for the claim and the next due time: with a later one, a timer
-                # or lease that came due in between would be neither claimed nor waited for.
-                now = self.clock()
-                await self._claim_work(now)
-                busy = bool(self._episodes or self._activities)
-                # A virtual clock moves only when nothing is in flight: skip the query before.
-                due = None if busy and self._wait else await self.store.next_due_at(now)
+                due = await self._claim_work(self.clock())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -198,27 +192,44 @@ class Engine:
             else:
                 await self._wait(due, not self._episodes and not self._activities)
 
-    async def _claim_work(self, now: datetime) -> None:
+    async def _claim_work(self, now: datetime) -> datetime | None:
+        """Claim what this host has room for; returns when work comes due next.
+
+        The due time is for the claims' `now`: for a later one, a timer or lease that came due
+        in between would be neither claimed nor waited for. The three queries go out together,
+        so a store that batches transactions (SQLite) answers them with one.
+        """
+        episode_room = self.max_episodes - len(self._episodes)
+        activity_room = self.max_activities - len(self._activities)
+        known = None if self.sessions is None else self.sessions.known()
+        until = now + self.lease
+        # A virtual clock moves only when nothing is in flight: it asks for the due time after.
+        ask_due = self._wait is None
+        works, tasks, due = await asyncio.gather(
+            self.store.claim_episodes(self.owner, now, until, episode_room, known),
+            self.store.claim_activities(self.owner, now, until, activity_room),
+            self.store.next_due_at(now) if ask_due else _nothing(),
+            return_exceptions=True,
+        )
+        # What one claim leased runs even if the other failed: it would wait out its lease.
         # `_more_*` change only once a claim answers: work finishing while it is in flight
         # must not ask for yet another round unless this one fills every free slot (with
         # one completion a millisecond, that made the rounds back to back).
-        free = self.max_episodes - len(self._episodes)
-        if free > 0:
-            known = None if self.sessions is None else self.sessions.known()
-            works = await self.store.claim_episodes(self.owner, now, now + self.lease, free, known)
-            self._more_episodes = len(works) >= free
+        if not isinstance(works, BaseException):
+            self._more_episodes = len(works) >= episode_room
             for work in works:
                 self._start_episode(work)
-        else:
-            self._more_episodes = True
-        free = self.max_activities - len(self._activities)
-        if free > 0:
-            tasks = await self.store.claim_activities(self.owner, now, now + self.lease, free)
-            self._more_activities = len(tasks) >= free
+        if not isinstance(tasks, BaseException):
+            self._more_activities = len(tasks) >= activity_room
             for task in tasks:
                 self._start_activity(task)
-        else:
-            self._more_activities = True
+        for outcome in (works, tasks, due):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert not isinstance(due, BaseException)
+        if not ask_due and not self._episodes and not self._activities:
+            due = await self.store.next_due_at(now)
+        return due
 
     def _start_episode(self, work: EpisodeWork, completes: ActivityTask | None = None) -> None:
         task: asyncio.Task[None] = asyncio.create_task(self._run_episode(work, completes))
@@ -920,6 +931,10 @@ class Engine:
             return await function.handler(**kwargs)
         ctx = contextvars.copy_context()
         return await self._activity_threads.run(partial(ctx.run, function.handler, **kwargs))
+
+
+async def _nothing() -> None:
+    return None
 
 
 class _EpisodeFailed(Exception):
