@@ -32,8 +32,9 @@ from dfhost.store import Store, open_store
 
 APP = Path(__file__).resolve().parent / "apps" / "bench_app"
 POLL = 0.0005
-"""wait_for_completion's interval in W1: the client polls the store, so this bounds how late
-a completion can be seen (the stored timestamps give the unpolled figure too)."""
+"""wait_for_completion's polling interval in W1. The engine runs in this process, so its
+commit of the end wakes the client at once (`Store.watch_finish`); polling would only matter
+for an end committed elsewhere. The stored timestamps give the figure without the client."""
 
 
 STALL = 60.0

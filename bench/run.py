@@ -104,9 +104,10 @@ WORKLOADS = (
             Metric("gap_episode_to_activity_done_ms", "ms", headline=False),
             Metric("gap_activity_done_to_episode_ms", "ms", headline=False),
         ),
-        notes="start to completion seen by the caller; dfhost's client polls the store every "
-        "0.5 ms, stored_* is the instance's own last_updated_at - created_at; gap_* split a "
-        "dfhost chain's time by its history's timestamps (medians)",
+        notes="start to completion seen by the caller; dfhost's client is woken by its "
+        "store when the in-process engine commits the end (and polls every 0.5 ms), DBOS's "
+        "awaits its handle; stored_* is the instance's own last_updated_at - created_at; gap_* "
+        "split a dfhost chain's time by its history's timestamps (medians)",
     ),
     Workload(
         "W2",

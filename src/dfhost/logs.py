@@ -20,8 +20,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,31 +70,49 @@ def current_invocation() -> Invocation | None:
     return _current.get()
 
 
-@contextmanager
-def invocation(inv: Invocation) -> Iterator[Invocation]:
-    """Run the block as `inv`: its logs and prints are tagged with it."""
-    token = _current.set(inv)
-    try:
-        yield inv
-    finally:
-        _current.reset(token)
+class invocation:
+    """Run the block as `inv`: its logs and prints are tagged with it.
+
+    A class rather than a `@contextmanager` generator: it wraps every episode and activity,
+    and the generator machinery cost more than the rest of it."""
+
+    __slots__ = ("_inv", "_token")
+
+    def __init__(self, inv: Invocation) -> None:
+        self._inv = inv
+
+    def __enter__(self) -> Invocation:
+        self._token = _current.set(self._inv)
+        return self._inv
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
 
 
-@contextmanager
-def log_invocation(inv: Invocation, reason: str) -> Iterator[Invocation]:
+class log_invocation:
     """`invocation(inv)` framed by the Azure-style Executing/Executed lines.
 
     The block signals failure by raising; the exception propagates after the Executed line.
     """
-    HOST_LOGGER.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", inv.function, reason, inv.id)
-    started = time.perf_counter()
-    outcome = "Failed"
-    try:
-        with invocation(inv):
-            yield inv
-        outcome = "Succeeded"
-    finally:
-        ms = round((time.perf_counter() - started) * 1000)
+
+    __slots__ = ("_inv", "_started", "_token")
+
+    def __init__(self, inv: Invocation, reason: str) -> None:
+        self._inv = inv
+        HOST_LOGGER.info(
+            "Executing 'Functions.%s' (Reason='%s', Id=%s)", inv.function, reason, inv.id
+        )
+
+    def __enter__(self) -> Invocation:
+        self._started = time.perf_counter()
+        self._token = _current.set(self._inv)
+        return self._inv
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        _current.reset(self._token)
+        ms = round((time.perf_counter() - self._started) * 1000)
+        outcome = "Succeeded" if kind is None else "Failed"
+        inv = self._inv
         HOST_LOGGER.info(
             "Executed 'Functions.%s' (%s, Id=%s, Duration=%dms)", inv.function, outcome, inv.id, ms
         )
