@@ -27,7 +27,7 @@ from dfhost.history import OrchestrationStatus
 
 STEPS = {
     "store": ["create_instance", "claim_episodes", "commit_episode", "complete_activity_and_claim"],
-    "engine": ["_replay", "_execute_activity", "_run_activity", "_run_episode"],
+    "engine": ["_replay", "_run_activity", "_run_episode"],
 }
 
 

@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from dfhost import durable_http, entities, limits, metrics, replay, rewind, telemetry
-from dfhost.functions import Function, FunctionApp, invocation_arguments
+from dfhost import entities, limits, metrics, replay, rewind, telemetry
+from dfhost.activities import ActivityRunner
+from dfhost.functions import Function, FunctionApp
 from dfhost.history import (
     TERMINAL_STATUSES,
     EventType,
@@ -126,6 +127,9 @@ class Engine:
         self._more_activities = True
         self._orchestrator_threads = WorkerThreads(min(4, self.max_episodes), "dfhost-orchestrator")
         self._activity_threads = WorkerThreads(self.max_activities, "dfhost-activity")
+        self._activity_runner = ActivityRunner(
+            app, self.limits, self._activity_threads, lambda: self.clock()
+        )
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
@@ -836,10 +840,10 @@ class Engine:
         started_ns = time.time_ns()
         if telemetry.enabled():
             async with telemetry.activity_span(task, self.store.get_history) as traced:
-                event = await self._execute_activity(task)
+                event = await self._activity_runner.run(task)
                 traced(event)
         else:  # the span's context manager alone costs more than a trivial activity
-            event = await self._execute_activity(task)
+            event = await self._activity_runner.run(task)
         metrics.activity_done(task.name, event.type is EventType.TASK_COMPLETED, _since(started_ns))
         result = Message(instance_id=task.instance_id, execution_id=task.execution_id, event=event)
         held = self._held.pop(task.instance_id, None)
@@ -880,58 +884,6 @@ class Engine:
         if work is not None:
             self._start_episode(work)
 
-    async def _execute_activity(self, task: ActivityTask) -> HistoryEvent:
-        now = self.clock
-        if task.name == durable_http.ACTIVITY_NAME:
-            settings = durable_http.HttpSettings.from_host_json(self.app.settings.host_json)
-            return await durable_http.run(task, now, settings)
-        function = self.app.activity(task.name)
-        if function is None:
-            return _task_failed(task, now(), f"activity '{task.name}' not found", None)
-        inv = Invocation(
-            function=function.name, instance_id=task.instance_id, execution_id=task.execution_id
-        )
-        try:
-            with log_invocation(inv, f"(null), InstanceId={task.instance_id}"):
-                value = await limits.within(
-                    self.limits.function_timeout,
-                    self._call_activity(function, task, inv.id),
-                    f"activity '{function.name}'",
-                )
-                try:
-                    result = _df_dumps(value)
-                except (TypeError, ValueError) as exc:
-                    raise _ResultNotSerializableError(str(exc)) from exc
-                what = f"result of activity '{function.name}'"
-                limits.check_payload(result, what, self.limits.payload_bytes)
-        except _ResultNotSerializableError as exc:
-            reason = f"Activity function '{function.name}' failed: {exc}"
-            return _task_failed(task, now(), reason, f"the result could not be serialized: {exc}")
-        except Exception as exc:
-            reason = f"Activity function '{function.name}' failed: {type(exc).__name__}: {exc}"
-            details = "".join(traceback.format_exception(exc)).rstrip()
-            logging.getLogger("function").error("%s\n%s", reason, details)
-            return _task_failed(task, now(), reason, details)
-        return HistoryEvent(
-            type=EventType.TASK_COMPLETED,
-            timestamp=now(),
-            task_scheduled_id=task.task_scheduled_id,
-            result=result,
-        )
-
-    async def _call_activity(
-        self, function: Function, task: ActivityTask, invocation_id: str
-    ) -> Any:
-        kwargs, _ = invocation_arguments(
-            function,
-            invocation_id=invocation_id,
-            trigger_value=_decode_activity_input(task.input),
-        )
-        if function.is_async:
-            return await function.handler(**kwargs)
-        ctx = contextvars.copy_context()
-        return await self._activity_threads.run(partial(ctx.run, function.handler, **kwargs))
-
 
 async def _nothing() -> None:
     return None
@@ -939,10 +891,6 @@ async def _nothing() -> None:
 
 class _EpisodeFailed(Exception):
     """Marks the Executed line of a failed episode as Failed."""
-
-
-class _ResultNotSerializableError(Exception):
-    pass
 
 
 def _sending(
@@ -980,47 +928,3 @@ def _restarted_event(inst: Instance, now: datetime) -> HistoryEvent:
         execution_id=inst.execution_id,
         parent_instance_id=inst.parent_instance_id,
     )
-
-
-def _task_failed(
-    task: ActivityTask, now: datetime, reason: str, details: str | None
-) -> HistoryEvent:
-    return HistoryEvent(
-        type=EventType.TASK_FAILED,
-        timestamp=now,
-        task_scheduled_id=task.task_scheduled_id,
-        reason=reason,
-        details=details,
-    )
-
-
-_PLAIN_JSON = (type(None), bool, int, float, str)
-_sdk_decoded_once = False
-
-
-def _decode_activity_input(text: str | None) -> Any:
-    # Same decoding as the Python worker's ActivityTriggerConverter: JSON (with the SDK's
-    # custom-object envelope), falling back to the raw string.
-    from azure.durable_functions.models.utils.df_serialization import df_loads
-
-    global _sdk_decoded_once
-    if text is None:
-        return None
-    try:
-        # Without an envelope, df_loads (loose or strict) is json.loads; skipping it saves
-        # an environment lookup per activity. Its first call still runs, for its one-time
-        # advisory.
-        if _sdk_decoded_once and '"__class__"' not in text:
-            return json.loads(text)
-        _sdk_decoded_once = True
-        return df_loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _df_dumps(value: Any) -> str:
-    from azure.durable_functions.models.utils.df_serialization import df_dumps
-
-    if type(value) in _PLAIN_JSON:  # no custom object inside: df_dumps is json.dumps
-        return json.dumps(value)
-    return df_dumps(value)  # type: ignore[no-any-return]

@@ -1,0 +1,138 @@
+"""One activity execution: the function called with its input decoded as the Python worker
+decodes it, its result encoded as the SDK expects, and failures, timeouts and results that
+cannot be encoded turned into TaskFailed events. Durable HTTP calls run here too."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from dfhost import durable_http, limits
+from dfhost.functions import Function, FunctionApp, invocation_arguments
+from dfhost.history import EventType, HistoryEvent
+from dfhost.logs import Invocation, log_invocation
+from dfhost.store import ActivityTask
+from dfhost.worker_threads import WorkerThreads
+
+__all__ = ["ActivityRunner"]
+
+
+class ActivityRunner:
+    """Runs activities of `app`; synchronous ones on `threads`."""
+
+    def __init__(
+        self,
+        app: FunctionApp,
+        limits_: limits.Limits,
+        threads: WorkerThreads,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.app = app
+        self.limits = limits_
+        self.threads = threads
+        self.clock = clock
+
+    async def run(self, task: ActivityTask) -> HistoryEvent:
+        """Execute `task` once; its TaskCompleted or TaskFailed event."""
+        now = self.clock
+        if task.name == durable_http.ACTIVITY_NAME:
+            settings = durable_http.HttpSettings.from_host_json(self.app.settings.host_json)
+            return await durable_http.run(task, now, settings)
+        function = self.app.activity(task.name)
+        if function is None:
+            return _task_failed(task, now(), f"activity '{task.name}' not found", None)
+        inv = Invocation(
+            function=function.name, instance_id=task.instance_id, execution_id=task.execution_id
+        )
+        try:
+            with log_invocation(inv, f"(null), InstanceId={task.instance_id}"):
+                value = await limits.within(
+                    self.limits.function_timeout,
+                    self._call(function, task, inv.id),
+                    f"activity '{function.name}'",
+                )
+                try:
+                    result = _df_dumps(value)
+                except (TypeError, ValueError) as exc:
+                    raise _ResultNotSerializableError(str(exc)) from exc
+                what = f"result of activity '{function.name}'"
+                limits.check_payload(result, what, self.limits.payload_bytes)
+        except _ResultNotSerializableError as exc:
+            reason = f"Activity function '{function.name}' failed: {exc}"
+            return _task_failed(task, now(), reason, f"the result could not be serialized: {exc}")
+        except Exception as exc:
+            reason = f"Activity function '{function.name}' failed: {type(exc).__name__}: {exc}"
+            details = "".join(traceback.format_exception(exc)).rstrip()
+            logging.getLogger("function").error("%s\n%s", reason, details)
+            return _task_failed(task, now(), reason, details)
+        return HistoryEvent(
+            type=EventType.TASK_COMPLETED,
+            timestamp=now(),
+            task_scheduled_id=task.task_scheduled_id,
+            result=result,
+        )
+
+    async def _call(self, function: Function, task: ActivityTask, invocation_id: str) -> Any:
+        kwargs, _ = invocation_arguments(
+            function,
+            invocation_id=invocation_id,
+            trigger_value=_decode_activity_input(task.input),
+        )
+        if function.is_async:
+            return await function.handler(**kwargs)
+        ctx = contextvars.copy_context()
+        return await self.threads.run(partial(ctx.run, function.handler, **kwargs))
+
+
+class _ResultNotSerializableError(Exception):
+    """The activity returned a value the SDK cannot encode."""
+
+
+def _task_failed(
+    task: ActivityTask, now: datetime, reason: str, details: str | None
+) -> HistoryEvent:
+    return HistoryEvent(
+        type=EventType.TASK_FAILED,
+        timestamp=now,
+        task_scheduled_id=task.task_scheduled_id,
+        reason=reason,
+        details=details,
+    )
+
+
+_PLAIN_JSON = (type(None), bool, int, float, str)
+_sdk_decoded_once = False
+
+
+def _decode_activity_input(text: str | None) -> Any:
+    # Same decoding as the Python worker's ActivityTriggerConverter: JSON (with the SDK's
+    # custom-object envelope), falling back to the raw string.
+    from azure.durable_functions.models.utils.df_serialization import df_loads
+
+    global _sdk_decoded_once
+    if text is None:
+        return None
+    try:
+        # Without an envelope, df_loads (loose or strict) is json.loads; skipping it saves
+        # an environment lookup per activity. Its first call still runs, for its one-time
+        # advisory.
+        if _sdk_decoded_once and '"__class__"' not in text:
+            return json.loads(text)
+        _sdk_decoded_once = True
+        return df_loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _df_dumps(value: Any) -> str:
+    from azure.durable_functions.models.utils.df_serialization import df_dumps
+
+    if type(value) in _PLAIN_JSON:  # no custom object inside: df_dumps is json.dumps
+        return json.dumps(value)
+    return df_dumps(value)  # type: ignore[no-any-return]
