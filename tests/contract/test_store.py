@@ -333,6 +333,18 @@ async def test_claim_respects_limit_oldest_first(store: Store) -> None:
     assert await store.claim_episodes("host-c", T0, at(60), 0) == []
 
 
+async def test_claim_finds_the_oldest_unlocked_instances_behind_locked_ones(
+    store: Store,
+) -> None:
+    names = [f"i{n:02}" for n in range(30)]
+    for name in names:
+        await store.create_instance(start(name))
+    held = await claim(store, owner="host-a", limit=25)
+    assert sorted(w.instance.instance_id for w in held) == names[:25]
+    later = await claim(store, owner="host-b", limit=2)
+    assert sorted(w.instance.instance_id for w in later) == names[25:27]
+
+
 async def test_locked_instance_is_not_claimed_twice(store: Store) -> None:
     await store.create_instance(start("a"))
     await claim_one(store, "a", owner="host-a", lease=60)

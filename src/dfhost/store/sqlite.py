@@ -143,14 +143,21 @@ _UPDATE_LEASED_INSTANCE = """
 
 _VISIBLE = "(visible_at IS NULL OR visible_at <= :now)"
 _WAKES_SUSPENDED = f"({int(EventType.EXECUTION_RESUMED)}, {int(EventType.EXECUTION_TERMINATED)})"
-# INDEXED BY: without statistics the planner prefers scanning every message in instance order;
-# reading only the visible ones matters when many timers are pending far in the future.
-_CLAIMABLE = f"""
-    SELECT m.instance_id, MIN(m.id) AS first_id
-    FROM messages AS m INDEXED BY messages_visible JOIN instances AS i USING (instance_id)
-    WHERE {_VISIBLE} AND (i.lock_until IS NULL OR i.lock_until <= :now)
-      AND (i.status != 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED})
-    GROUP BY m.instance_id ORDER BY first_id LIMIT :limit"""
+# A claim reads the inbox oldest first and stops once it has found enough instances, so it
+# costs what it claims rather than the whole inbox (a GROUP BY over every visible message made
+# each claim O(inbox): 2.4 ms with 1,000 chains queued, 5.8 ms with 3,000). Messages due at
+# once (no visible_at) come in id order straight from the visible_at index (which ends with
+# the rowid); due timers in due order from the same index, never reading future ones.
+_CANDIDATES = f"""
+    SELECT m.id, m.instance_id, i.instance_id IS NOT NULL AS known,
+        (i.lock_until IS NULL OR i.lock_until <= :now)
+        AND (i.status != 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED}) AS claimable
+    FROM messages AS m INDEXED BY messages_visible LEFT JOIN instances AS i USING (instance_id)
+    WHERE """
+_IMMEDIATE_CANDIDATES = _CANDIDATES + "m.visible_at IS NULL ORDER BY m.visible_at, m.id"
+_DUE_CANDIDATES = (
+    _CANDIDATES + "m.visible_at IS NOT NULL AND m.visible_at <= :now ORDER BY m.visible_at, m.id"
+)
 
 
 def _parse_url(url: str) -> tuple[Path | None, str]:
@@ -929,20 +936,40 @@ def _claim_episodes(
     known: KnownHistory | None,
 ) -> list[EpisodeWork]:
     now_text = format_time(now)
-    conn.execute(
-        f"""DELETE FROM messages WHERE {_VISIBLE} AND NOT EXISTS
-            (SELECT 1 FROM instances WHERE instances.instance_id = messages.instance_id)""",
-        {"now": now_text},
-    )
-    candidates = conn.execute(_CLAIMABLE, {"now": now_text, "limit": limit}).fetchall()
+    first: dict[str, int] = {}  # instance -> its oldest visible message
+    for sql in (_IMMEDIATE_CANDIDATES, _DUE_CANDIDATES):
+        _find_claimable(conn, sql, now_text, limit, first)
     work: list[EpisodeWork] = []
-    for candidate in candidates:
-        leased = _lease_instance(
-            conn, candidate["instance_id"], owner, now_text, lease_until, known
-        )
+    for instance_id in sorted(first, key=first.__getitem__)[:limit]:
+        leased = _lease_instance(conn, instance_id, owner, now_text, lease_until, known)
         if leased is not None:
             work.append(leased)
     return work
+
+
+def _find_claimable(
+    conn: sqlite3.Connection, sql: str, now_text: str, limit: int, first: dict[str, int]
+) -> None:
+    """Add to `first` up to `limit` claimable instances that `sql` lists, reading no further;
+    delete the messages it passes that are for instances that do not exist (DTFx drops
+    them; kept, every claim would read past them again)."""
+    found: set[str] = set()
+    orphans: list[tuple[int]] = []
+    cursor = conn.execute(sql, {"now": now_text})
+    try:
+        for message_id, instance_id, known, claimable in cursor:
+            if not known:
+                orphans.append((message_id,))
+            elif claimable and instance_id not in found:
+                found.add(instance_id)
+                if message_id < first.get(instance_id, message_id + 1):
+                    first[instance_id] = message_id
+                if len(found) >= limit:
+                    break
+    finally:
+        cursor.close()
+    if orphans:
+        conn.executemany("DELETE FROM messages WHERE id = ?", orphans)
 
 
 def _lease_instance(
