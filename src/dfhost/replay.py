@@ -463,9 +463,16 @@ class SessionCache:
     Thread-safe: episodes run in a thread pool, one episode per instance at a time.
     """
 
-    def __init__(self, max_sessions: int = 1000) -> None:
+    def __init__(self, max_sessions: int = 10_000, max_events: int = 200_000) -> None:
+        # Bounded by events as well as by count: memory grows with the events a session holds
+        # (about 1.5 KB each, the SDK's copy included), and a host with more instances in
+        # flight than sessions evicts each one before its next episode, which then replays
+        # in full (1,000 sessions and 2,000 chains in flight: 3,205 of 8,000 episodes missed).
         self.max_sessions = max_sessions
+        self.max_events = max_events
         self._sessions: OrderedDict[str, tuple[_Session, str, int, HistoryEvent]] = OrderedDict()
+        self._events = 0
+        """Events held by the sessions in `_sessions`."""
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -476,6 +483,7 @@ class SessionCache:
             entry = self._sessions.pop(episode.instance_id, None)
             if entry is not None:
                 session, execution_id, length, last = entry
+                self._events -= length
                 past = episode.past
                 # The engine appends the episode's OrchestratorCompleted after our events;
                 # anything else (another host's episode, a lost commit, suspend markers,
@@ -498,14 +506,21 @@ class SessionCache:
         session.feed(result.events, played=True)
         session.scheduled.update((e.event_id, e) for e in result.events)
         with self._lock:
+            replaced = self._sessions.pop(episode.instance_id, None)
+            if replaced is not None:
+                self._events -= replaced[2]
             self._sessions[episode.instance_id] = (
                 session,
                 episode.execution_id,
                 len(session.events),
                 session.events[-1],
             )
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+            self._events += len(session.events)
+            while len(self._sessions) > self.max_sessions or (
+                self._events > self.max_events and len(self._sessions) > 1
+            ):
+                _, evicted = self._sessions.popitem(last=False)
+                self._events -= evicted[2]
 
     def known(self) -> Mapping[str, tuple[str, int]]:
         """A live view, instance id -> (execution id, events held): what a claim need not send
@@ -534,7 +549,9 @@ class SessionCache:
     def forget(self, instance_id: str) -> None:
         """Drop an instance's session (its history changed behind our back)."""
         with self._lock:
-            self._sessions.pop(instance_id, None)
+            entry = self._sessions.pop(instance_id, None)
+            if entry is not None:
+                self._events -= entry[2]
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -28,6 +28,7 @@ from dfhost.replay import (
     EpisodeResult,
     Failed,
     Running,
+    SessionCache,
     SubOrchestrationCall,
     TimerRequest,
     run_episode,
@@ -140,6 +141,36 @@ def test_chaining_schedules_each_activity_once_as_the_previous_one_completes() -
         EventType.ORCHESTRATOR_STARTED,
         EventType.TASK_COMPLETED,
         EventType.ORCHESTRATOR_COMPLETED,
+    ]
+
+
+def test_the_session_cache_keeps_within_its_event_budget_least_recent_out() -> None:
+    cache = SessionCache(max_sessions=100, max_events=25)
+    i0, i1, i2 = (
+        HistoryBuilder(chain, input=json.dumps("x"), instance_id=f"i{n}") for n in range(3)
+    )
+    for b in (i0, i1, i2):
+        b.sessions = cache
+        b.start()  # a session holds 3 events
+        b.complete(0, "Hello Tokyo!")  # then 7: 21 in all
+    assert [cache.held(b.instance_id) for b in (i0, i1, i2)] == [("exec-1", 7)] * 3
+    i0.complete(1, "Hi")  # 11: 25 in all, within the budget
+    i1.complete(1, "Hi")  # 29: i2, the least recently used, goes
+    assert [cache.held(b.instance_id) for b in (i0, i1, i2)] == [
+        ("exec-1", 11),
+        ("exec-1", 11),
+        None,
+    ]
+    hits = cache.hits
+    # Evicted, i2 replays in full, the same way, and now i0 is the least recent.
+    assert i2.complete(1, "Hi") == running(
+        scheduled(2, "Bye", '{"from": "Hi"}'), work=[ActivityCall(2, "Bye", '{"from": "Hi"}')]
+    )
+    assert cache.hits == hits
+    assert [cache.held(b.instance_id) for b in (i0, i1, i2)] == [
+        None,
+        ("exec-1", 11),
+        ("exec-1", 11),
     ]
 
 
