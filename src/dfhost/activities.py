@@ -46,7 +46,7 @@ class ActivityRunner:
             return await durable_http.run(task, now, settings)
         function = self.app.activity(task.name)
         if function is None:
-            return _task_failed(task, now(), f"activity '{task.name}' not found", None)
+            return task.failed_event(now(), f"activity '{task.name}' not found", None)
         inv = Invocation(
             function=function.name, instance_id=task.instance_id, execution_id=task.execution_id
         )
@@ -65,12 +65,12 @@ class ActivityRunner:
                 limits.check_payload(result, what, self.limits.payload_bytes)
         except _ResultNotSerializableError as exc:
             reason = f"Activity function '{function.name}' failed: {exc}"
-            return _task_failed(task, now(), reason, f"the result could not be serialized: {exc}")
+            return task.failed_event(now(), reason, f"the result could not be serialized: {exc}")
         except Exception as exc:
             reason = f"Activity function '{function.name}' failed: {type(exc).__name__}: {exc}"
             details = "".join(traceback.format_exception(exc)).rstrip()
             logging.getLogger("function").error("%s\n%s", reason, details)
-            return _task_failed(task, now(), reason, details)
+            return task.failed_event(now(), reason, details)
         return HistoryEvent(
             type=EventType.TASK_COMPLETED,
             timestamp=now(),
@@ -92,18 +92,6 @@ class ActivityRunner:
 
 class _ResultNotSerializableError(Exception):
     """The activity returned a value the SDK cannot encode."""
-
-
-def _task_failed(
-    task: ActivityTask, now: datetime, reason: str, details: str | None
-) -> HistoryEvent:
-    return HistoryEvent(
-        type=EventType.TASK_FAILED,
-        timestamp=now,
-        task_scheduled_id=task.task_scheduled_id,
-        reason=reason,
-        details=details,
-    )
 
 
 _PLAIN_JSON = (type(None), bool, int, float, str)

@@ -212,10 +212,4 @@ def _request_line(exc: Exception) -> str | None:
 def _failed(task: ActivityTask, now: datetime, message: str, details: str | None) -> HistoryEvent:
     reason = f"Activity function '{ACTIVITY_NAME}' failed: {message}"
     log.warning("dfhost: call_http of %s failed: %s", task.instance_id, message)
-    return HistoryEvent(
-        type=EventType.TASK_FAILED,
-        timestamp=now,
-        task_scheduled_id=task.task_scheduled_id,
-        reason=reason,
-        details=details,
-    )
+    return task.failed_event(now, reason, details)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from dfhost.history import HistoryEvent, Instance, OrchestrationStatus, parse_time
+from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, parse_time
 
 __all__ = [
     "ActivityTask",
@@ -107,8 +107,6 @@ class StartRequest:
 
     def started_event(self) -> HistoryEvent:
         """The ExecutionStarted event this request enqueues."""
-        from dfhost.history import EventType
-
         return HistoryEvent(
             type=EventType.EXECUTION_STARTED,
             timestamp=self.created_at,
@@ -139,6 +137,16 @@ class ActivityTask:
     """Assigned by the store."""
     lease_token: int | None = None
     """Set on claimed tasks."""
+
+    def failed_event(self, now: datetime, reason: str, details: str | None) -> HistoryEvent:
+        """The TaskFailed event that reports this execution's failure to its orchestrator."""
+        return HistoryEvent(
+            type=EventType.TASK_FAILED,
+            timestamp=now,
+            task_scheduled_id=self.task_scheduled_id,
+            reason=reason,
+            details=details,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -671,9 +671,10 @@ class SqliteStore:
         if outcome.instance.instance_id != work.instance.instance_id:
             raise ValueError("an episode's outcome must be for the instance it claimed")
         lease = None if lease_activities is None else (owner, *lease_activities)
-        hold = _Hold(hold_until, completes)
         wake, leased = await self._write(
-            lambda conn: _commit_episode(conn, owner, work, outcome, lease, hold)
+            lambda conn: _commit_episode(
+                conn, owner, work, outcome, lease, hold_until=hold_until, completes=completes
+            )
         )
         if wake:
             self.notify()
@@ -1058,21 +1059,15 @@ def _visible_messages(conn: sqlite3.Connection, instance_id: str, now: str) -> l
     return messages
 
 
-@dataclass(frozen=True, slots=True)
-class _Hold:
-    """`commit_episode`'s `hold_until` and `completes`."""
-
-    until: datetime | None
-    completes: ActivityTask | None
-
-
 def _commit_episode(
     conn: sqlite3.Connection,
     owner: str,
     work: EpisodeWork,
     outcome: EpisodeOutcome,
     lease: tuple[str, datetime, int] | None,
-    hold: _Hold,
+    *,
+    hold_until: datetime | None,
+    completes: ActivityTask | None,
 ) -> tuple[bool, list[ActivityTask]]:
     """Apply the outcome; returns whether the instance or others now have work to wake for,
     and the activity tasks created leased to `lease` = (owner, until, at most).
@@ -1081,10 +1076,10 @@ def _commit_episode(
     `owner`'s, or the task it `completes` is gone."""
     instance = outcome.instance
     instance_id = instance.instance_id
-    if hold.completes is not None:
-        done = conn.execute("DELETE FROM activity_tasks WHERE id = ?", (hold.completes.task_id,))
+    if completes is not None:
+        done = conn.execute("DELETE FROM activity_tasks WHERE id = ?", (completes.task_id,))
         if done.rowcount == 0:
-            raise LeaseLostError(f"activity task {hold.completes.task_id} was already completed")
+            raise LeaseLostError(f"activity task {completes.task_id} was already completed")
     stored = [(m.message_id,) for m in work.messages if m.message_id is not None]
     if stored:  # a held instance's episode consumes its activity's result unstored
         conn.executemany("DELETE FROM messages WHERE id = ?", stored)
@@ -1147,8 +1142,8 @@ def _commit_episode(
     params = _instance_params(instance)
     params["owner"] = owner
     params["token"] = work.lease_token
-    held = hold.until is not None and not pending and not enqueued
-    params["hold_until"] = format_time(hold.until) if held and hold.until else None
+    held = None if pending or enqueued else hold_until
+    params["hold_until"] = None if held is None else format_time(held)
     if conn.execute(_UPDATE_LEASED_INSTANCE, params).rowcount == 0:
         raise LeaseLostError(f"lease on instance {instance_id!r} was lost; episode not committed")
     return enqueued or bool(pending), leased
