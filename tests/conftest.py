@@ -99,6 +99,18 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Store]:
+    """A started SQLite task hub in the test's folder; suites that need another shape of hub
+    (a store and its client, a URL) define their own `hub`."""
+    store = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
 async def store(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Store]:

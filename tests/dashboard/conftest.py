@@ -15,7 +15,7 @@ import pytest
 
 from dfhost.client import DurableClient
 from dfhost.functions import FunctionApp, load_app
-from dfhost.store import Store, open_store
+from dfhost.store import Store
 from dfhost.web import build_app
 from tests.web.conftest import asgi
 
@@ -75,16 +75,6 @@ def e2e_app() -> FunctionApp:
     app = load_app(APPS / "e2e_v2")
     assert app.errors == []
     return app
-
-
-@pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Store]:
-    store = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
-    await store.start()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from dfhost.client import DurableClient
 from dfhost.functions import FunctionApp, load_app
-from dfhost.store import Store, open_store
+from dfhost.store import Store
 from dfhost.web import build_app
 from dfhost.web.auth import Access
 from dfhost.web.keys import KeySet
@@ -41,16 +41,6 @@ def sec_app() -> FunctionApp:
     app = load_app(APP_DIR)
     assert app.errors == [], app.errors
     return app
-
-
-@pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Store]:
-    store = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
-    await store.start()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture
