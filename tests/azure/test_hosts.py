@@ -1,4 +1,4 @@
-"""`dfhost start --store azure` on Azurite: the seed app's loop, chaining, a fan-out of 200,
+"""`dfhost start --store azure` on Azurite: the example app's loop, chaining, a fan-out of 200,
 two hosts sharing one task hub, and a host killed mid-run."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dfhost.client import DurableClient
 from dfhost.store import Store, open_store
 from tests.azure.conftest import HUB_OVERRIDE, PROVIDER_OVERRIDE
 from tests.azurite import store_url
-from tests.e2e.harness import APPS, SEED_APP, HostProcess, finished, wait_until
+from tests.e2e.harness import APPS, EXAMPLE_APP, HostProcess, finished, wait_until
 from tests.multihost.conftest import APP as SHARED_APP
 from tests.multihost.ledger import assert_recorded_once, runs, start_many, wait_all_finished
 
@@ -46,39 +46,36 @@ def _output(process: HostProcess):  # type: ignore[no-untyped-def]
     return probe
 
 
-async def test_seed_loop_on_azurite(
+async def test_the_example_loop_on_azurite(
     tmp_path: Path, host_env: dict[str, str], sdk_session: None
 ) -> None:
-    # A copy of the seed app with its 1-minute timer and 5 s activity shortened; its
-    # local.settings.json says UseDevelopmentStorage=true, which the environment overrides.
-    app = tmp_path / "seed_app"
-    shutil.copytree(SEED_APP, app, ignore=shutil.ignore_patterns(".dfhost", "__pycache__"))
-    orchestrator = app / "durable-orchestrator" / "__init__.py"
-    text = orchestrator.read_text(encoding="utf-8")
-    orchestrator.write_text(text.replace("timedelta(minutes=1)", "timedelta(seconds=1)"))
-    activity = app / "durable-activity" / "__init__.py"
-    activity.write_text(
-        activity.read_text(encoding="utf-8").replace("time.sleep(5)", "time.sleep(0.1)")
-    )
+    # A copy of the example, whose local.settings.json says UseDevelopmentStorage=true (the
+    # environment overrides it): no SQLite hub may appear in it.
+    app = tmp_path / "eternal_timer"
+    shutil.copytree(EXAMPLE_APP, app, ignore=shutil.ignore_patterns(".dfhost", "__pycache__"))
     # No --store: host.json's storageProvider (here as an app-setting override) selects it.
-    env = {**host_env, f"{PROVIDER_OVERRIDE}type": "azureStorage"}
-    seed = HostProcess(app, "", env).start()
+    env = {**host_env, f"{PROVIDER_OVERRIDE}type": "azureStorage", "WORK_SECONDS": "0.1"}
+    example = HostProcess(app, "", env).start()
     try:
-        async with httpx.AsyncClient(base_url=seed.origin) as http:
-            body = (await http.post("/api/orchestrators/durable-orchestrator")).json()
-            await wait_until(_output(seed), lambda out: out.count("Activity ") >= 3, 60)
+        async with httpx.AsyncClient(base_url=example.origin) as http:
+            body = (
+                await http.post(
+                    "/api/orchestrators/durable-orchestrator", json={"interval_seconds": 1}
+                )
+            ).json()
+            await wait_until(_output(example), lambda out: out.count("working on ") >= 3, 60)
             status = (
                 await http.get(body["statusQueryGetUri"], params={"showHistory": "true"})
             ).json()
         async with client_store(host_env[HUB_OVERRIDE]) as store:
             assert await store.get_instance(body["id"]) is not None
     finally:
-        seed.stop()
+        example.stop()
     assert not (app / ".dfhost").exists()  # no SQLite task hub was made
     assert status["runtimeStatus"] == "Running"
     history = status.get("historyEvents") or []
     assert [e["EventType"] for e in history].count("ExecutionStarted") == 1
-    assert "テスト中" in seed.output
+    assert "Activity cleanup started at" in example.output
 
 
 async def test_chaining_and_a_fan_out_of_200(

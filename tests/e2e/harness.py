@@ -20,7 +20,8 @@ import azure.durable_functions as df
 from dfhost import wire
 
 REPO = Path(__file__).resolve().parents[2]
-SEED_APP = REPO.parent / "shared" / "fixtures" / "seed_app"
+EXAMPLE_APP = REPO / "examples" / "eternal_timer"
+"""The article's scenario, as the README's quick start runs it."""
 APPS = REPO / "tests" / "apps"
 T = TypeVar("T")
 

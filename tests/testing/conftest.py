@@ -13,8 +13,10 @@ from azure.durable_functions.models.OrchestrationRuntimeStatus import Orchestrat
 from dfhost.testing import TestHost
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
-SEED_APP = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seed_app"
-"""The user's app, unmodified (/work/shared/fixtures/seed_app beside the repository)."""
+EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "eternal_timer"
+"""The article's scenario: an eternal loop of an activity, a 1-minute timer, continue_as_new."""
+AFTER_CONTINUE = APPS / "after_continue_v1"
+"""A loop whose code goes on after continue_as_new."""
 V1, V2 = APPS / "replay_v1", APPS / "replay_v2"
 WAITING = (
     "steady",

@@ -10,7 +10,7 @@ import pytest
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 from dfhost.testing import TestHost
-from tests.testing.conftest import SEED_APP, V1, V2, WAITING
+from tests.testing.conftest import AFTER_CONTINUE, V1, V2, WAITING
 
 Runtime = OrchestrationRuntimeStatus
 CHANGES = {  # orchestrator: (what the history has, what version 2 does instead)
@@ -67,14 +67,13 @@ async def test_datetime_now_in_an_orchestrator_is_reported_once(
     assert "use context.current_utc_datetime, not datetime.now()" in warnings[0]
 
 
-async def test_the_seed_apps_timer_after_continue_as_new_is_reported_once(
+async def test_a_timer_after_continue_as_new_is_reported_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with TestHost(SEED_APP, auto_advance=False) as host:
-        host.mock_activity("durable-activity", lambda name: f"{name}!")
-        await host.client.start_new("durable-orchestrator")
+    async with TestHost(AFTER_CONTINUE, auto_advance=False) as host:
+        await host.client.start_new("loop-orchestrator")
         await host.advance(timedelta(minutes=5))
     lines = [r.getMessage() for r in caplog.records if "after continue_as_new" in r.getMessage()]
     assert len(lines) == 1, lines
-    assert lines[0].startswith("dfhost: orchestrator 'durable-orchestrator' (instance '")
+    assert lines[0].startswith("dfhost: orchestrator 'loop-orchestrator' (instance '")
     assert "creates a timer after continue_as_new: it never fires" in lines[0]

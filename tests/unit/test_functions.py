@@ -24,9 +24,9 @@ from dfhost.functions import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SEED_APP = REPO.parent / "shared" / "fixtures" / "seed_app"
 APPS = REPO / "tests" / "apps"
 EXAMPLES = REPO / "examples"
+EXAMPLE_APP = EXAMPLES / "eternal_timer"
 
 
 @pytest.fixture(autouse=True)
@@ -65,14 +65,14 @@ def messages(app: FunctionApp) -> str:
     return "\n".join(f"{e.source}: {e.message}" for e in app.errors)
 
 
-# --- the seed app ------------------------------------------------------------------------------
+# --- the example app of the article's scenario ------------------------------------------------
 
 
-def test_seed_app_loads_its_three_functions() -> None:
-    app = load_app(SEED_APP)
+def test_the_example_app_loads_its_three_functions() -> None:
+    app = load_app(EXAMPLE_APP)
 
     assert app.errors == []
-    assert app.root == SEED_APP.resolve()
+    assert app.root == EXAMPLE_APP.resolve()
     assert {n: f.kind for n, f in app.functions.items()} == {
         "durable-activity": "activity",
         "durable-client": "http",
@@ -81,14 +81,14 @@ def test_seed_app_loads_its_three_functions() -> None:
     client = app.functions["durable-client"]
     assert client.trigger == client.bindings[0]
     assert client.trigger.settings["route"] == "orchestrators/{functionName}"
-    assert client.trigger.settings["methods"] == ["post", "get"]
+    assert client.trigger.settings["methods"] == ["post"]
     assert client.trigger.settings["authLevel"] == "function"
     by_name = {b.name: b for b in client.bindings}
-    assert by_name["message"] == Binding("http", "message", "out", {})
+    assert by_name["$return"] == Binding("http", "$return", "out", {})
     assert by_name["starter"].type == "durableClient"
     assert by_name["starter"].direction == "in"
     assert client.is_async
-    assert client.parameter_names() == {"req", "starter", "message"}
+    assert client.parameter_names() == {"req", "starter"}
     assert client.source.endswith("durable-client/__init__.py")
 
     orchestrator = app.orchestrator("durable-orchestrator")
@@ -96,14 +96,16 @@ def test_seed_app_loads_its_three_functions() -> None:
     assert orchestrator.handler.orchestrator_function.__name__ == "orchestrator_function"
     assert not orchestrator.is_async
     assert orchestrator.aliases == ()
-    # The activity imports `display_time` from the app root; it sleeps 5 s, so it is not called.
+    # The activity imports `shared_code.clock` from the app root; it sleeps, so it is not called.
     activity = app.activity("durable-activity")
     assert activity is not None
     assert activity.trigger.name == "name"
     assert activity.parameter_names() == {"name"}
     assert activity.handler.__module__ == "__app__.durable-activity"
-    assert app.settings.hub_name == "TestHubName"
+    assert activity.handler.__globals__["clock"].local_time()
+    assert app.settings.hub_name == "EternalTimer"
     assert app.settings.route_prefix == "api"
+    assert os.environ["WORK_SECONDS"] == "5"  # local.settings.json's Values
 
 
 # --- v1_broken ---------------------------------------------------------------------------------

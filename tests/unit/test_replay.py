@@ -541,24 +541,23 @@ def test_an_event_that_lost_the_race_to_continue_as_new_is_carried() -> None:
     assert b.deliver(b.timer_fired(0), raised) == EpisodeResult(ContinuedAsNew("null", [raised]))
 
 
-def load_seed_orchestrator() -> ModuleType:
+def load_after_continue_orchestrator() -> ModuleType:
     path = (
-        Path(__file__).resolve().parents[3]
-        / "shared/fixtures/seed_app/durable-orchestrator/__init__.py"
+        Path(__file__).resolve().parents[1] / "apps/after_continue_v1/loop-orchestrator/__init__.py"
     )
-    spec = importlib.util.spec_from_file_location("seed_durable_orchestrator", path)
+    spec = importlib.util.spec_from_file_location("after_continue_loop_orchestrator", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_the_seed_app_orchestrator_runs_an_eternal_loop() -> None:
-    seed = load_seed_orchestrator()
-    b = HistoryBuilder(seed.main.orchestrator_function, name="durable-orchestrator")
+def test_an_eternal_loop_with_code_after_continue_as_new() -> None:
+    loop = load_after_continue_orchestrator()
+    b = HistoryBuilder(loop.main.orchestrator_function, name="loop-orchestrator")
 
     assert b.start() == running(
-        scheduled(0, "durable-activity"), work=[ActivityCall(0, "durable-activity", "null")]
+        scheduled(0, "loop-activity"), work=[ActivityCall(0, "loop-activity", "null")]
     )
     b.advance(5)
     assert b.complete(0) == running(

@@ -20,7 +20,7 @@ from dfhost.web import build_app
 
 from .conftest import BASE, asgi, live_server
 
-SEED_APP = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seed_app"
+EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "eternal_timer"
 
 
 @pytest.fixture
@@ -132,14 +132,13 @@ def restore_environ() -> Iterator[None]:
     os.environ.update(saved)
 
 
-@pytest.mark.skipif(not SEED_APP.is_dir(), reason="the shared seed app is not available")
-async def test_the_seed_app_starts_its_orchestrator_over_http(
+async def test_the_example_app_starts_its_orchestrator_over_http(
     store: Store, restore_environ: None
 ) -> None:
-    seed = load_app(SEED_APP)
-    assert seed.errors == []
-    client = DurableClient(store, seed)
-    web_app = build_app(client, seed, rpc_base_url="http://placeholder/")
+    example = load_app(EXAMPLE_APP)
+    assert example.errors == []
+    client = DurableClient(store, example)
+    web_app = build_app(client, example, rpc_base_url="http://placeholder/")
     async with live_server(web_app) as origin, httpx.AsyncClient() as http:
         response = await http.post(f"{origin}/api/orchestrators/durable-orchestrator")
         assert response.status_code == 202, response.text

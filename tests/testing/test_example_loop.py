@@ -1,5 +1,5 @@
-"""The user's seed app (an eternal loop: activity, 1-minute timer, continue_as_new),
-unmodified, for a virtual day with its 5-second activity faked."""
+"""The example app of the article's scenario (an eternal loop: activity, 1-minute timer,
+continue_as_new) for a virtual day, with its 5-second activity faked."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from azure.durable_functions.models.OrchestrationRuntimeStatus import Orchestrat
 
 from dfhost.history import EventType
 from dfhost.testing import TestHost
-from tests.testing.conftest import SEED_APP
+from tests.testing.conftest import EXAMPLE_APP
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-async def test_a_virtual_day_of_the_seed_loop_runs_one_activity_per_minute() -> None:
-    async with TestHost(SEED_APP, start=T0, auto_advance=False) as host:
+async def test_a_virtual_day_of_the_example_loop_runs_one_activity_per_minute() -> None:
+    async with TestHost(EXAMPLE_APP, start=T0, auto_advance=False) as host:
         runs: list[datetime] = []
 
-        def fake_activity(name: None) -> str:
+        def fake_activity(name: str) -> str:
             runs.append(host.now)
-            return f"{name}!"
+            return f"{name} done"
 
         host.mock_activity("durable-activity", fake_activity)
         started = time.monotonic()
