@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import socket
 import sys
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +24,7 @@ from dfhost.admin import (
     run_instances_command,
 )
 from dfhost.client import DurableClient
-from dfhost.functions import AppLoadError, FunctionApp, load_app
+from dfhost.functions import AppLoadError, FunctionApp, LoadError, load_app
 from dfhost.limits import Limits, LimitsError
 from dfhost.logs import configure_console, set_host_id
 from dfhost.maintenance import OpsConfigError
@@ -28,6 +33,9 @@ from dfhost.store import StoreError, app_store_url, open_store
 from dfhost.testing import add_replay_commands, run_replay_command
 
 if TYPE_CHECKING:
+    import uvicorn
+
+    from dfhost.engine import Engine
     from dfhost.web.auth import Access
 
 log = logging.getLogger("dfhost")
@@ -37,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dfhost` console script."""
     parser = argparse.ArgumentParser(prog="dfhost", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dfhost {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command")
     start = commands.add_parser("start", help="run a function app")
     start.add_argument("app_dir", nargs="?", default=".", help="the function app folder")
     start.add_argument("--port", type=int, help="HTTP port (default: LocalHttpPort or 7071)")
@@ -76,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     add_replay_commands(commands)
     add_status_command(commands)
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     if args.command == "instances":
         return run_instances_command(args)
     if args.command in ("replay", "history"):
@@ -104,6 +115,12 @@ async def _start(args: argparse.Namespace) -> int:
         app = load_app(app_dir)
     except AppLoadError as exc:
         log.error("dfhost: %s", exc)
+        return 2
+    if not any(f.kind != "other" for f in app.functions.values()):
+        # Listening with nothing to run only hides the error a few screens up.
+        for error in app.errors:
+            log.error("dfhost: %s: %s%s", error.source, error.message, _detail(error))
+        log.error("dfhost: no function to run in %s; not starting", app.root)
         return 2
     for error in app.errors:
         log.error("dfhost: %s: %s", error.source, error.message)
@@ -141,6 +158,7 @@ async def _start(args: argparse.Namespace) -> int:
 
     engine = Engine(app, store, retention=operations.retention)
     set_host_id(engine.owner)
+    shutdown = _Shutdown(engine)
     try:
         await engine.start()
     except StoreError as exc:
@@ -151,10 +169,84 @@ async def _start(args: argparse.Namespace) -> int:
     try:
         client = DurableClient(store, app, default_version=app.settings.default_version)
         await ensure_instances(client, operations.ensure)
-        return await _serve(app, store, sock, args.host, engine.owner, access)
+        if not shutdown.requested:
+            await _serve(app, store, sock, args.host, engine.owner, access, shutdown)
+        await shutdown.drained()
     finally:
-        await engine.stop()
+        await engine.stop(grace=0 if shutdown.forced.is_set() else 10)
         await store.close()
+        await _close_sdk_session()
+    if shutdown.forced.is_set():
+        # Stop now, as asked: asyncio.run would wait for threads still running user code.
+        telemetry.shutdown()
+        logging.shutdown()
+        os._exit(128 + shutdown.signal)
+    return 0
+
+
+class _Shutdown:
+    """The first SIGINT (Ctrl-C) or SIGTERM stops taking work and lets what runs finish, its
+    results recorded; a second one stops at once: what was running runs again after a restart
+    (at least once, as after a crash)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.requested = False
+        self.forced = asyncio.Event()
+        self.signal = 0
+        self.server: uvicorn.Server | None = None
+        self._drain: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._received, sig)
+
+    def _received(self, sig: int) -> None:
+        self.signal = sig
+        if self.requested:
+            self.forced.set()
+            if self.server is not None:
+                self.server.force_exit = True
+            return
+        self.requested = True
+        if self.server is not None:
+            self.server.should_exit = True
+        running = self.engine.running_activities()
+        if running:
+            log.info("dfhost: waiting for %s, Ctrl-C again to stop now", _running(running))
+        self._drain = asyncio.create_task(self.engine.drain())
+
+    async def drained(self) -> None:
+        """Once the server has stopped: until the drain ends or a second signal cuts it."""
+        if self._drain is None:  # the server stopped by itself
+            return
+        forced = asyncio.create_task(self.forced.wait())
+        await asyncio.wait({self._drain, forced}, return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if not self._drain.done():
+            self._drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._drain
+
+
+def _running(names: list[str]) -> str:
+    """ "1 running activity: a" / "3 running activities: a (2), b"."""
+    counts = Counter(names)
+    listed = ", ".join(f"{n} ({c})" if c > 1 else n for n, c in sorted(counts.items()))
+    noun = "activity" if len(names) == 1 else "activities"
+    return f"{len(names)} running {noun}: {listed}"
+
+
+async def _close_sdk_session() -> None:
+    """The SDK's client keeps one aiohttp session for the process; unclosed, it prints
+    warnings on the way out."""
+    http_utils = sys.modules.get("azure.durable_functions.models.utils.http_utils")
+    if http_utils is not None:
+        with contextlib.suppress(Exception):
+            await http_utils._close_session()
+
+
+def _detail(error: LoadError) -> str:
+    return f"\n{error.detail}" if error.detail else ""
 
 
 def _access(args: argparse.Namespace, app_dir: Path, store_url: str) -> Access | None:
@@ -203,8 +295,14 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def _serve(
-    app: FunctionApp, store: object, sock: socket.socket, host: str, owner: str, access: Access
-) -> int:
+    app: FunctionApp,
+    store: object,
+    sock: socket.socket,
+    host: str,
+    owner: str,
+    access: Access,
+    shutdown: _Shutdown,
+) -> None:
     import uvicorn
 
     from dfhost.timers import TimerRunner
@@ -232,11 +330,19 @@ async def _serve(
         access=access,
     )
     config = uvicorn.Config(web_app, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        """Uvicorn without its own signal handling: `_Shutdown` has it, for the engine too."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = Server(config)
+    shutdown.server = server
     _print_functions(app, f"http://{rpc_host}:{port}")
     log.info("dfhost %s: listening on http://%s:%d", __version__, rpc_host, port)
     await server.serve(sockets=[sock])
-    return 0
 
 
 def _print_functions(app: FunctionApp, origin: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -49,6 +50,8 @@ __all__ = [
     "UnknownOrchestratorError",
     "validate_instance_id",
 ]
+
+log = logging.getLogger("dfhost.client")
 
 # DTFx/Azure Storage refuse these in instance ids (they are not valid in table keys or URLs).
 _FORBIDDEN_ID_CHARS = frozenset("/\\#?")
@@ -299,10 +302,16 @@ class DurableClient:
 
     async def purge(self, instance_id: str) -> int:
         """Delete an instance and its history; returns 1, or 0 if it did not exist."""
-        return await self.store.purge_instance(instance_id)
+        purged = await self.store.purge_instance(instance_id)
+        if purged:
+            log.info("dfhost: purged instance %s", instance_id)
+        return purged
 
     async def purge_many(self, q: InstanceQuery) -> int:
-        return await self.store.purge_instances(q)
+        purged = await self.store.purge_instances(q)
+        if purged:
+            log.info("dfhost: purged %d instance%s", purged, "" if purged == 1 else "s")
+        return purged
 
     # --- entities (see dfhost.entities) --------------------------------------------------
 

@@ -155,6 +155,21 @@ class Engine:
                 self.retention.run(), name="dfhost-retention"
             )
 
+    def running_activities(self) -> list[str]:
+        """The names of the activities this host is running now, one per execution."""
+        return [task.name for task in self._activities.values()]
+
+    async def drain(self) -> None:
+        """Stop claiming and wait until the episodes and activities in flight have finished
+        and their results are recorded. Leases are still renewed meanwhile, so work that
+        outlasts them is not taken over by another host while it runs here."""
+        self._stopping = True
+        self.store.notify()
+        for task in (self._loop_task, self._retention_task):
+            await _cancelled(task)
+        while pending := [*self._episodes, *self._activities]:
+            await asyncio.wait(pending)
+
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let in-flight work finish for up to `grace` seconds, then cancel it.
 
@@ -164,10 +179,7 @@ class Engine:
         self._stopping = True
         self.store.notify()
         for task in (self._loop_task, self._renew_task, self._retention_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await _cancelled(task)
         pending = [*self._episodes, *self._activities]
         if pending:
             _, still_running = await asyncio.wait(pending, timeout=grace)
@@ -287,7 +299,7 @@ class Engine:
             )
         # The activities it schedules are leased to this host in the commit, up to its free
         # capacity, and start at once: no claim round between an episode and its work.
-        free = self.max_activities - len(self._activities)
+        free = 0 if self._stopping else self.max_activities - len(self._activities)
         lease = (self.clock() + self.lease, free) if free > 0 and outcome.activities else None
         outcome = telemetry.link_outgoing(consumed, outcome)
         hold_until = self.clock() + _HOLD if lease and self._may_hold(consumed, outcome) else None
@@ -332,6 +344,7 @@ class Engine:
             now=now,
         )
         telemetry.episode_done(consumed, outcome, started_ns=started_ns, now=now, host=self.owner)
+        _log_lifecycle(consumed, outcome)
         if hold_until is not None and len(leased) == 1:
             history = [*consumed.history, *outcome.new_events]
             self._held[outcome.instance.instance_id] = _Held(
@@ -887,6 +900,47 @@ class Engine:
 
 async def _nothing() -> None:
     return None
+
+
+_LIFECYCLE_VERBS = {
+    EventType.EXECUTION_TERMINATED: "terminated",
+    EventType.EXECUTION_SUSPENDED: "suspended",
+    EventType.EXECUTION_RESUMED: "resumed",
+}
+
+
+def _log_lifecycle(work: EpisodeWork, outcome: EpisodeOutcome) -> None:
+    """One console line per terminate, suspend or resume this host applied: from the HTTP
+    API, the dashboard or another process, it is otherwise invisible here."""
+    inst = outcome.instance
+    for message in work.messages:
+        event = message.event
+        verb = _LIFECYCLE_VERBS.get(event.type)
+        if verb is None:
+            continue
+        if event.type is EventType.EXECUTION_TERMINATED:
+            if inst.status is not OrchestrationStatus.TERMINATED:
+                continue  # it had already finished: nothing was terminated
+            reason = _terminate_reason(event.input)
+        else:
+            reason = event.reason
+        because = f": {reason}" if reason else ""
+        log.info("dfhost: %s (%s) %s%s", inst.name, inst.instance_id, verb, because)
+
+
+def _terminate_reason(text: str | None) -> str | None:
+    try:
+        reason = json.loads(text) if text else None
+    except ValueError:
+        return text
+    return reason if isinstance(reason, str) else None
+
+
+async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class _EpisodeFailed(Exception):

@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -122,6 +123,9 @@ class Function:
 class LoadError:
     source: str  # file or folder
     message: str  # one line: what is wrong and how to fix it
+    detail: str | None = None
+    """For code that failed to import: the exception as Python prints it (the user's frames,
+    each with its source line and caret)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +415,7 @@ def _import_entry_point(
     try:
         module = importlib.import_module(".".join(parts))
     except (Exception, SystemExit) as e:
-        errors.append(_import_failed(script, f"function {name!r}", e))
+        errors.append(_import_failed(script, f"function {name!r}", e, root))
         return None
     handler = getattr(module, entry_point, None)
     if handler is None:
@@ -439,7 +443,7 @@ def _load_v2(script: Path, errors: _Errors) -> list[Function]:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as e:
         del sys.modules[script.stem]
-        errors.append(_import_failed(script, script.name, e))
+        errors.append(_import_failed(script, script.name, e, script.parent))
         return []
     apps = {id(v): v for v in vars(module).values() if isinstance(v, FunctionRegister)}
     if not apps:
@@ -617,9 +621,20 @@ def _not_runnable(trigger_type: str) -> Callable[..., Any]:
     return handler
 
 
-def _import_failed(src: Path, what: str, e: BaseException) -> LoadError:
+def _import_failed(src: Path, what: str, e: BaseException, app_root: Path) -> LoadError:
     hint = "; install it (requirements.txt) or fix the import" if isinstance(e, ImportError) else ""
-    return LoadError(str(src), f"{what}: import failed with {_describe(e)}{hint}")
+    message = f"{what}: import failed with {_describe(e)}{hint}"
+    return LoadError(str(src), message, _user_traceback(e, app_root))
+
+
+def _user_traceback(e: BaseException, app_root: Path) -> str:
+    """`e` as Python prints it, from the first frame in the app's own files: the import
+    machinery and dfhost's loader above it are noise to the app's author."""
+    tb = e.__traceback__
+    while tb is not None and not Path(tb.tb_frame.f_code.co_filename).is_relative_to(app_root):
+        tb = tb.tb_next
+    # A SyntaxError has no frame of the user's: its own text names the file, line and caret.
+    return "".join(traceback.format_exception(type(e), e, tb)).rstrip()
 
 
 def _describe(e: BaseException) -> str:
