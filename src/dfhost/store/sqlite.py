@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -402,7 +403,7 @@ class SqliteStore:
                     f"task hub schema version {version} is newer than this dfhost supports "
                     f"({SCHEMA_VERSION})"
                 )
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute("BEGIN IMMEDIATE")
             (version,) = conn.execute("PRAGMA user_version").fetchone()
@@ -1147,3 +1148,18 @@ def _commit_episode(
     if conn.execute(_UPDATE_LEASED_INSTANCE, params).rowcount == 0:
         raise LeaseLostError(f"lease on instance {instance_id!r} was lost; episode not committed")
     return enqueued or bool(pending), leased
+
+
+def _enable_wal(conn: sqlite3.Connection, patience: float = 10.0) -> None:
+    """Switch to WAL. The switch needs the file to itself, and SQLite reports "database is
+    locked" for it at once, without its busy timeout, while another process opens the same
+    new file (two hosts starting together): so wait here."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
