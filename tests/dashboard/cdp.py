@@ -46,7 +46,7 @@ class Chromium:
         executable = shutil.which(CHROMIUM) or shutil.which("chromium")
         if executable is None:
             raise BrowserError(
-                f"{CHROMIUM} is not installed: apt-get install chromium (.ci/run does it)"
+                f"{CHROMIUM} is not installed: scripts/test installs it (apt-get install chromium)"
             )
         self.proc = await asyncio.create_subprocess_exec(
             executable,
