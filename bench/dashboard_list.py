@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 import httpx
 
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
-from dfhost.functions import load_app
 from dfhost.history import OrchestrationStatus, format_time
 from dfhost.store import open_store
 from dfhost.web import build_app

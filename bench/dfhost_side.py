@@ -24,10 +24,10 @@ from typing import Any
 
 from process_stats import emit, percentile, rss_bytes, sqlite_files_bytes
 
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
-from dfhost.functions import FunctionApp, load_app
 from dfhost.history import TERMINAL_STATUSES, EventType, Instance, OrchestrationStatus
+from dfhost.runtime.engine import Engine
 from dfhost.store import Store, open_store
 
 APP = Path(__file__).resolve().parent / "apps" / "bench_app"

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dfhost.history import EventType, HistoryEvent
-from dfhost.replay import EpisodeInput, SessionCache, run_episode
+from dfhost.orchestration.replay import EpisodeInput, SessionCache, run_episode
 
 
 def chain(n: int) -> Any:

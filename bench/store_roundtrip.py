@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dfhost.store.sqlite_thread import DatabaseThread
+from dfhost.store.sqlite.thread import DatabaseThread
 
 
 async def measure(path: Path, count: int) -> None:

@@ -17,10 +17,10 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
-from dfhost.functions import load_app
 from dfhost.history import EventType
+from dfhost.runtime.engine import Engine
 from dfhost.store import open_store
 
 APP = Path(__file__).resolve().parents[1] / "tests" / "apps" / "e2e_v2"

@@ -198,8 +198,8 @@ async def corrupt_history(store: Store, instance_id: str) -> None:
     from azure.core import MatchConditions
     from azure.data.tables import UpdateMode
 
-    from dfhost.store.azure_codec import encode_key
-    from dfhost.store.azure_instances import chunk_key
+    from dfhost.store.azure.codec import encode_key
+    from dfhost.store.azure.instances import chunk_key
 
     account: Any = getattr(store, "account")  # noqa: B009 - the store's own tables
     key = encode_key(instance_id)

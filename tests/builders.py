@@ -1,4 +1,4 @@
-"""Test helpers that play the host's role around `dfhost.replay.run_episode`.
+"""Test helpers that play the host's role around `dfhost.orchestration.replay.run_episode`.
 
 `HistoryBuilder` keeps one execution's history the way the engine does: every call runs one
 episode whose new events start with an OrchestratorStarted stamped with the builder's clock, and
@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dfhost.history import EventType, HistoryEvent
-from dfhost.replay import EpisodeInput, EpisodeResult, SessionCache, run_episode
+from dfhost.orchestration.replay import EpisodeInput, EpisodeResult, SessionCache, run_episode
 
 __all__ = ["T0", "HistoryBuilder"]
 

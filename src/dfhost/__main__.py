@@ -1,5 +1,5 @@
 """`python -m dfhost`."""
 
-from dfhost.cli import main
+from dfhost.cli.main import main
 
 raise SystemExit(main())

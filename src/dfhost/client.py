@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from dfhost import telemetry
-from dfhost.entities import EntityId, EntityStatus, Operation, creation_request
 from dfhost.history import (
     TERMINAL_STATUSES,
     EventType,
@@ -27,7 +26,8 @@ from dfhost.history import (
     OrchestrationStatus,
     utcnow,
 )
-from dfhost.limits import Limits, LimitsError, check_payload
+from dfhost.orchestration.entities import EntityId, EntityStatus, Operation, creation_request
+from dfhost.orchestration.limits import Limits, LimitsError, check_payload
 from dfhost.store import (
     DeliveryResult,
     InstancePage,
@@ -39,7 +39,7 @@ from dfhost.store import (
 )
 
 if TYPE_CHECKING:
-    from dfhost.functions import FunctionApp
+    from dfhost.app.loader import FunctionApp
 
 __all__ = [
     "DurableClient",
@@ -143,7 +143,7 @@ class DurableClient:
         payload_bytes: int | None = None,
     ) -> None:
         """`payload_bytes` limits inputs and event data (default: the app's host.json, see
-        `dfhost.limits`); a larger one raises `PayloadTooLargeError`."""
+        `dfhost.orchestration.limits`); a larger one raises `PayloadTooLargeError`."""
         self.store = store
         self.app = app
         self.clock = clock
@@ -223,9 +223,10 @@ class DurableClient:
         )
 
     async def rewind(self, instance_id: str, reason: str | None) -> DeliveryResult:
-        """Ask the engine to re-run the failed work of a Failed instance (`dfhost.rewind`);
-        "gone" for an instance in any other status. With an app, an instance whose
-        orchestrator is not in it raises `UnknownOrchestratorError`: it could not replay."""
+        """Ask the engine to re-run the failed work of a Failed instance
+        (`dfhost.orchestration.rewind`); "gone" for an instance in any other status. With an
+        app, an instance whose orchestrator is not in it raises `UnknownOrchestratorError`: it
+        could not replay."""
         if self.app is not None:
             instance = await self.store.get_instance(instance_id)
             if instance is not None and self.app.orchestrator(instance.name) is None:
@@ -313,7 +314,7 @@ class DurableClient:
             log.info("dfhost: purged %d instance%s", purged, "" if purged == 1 else "s")
         return purged
 
-    # --- entities (see dfhost.entities) --------------------------------------------------
+    # --- entities (see dfhost.orchestration.entities) -------------------------------------
 
     def entity_id(self, name: str, key: str) -> EntityId:
         """The entity `name` (any case) and `key`; with an app, `name` must be one of its

@@ -15,7 +15,7 @@ from azure.storage.blob.aio import BlobLeaseClient
 
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.store import EpisodeOutcome, LeaseLostError, Message, Store, open_store
-from dfhost.store.azure_codec import partition_of
+from dfhost.store.azure.codec import partition_of
 from tests.azurite import store_url
 from tests.contract.test_store import T0, claim, claim_one, event, outcome, raised, start
 from tests.e2e.harness import wait_until
@@ -26,7 +26,7 @@ Status = OrchestrationStatus
 @pytest.fixture
 def fast_renewals(monkeypatch: pytest.MonkeyPatch) -> None:
     """Renew and rebalance partition leases every 0.2 s instead of 5 s."""
-    from dfhost.store import azure_partitions
+    from dfhost.store.azure import partitions as azure_partitions
 
     monkeypatch.setattr(azure_partitions, "RENEW_SECONDS", 0.2)
 

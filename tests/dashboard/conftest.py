@@ -13,8 +13,8 @@ from typing import Literal
 import httpx
 import pytest
 
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
-from dfhost.functions import FunctionApp, load_app
 from dfhost.store import Store
 from dfhost.web import build_app
 from tests.web.conftest import asgi

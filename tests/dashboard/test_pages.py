@@ -12,10 +12,10 @@ from urllib.parse import quote
 
 import pytest
 
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
-from dfhost.functions import FunctionApp, load_app
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
+from dfhost.runtime.engine import Engine
 from dfhost.store import EpisodeOutcome, StartRequest, Store, TimerStatus
 from dfhost.web import build_app
 from tests.web.conftest import asgi, finish

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
-from dfhost.functions import FunctionApp, load_app
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
 from dfhost.logs import configure_console
+from dfhost.runtime.engine import Engine
 from dfhost.store import Message, Store, StoreError, open_store
 from tests.e2e.harness import APPS, wait_until
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
-from dfhost.functions import FunctionApp, load_app
 from dfhost.history import Instance
+from dfhost.runtime.engine import Engine
 from dfhost.store import Store, open_store
 from dfhost.web import build_app
 from dfhost.wire import client_binding

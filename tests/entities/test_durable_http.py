@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dfhost import durable_http
+from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
-from dfhost.functions import FunctionApp
 from dfhost.history import EventType, OrchestrationStatus
+from dfhost.runtime import durable_http
+from dfhost.runtime.engine import Engine
 from dfhost.store import ActivityTask, open_store
 from tests.web.conftest import eventually
 

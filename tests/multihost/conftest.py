@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dfhost.functions import FunctionApp, load_app
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.store import Store, open_store
 from tests.conftest import selected_backends
 

@@ -9,9 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
-from dfhost.functions import FunctionApp
+from dfhost.runtime.engine import Engine
 from dfhost.store import (
     ActivityTask,
     EpisodeOutcome,

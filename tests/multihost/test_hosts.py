@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
-from dfhost.functions import FunctionApp
 from dfhost.store import Store
 from tests.e2e.harness import HostProcess, wait_until
 from tests.multihost.conftest import APP

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from dfhost.functions import load_app
+from dfhost.app.loader import load_app
 from dfhost.store import StoreError, app_store_url, open_store
 from dfhost.store.postgres import PostgresStore
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dfhost.cli import main
+from dfhost.cli.main import main
 from dfhost.logs import Invocation, configure_console, invocation, set_host_id
 from dfhost.testing import TestHost
 from tests.observability.conftest import APP

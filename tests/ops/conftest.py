@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
-from dfhost.functions import FunctionApp, load_app
 from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus
+from dfhost.runtime.engine import Engine
 from dfhost.store import Store
 from dfhost.web import build_app
 from tests.e2e.harness import HostProcess

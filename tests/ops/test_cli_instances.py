@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dfhost.cli import main
+from dfhost.cli.main import main
 from dfhost.store import open_store
 
 from .conftest import BASE, OPS_APP, OpsHost, copy_ops_app, run_cli
@@ -238,7 +238,7 @@ def test_an_orphan_is_reported_at_startup_then_terminated_and_purged(
 
 
 def test_commands_open_the_hub_dfhost_start_would(tmp_path: Path) -> None:
-    from dfhost.admin import CommandError, command_store_url
+    from dfhost.cli.instances import CommandError, command_store_url
 
     app = tmp_path / "app"
     app.mkdir()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dfhost.history import utcnow
 from dfhost.store import StartRequest, open_store
-from dfhost.store.doorbell import Doorbell
+from dfhost.store.sqlite.doorbell import Doorbell
 
 
 async def test_a_client_store_wakes_the_host_store(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
 from dfhost.history import EventType, OrchestrationStatus, utcnow
+from dfhost.runtime.engine import Engine
 from dfhost.store import InstanceQuery, Store, open_store
 from dfhost.web import build_app
 from tests.web.conftest import asgi

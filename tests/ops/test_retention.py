@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
-from dfhost.functions import FunctionApp
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, format_time, utcnow
-from dfhost.maintenance import (
+from dfhost.runtime.engine import Engine
+from dfhost.runtime.retention import (
     EnsureSpec,
     OpsConfigError,
     Retention,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus
-from dfhost.rewind import plan_rewind
+from dfhost.orchestration.rewind import plan_rewind
 
 T = datetime(2024, 1, 1, tzinfo=UTC)
 E = EventType

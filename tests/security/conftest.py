@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
-from dfhost.functions import FunctionApp, load_app
 from dfhost.store import Store
 from dfhost.web import build_app
 from dfhost.web.auth import Access

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
-from dfhost.functions import FunctionApp
 from dfhost.store import InstanceQuery, Store
 from dfhost.web import build_app
 from dfhost.web.auth import Access

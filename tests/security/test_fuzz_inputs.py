@@ -15,11 +15,11 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dfhost.functions import load_app
+from dfhost.app.loader import load_app
 from dfhost.history import EventType, HistoryEvent
-from dfhost.limits import Limits, LimitsError
-from dfhost.schedule import ScheduleError, parse_schedule
-from dfhost.web.routes import RouteTemplateError, parse_template
+from dfhost.orchestration.limits import Limits, LimitsError
+from dfhost.runtime.schedule import ScheduleError, parse_schedule
+from dfhost.web.route_templates import RouteTemplateError, parse_template
 from dfhost.wire import api_history, dtfx_event
 
 FAST = settings(max_examples=300, deadline=None)

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from dfhost.limits import Limits, LimitsError
+from dfhost.orchestration.limits import Limits, LimitsError
 from dfhost.testing import TestHost
 from tests.security.conftest import APP_DIR, BASE
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dfhost.cli import main
+from dfhost.cli.main import main
 from dfhost.testing import HISTORY_FORMAT, TestHost, replay_history
 from tests.testing.conftest import V1, V2, WAITING
 

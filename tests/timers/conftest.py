@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dfhost.functions import FunctionApp, load_app
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.store import Store, open_store
 from tests.e2e.conftest import sdk_session  # noqa: F401  (the e2e tests' fixture)
 

@@ -14,8 +14,8 @@ import pytest
 
 from dfhost.client import DurableClient
 from dfhost.history import utcnow
+from dfhost.runtime.timer_triggers import TimerRunner
 from dfhost.store import Store, TimerStatus, open_store
-from dfhost.timers import TimerRunner
 from dfhost.web import build_app
 from tests.timers.conftest import load_timers_app, read_runs, wait_for_runs
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dfhost.schedule import (
+from dfhost.runtime.schedule import (
     CronSchedule,
     IntervalSchedule,
     ScheduleError,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from dfhost.store import StoreError, app_store_url, open_store
-from dfhost.store.azure_config import parse_url
+from dfhost.store.azure.config import parse_url
 
 DEFAULT = "sqlite:////app/.dfhost/taskhub.sqlite3"
 

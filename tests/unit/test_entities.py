@@ -1,5 +1,5 @@
-"""`dfhost.entities.run_batch` on hand-made inboxes: batches, rollback of failed operations,
-deletion, responses to callers; and the client's checks of entity ids."""
+"""`dfhost.orchestration.entities.run_batch` on hand-made inboxes: batches, rollback of failed
+operations, deletion, responses to callers; and the client's checks of entity ids."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient, InvalidInstanceIdError, UnknownEntityError
-from dfhost.entities import EntityId, Operation, run_batch
-from dfhost.functions import FunctionApp, load_app
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
+from dfhost.orchestration.entities import EntityId, Operation, run_batch
 from dfhost.store import EpisodeOutcome, EpisodeWork, Message, open_store
 
 APPS = Path(__file__).resolve().parents[1] / "apps"

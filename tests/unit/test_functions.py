@@ -1,4 +1,4 @@
-"""Unit tests for dfhost.functions: app loading, bindings, settings."""
+"""Unit tests for dfhost.app.loader: app loading, bindings, settings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dfhost.functions import (
+from dfhost.app.loader import (
     AppLoadError,
     AppNotFoundError,
     Binding,

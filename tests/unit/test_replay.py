@@ -1,4 +1,5 @@
-"""`dfhost.replay.run_episode` against hand-built histories, one action kind at a time.
+"""`dfhost.orchestration.replay.run_episode` against hand-built histories, one action kind at a
+time.
 
 Every test plays the host with `HistoryBuilder` and asserts the exact `EpisodeResult`: the new
 scheduling events, the work to dispatch (with the SDK's task ids), cancelled timers, custom
@@ -18,9 +19,9 @@ from typing import Any, TypeAlias
 import azure.durable_functions as df
 import pytest
 
-from dfhost import replay
 from dfhost.history import EventType, HistoryEvent
-from dfhost.replay import (
+from dfhost.orchestration import replay
+from dfhost.orchestration.replay import (
     ActivityCall,
     Completed,
     ContinuedAsNew,

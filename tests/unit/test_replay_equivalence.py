@@ -15,7 +15,7 @@ from typing import Any
 import azure.durable_functions as df
 import pytest
 
-from dfhost.replay import (
+from dfhost.orchestration.replay import (
     ActivityCall,
     EpisodeResult,
     Failed,

@@ -10,7 +10,7 @@ import pytest
 
 from dfhost.history import format_time
 from dfhost.store import StartRequest, StoreError, TimerStatus, open_store
-from dfhost.store.sqlite import SCHEMA_VERSION
+from dfhost.store.sqlite.store import SCHEMA_VERSION
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dfhost.store.sqlite_thread import DatabaseThread
+from dfhost.store.sqlite.thread import DatabaseThread
 
 
 def connect(path: Path) -> sqlite3.Connection:

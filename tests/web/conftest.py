@@ -16,8 +16,8 @@ import uvicorn
 from azure.durable_functions.models.utils import http_utils
 from starlette.applications import Starlette
 
+from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
-from dfhost.functions import FunctionApp, load_app
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.store import EpisodeOutcome, Message, Store
 from dfhost.web import build_app

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from azure.durable_functions import DurableOrchestrationContext
 
+from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
-from dfhost.functions import FunctionApp
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus
 from dfhost.store import InstanceQuery, Store
 from dfhost.web import build_app

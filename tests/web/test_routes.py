@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dfhost.web.routes import RouteTemplateError, parse_template
+from dfhost.web.route_templates import RouteTemplateError, parse_template
 
 
 def match(template: str, path: str) -> dict[str, str] | None:

@@ -16,9 +16,9 @@ from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrc
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 from dfhost import __version__
+from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
-from dfhost.engine import Engine
-from dfhost.functions import FunctionApp
+from dfhost.runtime.engine import Engine
 from dfhost.store import Store
 from dfhost.web import build_app
 from dfhost.wire import client_binding

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from dfhost.app.loader import AppSettings, Binding, Function, FunctionApp, load_app
 from dfhost.client import DurableClient
-from dfhost.functions import AppSettings, Binding, Function, FunctionApp, load_app
 from dfhost.store import Store
 from dfhost.web import build_app
 

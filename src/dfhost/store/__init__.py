@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, parse_time
@@ -502,16 +503,21 @@ def decode_continuation(token: str) -> tuple[str, str]:
     return data[0], data[1]
 
 
+def default_store_url(app_dir: Path) -> str:
+    """The embedded SQLite task hub inside the app folder."""
+    return f"sqlite:///{(app_dir / '.dfhost' / 'taskhub.sqlite3').resolve()}"
+
+
 def app_store_url(
     url: str | None, default: str, hub_name: str, host_json: Mapping[str, Any]
 ) -> str:
     """The task hub of an app: `url` (`--store`) if given, else the Azure Storage hub when
     host.json's `extensions.durableTask.storageProvider.type` is `azureStorage`, else
     `default`. An `azure` URL gets the app's hub name and host.json storageProvider settings
-    (see `dfhost.store.azure_config`), a `postgresql` URL its hub name and takeover window
+    (see `dfhost.store.azure.config`), a `postgresql` URL its hub name and takeover window
     (see `dfhost.store.postgres.config`), for what the URL does not say; other URLs are
     returned as they are."""
-    from dfhost.store import azure_config
+    from dfhost.store.azure import config as azure_config
     from dfhost.store.postgres import config as postgres_config
 
     resolved = azure_config.url_for_app(url, default, hub_name, host_json)
@@ -523,7 +529,7 @@ def open_store(url: str) -> Store:
     `postgresql://USER@HOST:PORT/DB?hub=NAME`, `azure[:SETTING][?hub=NAME]`), not yet
     started."""
     if url.startswith("sqlite:"):
-        from dfhost.store.sqlite import SqliteStore
+        from dfhost.store.sqlite.store import SqliteStore
 
         return SqliteStore(url)
     if url.startswith(("postgresql:", "postgres:")):
@@ -536,7 +542,7 @@ def open_store(url: str) -> Store:
         return PostgresStore(url)
     if url == "azure" or url.startswith(("azure:", "azure?")):
         try:
-            from dfhost.store.azure import AzureStore
+            from dfhost.store.azure.store import AzureStore
         except ImportError as exc:  # the Azure SDKs are an optional dependency
             raise StoreError(
                 f"the Azure Storage task hub needs the Azure SDKs ({exc}): "

@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from dfhost import __version__
+from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
-from dfhost.functions import FunctionApp
 from dfhost.web.api import BASE_PATH, ManagementApi
 from dfhost.web.auth import Access, AccessGuard, login_routes
 from dfhost.web.dashboard import BASE as DASHBOARD_PATH

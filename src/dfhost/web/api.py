@@ -42,7 +42,6 @@ from dfhost.client import (
     UnknownEntityError,
     UnknownOrchestratorError,
 )
-from dfhost.entities import EntityStatus
 from dfhost.history import (
     TERMINAL_STATUSES,
     Instance,
@@ -50,7 +49,8 @@ from dfhost.history import (
     format_time,
     parse_time,
 )
-from dfhost.limits import PayloadTooLargeError
+from dfhost.orchestration.entities import EntityStatus
+from dfhost.orchestration.limits import PayloadTooLargeError
 from dfhost.store import DeliveryResult, InstanceQuery, StoreError
 from dfhost.web.common import BadRequestError, BodyTooLargeError, origin_of, read_body, url_of
 from dfhost.wire import api_history, api_status, check_status_payload

@@ -34,8 +34,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dfhost import __version__
+from dfhost.app.loader import Function, FunctionApp, expand_app_settings
 from dfhost.client import DurableClient
-from dfhost.functions import Function, FunctionApp, expand_app_settings
 from dfhost.history import (
     TERMINAL_STATUSES,
     EventType,
@@ -44,9 +44,9 @@ from dfhost.history import (
     OrchestrationStatus,
     utcnow,
 )
-from dfhost.limits import PayloadTooLargeError
 from dfhost.logs import keep_instance_logs
-from dfhost.schedule import ScheduleError, parse_schedule, time_zone_named
+from dfhost.orchestration.limits import PayloadTooLargeError
+from dfhost.runtime.schedule import ScheduleError, parse_schedule, time_zone_named
 from dfhost.store import InstancePage, StoreError
 from dfhost.web.common import BadRequestError, BodyTooLargeError, read_body
 from dfhost.web.csrf import ForbiddenError, check_csrf, csrf_token

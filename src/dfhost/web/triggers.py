@@ -23,9 +23,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from dfhost import telemetry
-from dfhost.functions import Binding, Function, FunctionApp, invocation_arguments
-from dfhost.limits import Limits, within
+from dfhost.app.loader import Binding, Function, FunctionApp, invocation_arguments
 from dfhost.logs import Invocation, log_invocation
+from dfhost.orchestration.limits import Limits, within
 from dfhost.web.common import (
     BadRequestError,
     BodyTooLargeError,
@@ -34,7 +34,7 @@ from dfhost.web.common import (
     read_body,
     url_of,
 )
-from dfhost.web.routes import RouteTemplate, RouteTemplateError, parse_template
+from dfhost.web.route_templates import RouteTemplate, RouteTemplateError, parse_template
 from dfhost.wire import client_binding
 
 if TYPE_CHECKING:

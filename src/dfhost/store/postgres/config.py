@@ -19,7 +19,7 @@ from dfhost.store import StoreError
 
 # The same lookup and TimeSpan rules as the Azure Storage provider's settings, so host.json
 # durations read alike whichever task hub an app uses.
-from dfhost.store.azure_config import _get_ci, _seconds
+from dfhost.store.azure.config import _get_ci, _seconds
 
 __all__ = [
     "DEFAULT_HUB",

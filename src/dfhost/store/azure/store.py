@@ -85,15 +85,15 @@ from dfhost.store import (
     StoreError,
     TimerStatus,
 )
-from dfhost.store.azure_account import AzureAccount, bounded, describe_account
-from dfhost.store.azure_codec import Envelope, HubNames, InstanceRow, WorkItem
-from dfhost.store.azure_config import parse_url
-from dfhost.store.azure_dedupe import consumed_ids, sift
-from dfhost.store.azure_instances import Chunk, InstanceTables, chunk_key
-from dfhost.store.azure_outbox import Courier
-from dfhost.store.azure_partitions import Partitions
-from dfhost.store.azure_queues import ControlInbox, Held, HeldTask, WorkItems
-from dfhost.store.azure_timers import TimerTable
+from dfhost.store.azure.account import AzureAccount, bounded, describe_account
+from dfhost.store.azure.codec import Envelope, HubNames, InstanceRow, WorkItem
+from dfhost.store.azure.config import parse_url
+from dfhost.store.azure.dedupe import consumed_ids, sift
+from dfhost.store.azure.instances import Chunk, InstanceTables, chunk_key
+from dfhost.store.azure.outbox import Courier
+from dfhost.store.azure.partitions import Partitions
+from dfhost.store.azure.queues import ControlInbox, Held, HeldTask, WorkItems
+from dfhost.store.azure.timers import TimerTable
 from dfhost.store.wakeup import FinishWatchers, Wakeup
 
 __all__ = ["MIN_POLL", "AzureStore"]

@@ -18,7 +18,7 @@ from azure.storage.queue._shared.policies_async import ExponentialRetry as Queue
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from dfhost.store import StoreError
-from dfhost.store.azure_codec import HubNames
+from dfhost.store.azure.codec import HubNames
 
 __all__ = ["MAX_VISIBILITY", "AzureAccount", "bounded", "describe_account", "one_line"]
 

@@ -159,7 +159,7 @@ _PROPERTY_OF = {
 @dataclass(slots=True, kw_only=True)
 class InstanceRow:
     """An instance's row in the Instances table: the queryable state and everything the task
-    hub needs to keep episodes exactly-once (see `dfhost.store.azure`)."""
+    hub needs to keep episodes exactly-once (see `dfhost.store.azure.store`)."""
 
     instance: Instance
     generation: str

@@ -37,8 +37,8 @@ from dfhost.store import (
     encode_continuation,
     prefix_upper_bound,
 )
-from dfhost.store.azure_account import AzureAccount, bounded
-from dfhost.store.azure_codec import (
+from dfhost.store.azure.account import AzureAccount, bounded
+from dfhost.store.azure.codec import (
     BIG_FIELDS,
     PART_CHARS,
     InstanceRow,

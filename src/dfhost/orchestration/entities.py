@@ -31,9 +31,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from dfhost.functions import Function
+from dfhost.app.loader import Function
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
-from dfhost.replay import EntityMessage, Work
+from dfhost.orchestration.replay import EntityMessage, Work
 from dfhost.store import EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 __all__ = [

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from dfhost.admin import CommandError, command_store_url
+from dfhost.cli.instances import CommandError, command_store_url
 from dfhost.history import OrchestrationStatus, format_time, utcnow
 from dfhost.store import HubSummary, StoreError, open_store
 

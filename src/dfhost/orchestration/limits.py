@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dfhost import replay
+from dfhost.orchestration import replay
 
 __all__ = [
     "FunctionTimeoutError",
@@ -84,7 +84,9 @@ class Limits:
         own = _object(_get(_object(_get(durable, "dfhost"), "dfhost"), "limits"), "limits")
         return cls(
             payload_bytes=_positive(
-                _get(own, "payloadBytes"), DEFAULT_PAYLOAD_BYTES, "dfhost.limits.payloadBytes"
+                _get(own, "payloadBytes"),
+                DEFAULT_PAYLOAD_BYTES,
+                "dfhost.limits.payloadBytes",
             ),
             max_actions=_positive(
                 _get(durable, "maxOrchestrationActions"),
@@ -92,7 +94,9 @@ class Limits:
                 "maxOrchestrationActions",
             ),
             history_events=_positive(
-                _get(own, "historyEvents"), DEFAULT_HISTORY_EVENTS, "dfhost.limits.historyEvents"
+                _get(own, "historyEvents"),
+                DEFAULT_HISTORY_EVENTS,
+                "dfhost.limits.historyEvents",
             ),
             function_timeout=_timeout(_get(host_json, "functionTimeout")),
         )

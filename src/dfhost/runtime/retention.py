@@ -35,7 +35,7 @@ from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus, utc
 from dfhost.store import InstanceQuery, Message, Store
 
 if TYPE_CHECKING:
-    from dfhost.functions import FunctionApp
+    from dfhost.app.loader import FunctionApp
 
 __all__ = [
     "EnsureSpec",
@@ -132,7 +132,7 @@ def read_ops_settings(host_json: Mapping[str, Any]) -> OpsSettings:
     if not isinstance(section, Mapping):
         raise OpsConfigError(f"host.json {SETTINGS_PATH} must be an object")
     for key in section:
-        # `limits` belongs to dfhost.limits, which reads and checks it.
+        # `limits` belongs to dfhost.orchestration.limits, which reads and checks it.
         if key.lower() not in ("retention", "ensure", "limits"):
             raise OpsConfigError(
                 f"host.json {SETTINGS_PATH}: unknown key {key!r} "

@@ -1,6 +1,6 @@
 """Everything an Azure Storage task hub sends: new instance rows, control-queue messages, work
 items, and the outboxes of committed episodes (delivered after the commit, and again by
-whoever finds one left pending: every delivery is idempotent, see `dfhost.store.azure`)."""
+whoever finds one left pending: every delivery is idempotent, see `dfhost.store.azure.store`)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from azure.core.exceptions import (
 
 from dfhost.history import TERMINAL_STATUSES, utcnow
 from dfhost.store import EpisodeOutcome, Message, StartRequest
-from dfhost.store.azure_account import AzureAccount, bounded
-from dfhost.store.azure_codec import (
+from dfhost.store.azure.account import AzureAccount, bounded
+from dfhost.store.azure.codec import (
     Envelope,
     InstanceRow,
     OrderClock,
@@ -32,8 +32,8 @@ from dfhost.store.azure_codec import (
     start_request_from_dict,
     start_request_to_dict,
 )
-from dfhost.store.azure_instances import InstanceTables
-from dfhost.store.azure_queues import ControlInbox, send_text
+from dfhost.store.azure.instances import InstanceTables
+from dfhost.store.azure.queues import ControlInbox, send_text
 
 __all__ = ["Courier"]
 

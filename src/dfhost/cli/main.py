@@ -16,26 +16,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dfhost import __version__, telemetry
-from dfhost.admin import (
+from dfhost.app.loader import AppLoadError, FunctionApp, LoadError, load_app
+from dfhost.cli.instances import (
     add_instances_command,
-    default_store_url,
     ensure_instances,
     operations_settings,
     run_instances_command,
 )
+from dfhost.cli.replay import add_replay_commands, run_replay_command
+from dfhost.cli.status import add_status_command, run_status_command
 from dfhost.client import DurableClient
-from dfhost.functions import AppLoadError, FunctionApp, LoadError, load_app
-from dfhost.limits import Limits, LimitsError
 from dfhost.logs import configure_console, set_host_id
-from dfhost.maintenance import OpsConfigError
-from dfhost.status import add_status_command, run_status_command
-from dfhost.store import StoreError, app_store_url, open_store
-from dfhost.testing import add_replay_commands, run_replay_command
+from dfhost.orchestration.limits import Limits, LimitsError
+from dfhost.runtime.retention import OpsConfigError
+from dfhost.store import StoreError, app_store_url, default_store_url, open_store
 
 if TYPE_CHECKING:
     import uvicorn
 
-    from dfhost.engine import Engine
+    from dfhost.runtime.engine import Engine
     from dfhost.web.auth import Access
 
 log = logging.getLogger("dfhost")
@@ -154,7 +153,7 @@ async def _start(args: argparse.Namespace) -> int:
         return 2
     # Imported here, as in _serve: `dfhost instances` needs neither the SDK nor the web stack,
     # and starts in a fraction of the time without them.
-    from dfhost.engine import Engine
+    from dfhost.runtime.engine import Engine
 
     engine = Engine(app, store, retention=operations.retention)
     set_host_id(engine.owner)
@@ -305,7 +304,7 @@ async def _serve(
 ) -> None:
     import uvicorn
 
-    from dfhost.timers import TimerRunner
+    from dfhost.runtime.timer_triggers import TimerRunner
     from dfhost.web import build_app
 
     port = sock.getsockname()[1]

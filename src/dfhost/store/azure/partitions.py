@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobLeaseClient
 
-from dfhost.store.azure_account import AzureAccount, one_line
+from dfhost.store.azure.account import AzureAccount, one_line
 
 __all__ = ["LEASE_SECONDS", "RENEW_SECONDS", "Partitions"]
 

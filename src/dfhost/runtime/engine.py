@@ -24,9 +24,8 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
-from dfhost import entities, limits, metrics, replay, rewind, telemetry
-from dfhost.activities import ActivityRunner
-from dfhost.functions import Function, FunctionApp
+from dfhost import metrics, telemetry
+from dfhost.app.loader import Function, FunctionApp
 from dfhost.history import (
     TERMINAL_STATUSES,
     EventType,
@@ -36,7 +35,10 @@ from dfhost.history import (
     utcnow,
 )
 from dfhost.logs import Invocation, log_invocation
-from dfhost.maintenance import Retention, RetentionPolicy, report_startup
+from dfhost.orchestration import entities, limits, replay, rewind
+from dfhost.runtime.activities import ActivityRunner
+from dfhost.runtime.retention import Retention, RetentionPolicy, report_startup
+from dfhost.runtime.worker_threads import WorkerThreads
 from dfhost.store import (
     ActivityTask,
     EpisodeClaim,
@@ -48,7 +50,6 @@ from dfhost.store import (
     Store,
     StoreError,
 )
-from dfhost.worker_threads import WorkerThreads
 
 __all__ = ["Engine", "WaitForWork"]
 
@@ -465,8 +466,8 @@ class Engine:
     async def _rewound_outcome(
         self, work: EpisodeWork, now: datetime, rewound: HistoryEvent
     ) -> EpisodeOutcome:
-        """Cut the failed execution's history back (see `dfhost.rewind`), replay from there,
-        and schedule again the work that has no result."""
+        """Cut the failed execution's history back (see `dfhost.orchestration.rewind`), replay
+        from there, and schedule again the work that has no result."""
         inst = work.instance
         function = self.app.orchestrator(inst.name)
         if work.history_error or function is None:

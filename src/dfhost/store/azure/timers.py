@@ -15,7 +15,7 @@ from azure.data.tables.aio import TableClient
 
 from dfhost.history import format_time, parse_time
 from dfhost.store import TimerStatus
-from dfhost.store.azure_codec import decode_key, encode_key
+from dfhost.store.azure.codec import decode_key, encode_key
 
 __all__ = ["TimerTable"]
 

@@ -54,10 +54,10 @@ from dfhost.store import (
     encode_continuation,
     prefix_upper_bound,
 )
-from dfhost.store import sqlite_timers as timers
-from dfhost.store.doorbell import Doorbell
-from dfhost.store.hostlocks import HostLock, count_live_hosts
-from dfhost.store.sqlite_thread import DatabaseThread
+from dfhost.store.sqlite import timers as timers
+from dfhost.store.sqlite.doorbell import Doorbell
+from dfhost.store.sqlite.hostlocks import HostLock, count_live_hosts
+from dfhost.store.sqlite.thread import DatabaseThread
 from dfhost.store.wakeup import FinishWatchers, Wakeup
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from dfhost.app.loader import AppLoadError, load_settings
 from dfhost.client import (
     DurableClient,
     InstanceExistsError,
@@ -29,9 +30,8 @@ from dfhost.client import (
     UnknownOrchestratorError,
     validate_instance_id,
 )
-from dfhost.functions import AppLoadError, load_settings
 from dfhost.history import Instance, OrchestrationStatus, parse_time
-from dfhost.maintenance import (
+from dfhost.runtime.retention import (
     EnsureSpec,
     OpsConfigError,
     OpsSettings,
@@ -44,17 +44,17 @@ from dfhost.store import (
     Store,
     StoreError,
     app_store_url,
+    default_store_url,
     open_store,
 )
 from dfhost.wire import api_history, api_status
 
 if TYPE_CHECKING:
-    from dfhost.functions import FunctionApp
+    from dfhost.app.loader import FunctionApp
 
 __all__ = [
     "add_instances_command",
     "command_store_url",
-    "default_store_url",
     "ensure_instances",
     "operations_settings",
     "run_instances_command",
@@ -67,11 +67,6 @@ _PAGE = 1000
 
 class CommandError(Exception):
     """A one-line error for the user; the command exits with status 1."""
-
-
-def default_store_url(app_dir: Path) -> str:
-    """The embedded SQLite task hub inside the app folder."""
-    return f"sqlite:///{(app_dir / '.dfhost' / 'taskhub.sqlite3').resolve()}"
 
 
 def command_store_url(app_dir: Path, store: str | None) -> str:
@@ -245,7 +240,7 @@ def _require_existing_hub(url: str, *, explicit: bool) -> None:
 def _client_with_app(store: Store, app_dir: Path) -> DurableClient:
     """A client that checks orchestrator names against the app, when the folder has one."""
     # Imported here: loading apps pulls in azure.functions, which no other command needs.
-    from dfhost.functions import AppLoadError, load_app
+    from dfhost.app.loader import AppLoadError, load_app
 
     try:
         app = load_app(app_dir)

@@ -13,12 +13,13 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from dfhost import durable_http, limits
-from dfhost.functions import Function, FunctionApp, invocation_arguments
+from dfhost.app.loader import Function, FunctionApp, invocation_arguments
 from dfhost.history import EventType, HistoryEvent
 from dfhost.logs import Invocation, log_invocation
+from dfhost.orchestration import limits
+from dfhost.runtime import durable_http
+from dfhost.runtime.worker_threads import WorkerThreads
 from dfhost.store import ActivityTask
-from dfhost.worker_threads import WorkerThreads
 
 __all__ = ["ActivityRunner"]
 

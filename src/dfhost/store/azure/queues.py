@@ -4,7 +4,7 @@ work items (activities) it runs.
 A received message stays invisible to everyone else while this host holds it: a keeper
 extends its visibility timeout before it runs out, for as long as the process lives. When the
 process dies, the message reappears after its visibility timeout and another host takes it;
-consumers dedupe (see `dfhost.store.azure`), so it is processed once. Messages whose time is
+consumers dedupe (see `dfhost.store.azure.store`), so it is processed once. Messages whose time is
 far off (durable timers) are not held: they go back to the queue, hidden until their time.
 """
 
@@ -27,8 +27,8 @@ from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient
 
 from dfhost.history import utcnow
-from dfhost.store.azure_account import MAX_VISIBILITY, AzureAccount, bounded
-from dfhost.store.azure_codec import Envelope, WorkItem, dumps
+from dfhost.store.azure.account import MAX_VISIBILITY, AzureAccount, bounded
+from dfhost.store.azure.codec import Envelope, WorkItem, dumps
 
 __all__ = ["ControlInbox", "Held", "HeldTask", "QueueHandle", "WorkItems", "send_text"]
 

@@ -1,7 +1,7 @@
 """Which held control-queue messages an episode gets (the consumer side of exactly-once).
 
-A message can arrive twice (see `dfhost.store.azure`). It is dropped as void when it belongs to
-another generation (the instance was replaced), epoch (its timers and activities were
+A message can arrive twice (see `dfhost.store.azure.store`). It is dropped as void when it
+belongs to another generation (the instance was replaced), epoch (its timers and activities were
 dropped) or execution of the instance, or is a timer the instance cancelled; and as a
 duplicate when its result is already in the history (a task or sub-orchestration answered,
 a timer fired), or when the row lists its id as consumed. Ids are only recorded for messages
@@ -14,8 +14,8 @@ import time
 from collections.abc import Sequence
 
 from dfhost.history import EventType, HistoryEvent
-from dfhost.store.azure_codec import InstanceRow
-from dfhost.store.azure_queues import Held
+from dfhost.store.azure.codec import InstanceRow
+from dfhost.store.azure.queues import Held
 
 __all__ = ["DEDUPE_WINDOW", "consumed_ids", "sift"]
 

@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 from azure.functions.timer import TimerRequest
 
 from dfhost import telemetry
-from dfhost.functions import Function, FunctionApp, expand_app_settings, invocation_arguments
+from dfhost.app.loader import Function, FunctionApp, expand_app_settings, invocation_arguments
 from dfhost.history import utcnow
 from dfhost.logs import Invocation, log_invocation
-from dfhost.schedule import Schedule, ScheduleError, parse_schedule, time_zone_named
+from dfhost.runtime.schedule import Schedule, ScheduleError, parse_schedule, time_zone_named
 from dfhost.store import Store, TimerStatus
 from dfhost.wire import client_binding
 
