@@ -28,15 +28,8 @@ from dfhost.history import (
 )
 from dfhost.orchestration.entities import EntityId, EntityStatus, Operation, creation_request
 from dfhost.orchestration.limits import Limits, LimitsError, check_payload
-from dfhost.store import (
-    DeliveryResult,
-    InstancePage,
-    InstanceQuery,
-    Message,
-    StartRequest,
-    Store,
-    TimerStatus,
-)
+from dfhost.store import DeliveryResult, InstancePage, InstanceQuery, Store, TimerStatus
+from dfhost.work import Message, StartRequest
 
 if TYPE_CHECKING:
     from dfhost.app.loader import FunctionApp

@@ -48,7 +48,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from dfhost.history import TERMINAL_STATUSES, EventType, HistoryEvent, OrchestrationStatus
-from dfhost.store import ActivityTask, EpisodeOutcome, EpisodeWork
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork
 
 __all__ = [
     "TelemetryConfigError",

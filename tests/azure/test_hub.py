@@ -14,8 +14,9 @@ import pytest
 from azure.storage.blob.aio import BlobLeaseClient
 
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
-from dfhost.store import EpisodeOutcome, LeaseLostError, Message, Store, open_store
+from dfhost.store import LeaseLostError, Store, open_store
 from dfhost.store.azure.codec import partition_of
+from dfhost.work import EpisodeOutcome, Message
 from tests.azurite import store_url
 from tests.contract.test_store import T0, claim, claim_one, event, outcome, raised, start
 from tests.e2e.harness import wait_until

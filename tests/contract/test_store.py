@@ -20,19 +20,8 @@ from dfhost.history import (
     OrchestrationStatus,
     utcnow,
 )
-from dfhost.store import (
-    ActivityTask,
-    EpisodeClaim,
-    EpisodeOutcome,
-    EpisodeWork,
-    InstanceQuery,
-    LeaseLostError,
-    Message,
-    StartRequest,
-    Store,
-    StoreError,
-    TimerStatus,
-)
+from dfhost.store import EpisodeClaim, InstanceQuery, LeaseLostError, Store, StoreError, TimerStatus
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 Status = OrchestrationStatus
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from markupsafe import escape
 
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
-from dfhost.store import StartRequest
+from dfhost.work import StartRequest
 from tests.web.conftest import finish
 
 from .conftest import Dash, flash_of

@@ -16,8 +16,9 @@ from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.runtime.engine import Engine
-from dfhost.store import EpisodeOutcome, StartRequest, Store, TimerStatus
+from dfhost.store import Store, TimerStatus
 from dfhost.web import build_app
+from dfhost.work import EpisodeOutcome, StartRequest
 from tests.web.conftest import asgi, finish
 
 from .conftest import APPS, Dash, FakeTimers, history_table, instance_links, text_of

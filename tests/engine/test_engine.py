@@ -20,7 +20,8 @@ from dfhost.client import DurableClient
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
 from dfhost.logs import configure_console
 from dfhost.runtime.engine import Engine
-from dfhost.store import Message, Store, StoreError, open_store
+from dfhost.store import Store, StoreError, open_store
+from dfhost.work import Message
 from tests.e2e.harness import APPS, wait_until
 
 

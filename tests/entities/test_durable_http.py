@@ -23,7 +23,8 @@ from dfhost.client import DurableClient
 from dfhost.history import EventType, OrchestrationStatus
 from dfhost.runtime import durable_http
 from dfhost.runtime.engine import Engine
-from dfhost.store import ActivityTask, open_store
+from dfhost.store import open_store
+from dfhost.work import ActivityTask
 from tests.web.conftest import eventually
 
 from .conftest import pytestmark  # noqa: F401 - the module's warning filter

@@ -11,14 +11,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
-from dfhost.store import (
-    EpisodeOutcome,
-    LeaseLostError,
-    Message,
-    StartRequest,
-    Store,
-    open_store,
-)
+from dfhost.store import LeaseLostError, Store, open_store
+from dfhost.work import EpisodeOutcome, Message, StartRequest
 from tests.e2e.harness import wait_until
 
 EVENTS = 80

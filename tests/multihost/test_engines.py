@@ -12,14 +12,8 @@ from typing import Any
 from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
 from dfhost.runtime.engine import Engine
-from dfhost.store import (
-    ActivityTask,
-    EpisodeOutcome,
-    EpisodeWork,
-    LeaseLostError,
-    Store,
-    open_store,
-)
+from dfhost.store import LeaseLostError, Store, open_store
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork
 from tests.multihost.ledger import (
     assert_recorded_once,
     chain_output,

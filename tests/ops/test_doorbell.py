@@ -6,8 +6,9 @@ import asyncio
 from pathlib import Path
 
 from dfhost.history import utcnow
-from dfhost.store import StartRequest, open_store
+from dfhost.store import open_store
 from dfhost.store.sqlite.doorbell import Doorbell
+from dfhost.work import StartRequest
 
 
 async def test_a_client_store_wakes_the_host_store(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient, InvalidInstanceIdError, UnknownEntityError
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
 from dfhost.orchestration.entities import EntityId, Operation, run_batch
-from dfhost.store import EpisodeOutcome, EpisodeWork, Message, open_store
+from dfhost.store import open_store
+from dfhost.work import EpisodeOutcome, EpisodeWork, Message
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -67,7 +68,8 @@ def batch(
     messages = [Message(instance_id=entity_id.instance_id, event=started)]
     messages += [op.message(entity_id, T0) for op in operations]
     work = EpisodeWork(instance=instance, history=[], messages=messages, lease_token=1)
-    return run_batch(app.entity(entity), entity_id, work, T1)
+    function = app.entity(entity)
+    return run_batch(function.handler if function else None, entity_id, work, T1)
 
 
 def _state_text(state: Any) -> str | None:

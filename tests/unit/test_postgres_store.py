@@ -18,21 +18,10 @@ import psycopg
 import pytest
 
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
-from dfhost.store import (
-    ActivityTask,
-    EpisodeClaim,
-    EpisodeOutcome,
-    EpisodeWork,
-    LeaseLostError,
-    Message,
-    StartRequest,
-    Store,
-    StoreError,
-    open_store,
-    postgres,
-)
+from dfhost.store import EpisodeClaim, LeaseLostError, Store, StoreError, open_store, postgres
 from dfhost.store.postgres import claims
 from dfhost.store.postgres import store as store_module
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 from tests.conftest import selected_backends
 
 

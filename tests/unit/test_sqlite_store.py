@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from dfhost.history import format_time
-from dfhost.store import StartRequest, StoreError, TimerStatus, open_store
+from dfhost.store import StoreError, TimerStatus, open_store
 from dfhost.store.sqlite.store import SCHEMA_VERSION
+from dfhost.work import StartRequest
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -19,8 +19,9 @@ from starlette.applications import Starlette
 from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
-from dfhost.store import EpisodeOutcome, Message, Store
+from dfhost.store import Store
 from dfhost.web import build_app
+from dfhost.work import EpisodeOutcome, Message
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 BASE = "/runtime/webhooks/durabletask"

@@ -31,10 +31,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from dfhost.app.loader import Function
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
 from dfhost.orchestration.replay import EntityMessage, Work
-from dfhost.store import EpisodeOutcome, EpisodeWork, Message, StartRequest
+from dfhost.work import EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 __all__ = [
     "OPERATION_EVENT",
@@ -223,9 +222,11 @@ class _Result:
 
 
 def run_batch(
-    function: Function | None, entity: EntityId, work: EpisodeWork, now: datetime
+    handler: Callable[..., Any] | None, entity: EntityId, work: EpisodeWork, now: datetime
 ) -> EpisodeOutcome:
-    """Run the operations in the entity's inbox, in order, and say what to commit.
+    """Run the operations in the entity's inbox, in order, through the entity function's
+    `handler` (what `df.Entity.create` made; None: the app has no such entity), and say what to
+    commit.
 
     Runs user code: call it in a worker thread. Never raises because of user code.
     """
@@ -245,14 +246,14 @@ def run_batch(
     if not operations:
         return EpisodeOutcome(instance=running, new_events=[])
     state = instance.custom_status
-    if function is None:
+    if handler is None:
         error = f"The entity function '{entity.name}' doesn't exist in this app."
         log.error(
             "dfhost: %s %d operation(s) for %s fail.", error, len(operations), instance.instance_id
         )
         results = [_Result(True, json.dumps(error))] * len(operations)
     else:
-        state, results = _execute(function, entity, state, operations)
+        state, results = _execute(handler, entity, state, operations)
     responses = [
         _response(operation, result, now)
         for operation, result in zip(operations, results, strict=True)
@@ -285,15 +286,15 @@ def _response(operation: Operation, result: _Result, now: datetime) -> Message:
 
 
 def _execute(
-    function: Function, entity: EntityId, state: str | None, operations: list[Operation]
+    handler: Callable[..., Any], entity: EntityId, state: str | None, operations: list[Operation]
 ) -> tuple[str | None, list[_Result]]:
     """(new state, one result per operation); the state is unchanged if the batch fails."""
     from azure.durable_functions.entity import Entity
     from azure.durable_functions.models.DurableEntityContext import DurableEntityContext
 
-    user_function = getattr(function.handler, "entity_function", None)
+    user_function = getattr(handler, "entity_function", None)
     if user_function is None:  # load_app refuses such entities; be safe anyway
-        error = f"entity '{function.name}' was not created with df.Entity.create"
+        error = f"entity '{entity.name}' was not created with df.Entity.create"
         return state, [_Result(True, json.dumps(error))] * len(operations)
     batch = {
         "self": {"name": entity.name, "key": entity.key},

@@ -53,7 +53,6 @@ from azure.durable_functions.models.TaskOrchestrationExecutor import (
     TaskOrchestrationExecutor,
 )
 
-from dfhost import metrics
 from dfhost.history import EventType, HistoryEvent, format_time
 from dfhost.wire import dtfx_event, orchestration_context
 
@@ -210,6 +209,10 @@ class EpisodeResult:
     custom_status: str | None = None
     """JSON text of the latest custom status, None if never set."""
     pitfalls: list[Pitfall] = field(default_factory=list, compare=False)
+    replayed: int = field(default=0, compare=False)
+    """Stored events replayed from scratch (0 when a cached session went on from its state)."""
+    cached: bool | None = field(default=None, compare=False)
+    """Whether a cached session answered; None without a session cache."""
 
 
 # --- the SDK, patched once for speed ---------------------------------------------------------
@@ -369,15 +372,16 @@ def run_episode(
     """
     session = sessions.take(orchestrator, episode) if sessions is not None else None
     cached = None if sessions is None else session is not None
-    metrics.episode_replayed(0 if session is not None else len(episode.past), cached)
+    replayed = 0 if session is not None else len(episode.past)
     if session is None:
         try:
             session = _Session.replay_from_scratch(orchestrator, episode, input_type)
         except _ContextError as exc:
-            return EpisodeResult(Failed(str(exc)))
+            return EpisodeResult(Failed(str(exc)), replayed=replayed, cached=cached)
     else:
         session.continue_with(episode)
     result = _Reconciler(episode, session).result()
+    result.replayed, result.cached = replayed, cached
     if sessions is not None and isinstance(result.outcome, Running):
         sessions.keep(episode, session, result)
     return result

@@ -19,7 +19,7 @@ from dfhost.logs import Invocation, log_invocation
 from dfhost.orchestration import limits
 from dfhost.runtime import durable_http
 from dfhost.runtime.worker_threads import WorkerThreads
-from dfhost.store import ActivityTask
+from dfhost.work import ActivityTask
 
 __all__ = ["ActivityRunner"]
 

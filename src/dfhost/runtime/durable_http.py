@@ -34,7 +34,7 @@ import httpx
 
 from dfhost.history import EventType, HistoryEvent
 from dfhost.orchestration.replay import HTTP_ACTIVITY
-from dfhost.store import ActivityTask
+from dfhost.work import ActivityTask
 
 __all__ = ["ACTIVITY_NAME", "HttpSettings", "run"]
 

@@ -39,17 +39,8 @@ from dfhost.orchestration import entities, limits, replay, rewind
 from dfhost.runtime.activities import ActivityRunner
 from dfhost.runtime.retention import Retention, RetentionPolicy, report_startup
 from dfhost.runtime.worker_threads import WorkerThreads
-from dfhost.store import (
-    ActivityTask,
-    EpisodeClaim,
-    EpisodeOutcome,
-    EpisodeWork,
-    LeaseLostError,
-    Message,
-    StartRequest,
-    Store,
-    StoreError,
-)
+from dfhost.store import EpisodeClaim, LeaseLostError, Store, StoreError
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 __all__ = ["Engine", "WaitForWork"]
 
@@ -587,6 +578,7 @@ class Engine:
         except _EpisodeFailed:
             pass
         assert result is not None
+        metrics.episode_replayed(result.replayed, result.cached)
         if isinstance(result.outcome, replay.Failed):
             log.error(
                 "Orchestration '%s' (%s) failed: %s",
@@ -682,7 +674,7 @@ class Engine:
         with log_invocation(inv, "(null)"):
             # Copied inside the block, so that what the entity logs is tagged with `inv`.
             run = contextvars.copy_context().run
-            call = partial(run, entities.run_batch, function, entity, work, now)
+            call = partial(run, entities.run_batch, function.handler, entity, work, now)
             return await self._run_user_code(call)
 
     async def _run_user_code(self, call: Callable[[], T]) -> T:

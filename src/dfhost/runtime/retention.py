@@ -32,7 +32,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus, utcnow
-from dfhost.store import InstanceQuery, Message, Store
+from dfhost.store import InstanceQuery, Store
+from dfhost.work import Message
 
 if TYPE_CHECKING:
     from dfhost.app.loader import FunctionApp

@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from dfhost.history import HistoryEvent, Instance, OrchestrationStatus, format_time, parse_time
-from dfhost.store import ActivityTask, Message, StartRequest, StoreError
+from dfhost.store import StoreError
+from dfhost.work import ActivityTask, Message, StartRequest
 
 __all__ = [
     "BIG_FIELDS",

@@ -20,7 +20,6 @@ from azure.core.exceptions import (
 )
 
 from dfhost.history import TERMINAL_STATUSES, utcnow
-from dfhost.store import EpisodeOutcome, Message, StartRequest
 from dfhost.store.azure.account import AzureAccount, bounded
 from dfhost.store.azure.codec import (
     Envelope,
@@ -34,6 +33,7 @@ from dfhost.store.azure.codec import (
 )
 from dfhost.store.azure.instances import InstanceTables
 from dfhost.store.azure.queues import ControlInbox, send_text
+from dfhost.work import EpisodeOutcome, Message, StartRequest
 
 __all__ = ["Courier"]
 

@@ -70,18 +70,13 @@ from dfhost.history import (
     OrchestrationStatus,
 )
 from dfhost.store import (
-    ActivityTask,
     DeliveryResult,
     EpisodeClaim,
-    EpisodeOutcome,
-    EpisodeWork,
     HubSummary,
     InstancePage,
     InstanceQuery,
     KnownHistory,
     LeaseLostError,
-    Message,
-    StartRequest,
     StoreError,
     TimerStatus,
 )
@@ -95,6 +90,7 @@ from dfhost.store.azure.partitions import Partitions
 from dfhost.store.azure.queues import ControlInbox, Held, HeldTask, WorkItems
 from dfhost.store.azure.timers import TimerTable
 from dfhost.store.wakeup import FinishWatchers, Wakeup
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 __all__ = ["MIN_POLL", "AzureStore"]
 

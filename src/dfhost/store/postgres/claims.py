@@ -20,15 +20,7 @@ from typing import Any
 import psycopg
 
 from dfhost.history import EventType
-from dfhost.store import (
-    ActivityTask,
-    EpisodeClaim,
-    EpisodeOutcome,
-    EpisodeWork,
-    KnownHistory,
-    LeaseLostError,
-    Message,
-)
+from dfhost.store import EpisodeClaim, KnownHistory, LeaseLostError
 from dfhost.store.postgres.clients import start_txn
 from dfhost.store.postgres.schema import (
     DEAD,
@@ -45,6 +37,7 @@ from dfhost.store.postgres.schema import (
     message_from_row,
     utc,
 )
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message
 
 log = logging.getLogger("dfhost.store.postgres")
 

@@ -16,14 +16,7 @@ from dfhost.history import (
     format_time,
     parse_time,
 )
-from dfhost.store import (
-    DeliveryResult,
-    InstanceQuery,
-    Message,
-    StartRequest,
-    StoreError,
-    prefix_upper_bound,
-)
+from dfhost.store import DeliveryResult, InstanceQuery, StoreError, prefix_upper_bound
 from dfhost.store.postgres.schema import (
     INSERT_INSTANCE,
     INSTANCE_COLUMNS,
@@ -38,6 +31,7 @@ from dfhost.store.postgres.schema import (
     message_from_row,
     utc,
 )
+from dfhost.work import Message, StartRequest
 
 _PURGE_BATCH = 1000
 """Instances per purge transaction, so a huge purge never holds many row locks for long."""

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from dfhost.history import HistoryEvent, Instance, OrchestrationStatus
-from dfhost.store import Message
+from dfhost.work import Message
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Conn"]
 

@@ -25,17 +25,12 @@ from dfhost.history import (
     OrchestrationStatus,
 )
 from dfhost.store import (
-    ActivityTask,
     DeliveryResult,
     EpisodeClaim,
-    EpisodeOutcome,
-    EpisodeWork,
     HubSummary,
     InstancePage,
     InstanceQuery,
     KnownHistory,
-    Message,
-    StartRequest,
     StoreError,
     TimerStatus,
 )
@@ -50,6 +45,7 @@ from dfhost.store.postgres.schema import (
     utc,
 )
 from dfhost.store.wakeup import FinishWatchers, Wakeup
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 __all__ = [
     "CLIENT_PATIENCE",

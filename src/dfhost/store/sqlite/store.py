@@ -36,18 +36,13 @@ from dfhost.history import (
     parse_time,
 )
 from dfhost.store import (
-    ActivityTask,
     DeliveryResult,
     EpisodeClaim,
-    EpisodeOutcome,
-    EpisodeWork,
     HubSummary,
     InstancePage,
     InstanceQuery,
     KnownHistory,
     LeaseLostError,
-    Message,
-    StartRequest,
     StoreError,
     TimerStatus,
     decode_continuation,
@@ -59,6 +54,7 @@ from dfhost.store.sqlite.doorbell import Doorbell
 from dfhost.store.sqlite.hostlocks import HostLock, count_live_hosts
 from dfhost.store.sqlite.thread import DatabaseThread
 from dfhost.store.wakeup import FinishWatchers, Wakeup
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
