@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, get_args
 
-from dfhost.history import EventType, HistoryEvent, format_time
+from dfhost.history import EventType, HistoryEvent, Instance, format_time
 
 __all__ = [
     "HTTP_ACTIVITY",
@@ -58,6 +58,21 @@ class EpisodeInput:
     past: Sequence[HistoryEvent]
     new: Sequence[HistoryEvent]
     """Starts with this episode's OrchestratorStarted, whose timestamp is the episode's time."""
+
+    @classmethod
+    def of(
+        cls, instance: Instance, past: Sequence[HistoryEvent], new: Sequence[HistoryEvent]
+    ) -> EpisodeInput:
+        """An episode of `instance`'s current execution."""
+        return cls(
+            instance_id=instance.instance_id,
+            execution_id=instance.execution_id,
+            name=instance.name,
+            input=instance.input,
+            parent_instance_id=instance.parent_instance_id,
+            past=past,
+            new=new,
+        )
 
     @property
     def now(self) -> datetime:
@@ -254,6 +269,7 @@ class EntityMessage:
 
 Work = ActivityCall | TimerRequest | SubOrchestrationCall | EntityMessage
 
+# Not checked by mypy: the assertion below finds a work type missing here at import.
 _WORK_TYPES: dict[EventType, type[Work]] = {
     t.scheduled_type: t for t in (ActivityCall, TimerRequest, SubOrchestrationCall, EntityMessage)
 }

@@ -238,7 +238,7 @@ def plan_episode(
         )
         return Settled(work, failure(work, now, message, None))
     started = HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=now)
-    return Replay(work, _episode_input(inst, work.history, [started, *inbound]), markers)
+    return Replay(work, EpisodeInput.of(inst, work.history, [started, *inbound]), markers)
 
 
 def _rewind(
@@ -257,21 +257,7 @@ def _rewind(
         # missing then): start it over from what the instance row remembers.
         redelivered = [_restarted_event(inst, now), *redelivered]
     started = HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=now)
-    return Rewind(work, rewound, cut, _episode_input(inst, cut.past, [started, *redelivered]))
-
-
-def _episode_input(
-    inst: Instance, past: list[HistoryEvent], new: list[HistoryEvent]
-) -> EpisodeInput:
-    return EpisodeInput(
-        instance_id=inst.instance_id,
-        execution_id=inst.execution_id,
-        name=inst.name,
-        input=inst.input,
-        parent_instance_id=inst.parent_instance_id,
-        past=past,
-        new=new,
-    )
+    return Rewind(work, rewound, cut, EpisodeInput.of(inst, cut.past, [started, *redelivered]))
 
 
 def failure(work: EpisodeWork, now: datetime, message: str, details: str | None) -> EpisodeOutcome:

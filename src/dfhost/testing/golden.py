@@ -69,15 +69,7 @@ def replay_events(
     # One episode with nothing new: every recorded event is replayed and checked, and the
     # replay is deterministic (its time is the last recorded one).
     started = HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=history[-1].timestamp)
-    episode = EpisodeInput(
-        instance_id=instance.instance_id,
-        execution_id=instance.execution_id,
-        name=instance.name,
-        input=instance.input,
-        parent_instance_id=instance.parent_instance_id,
-        past=list(history),
-        new=[started],
-    )
+    episode = EpisodeInput.of(instance, list(history), [started])
     inv = Invocation(function.name, instance_id=instance.instance_id, replaying=replay.is_replaying)
     # What replayed code prints is not news (and would garble `dfhost replay`'s report).
     with invocation(inv), contextlib.redirect_stdout(io.StringIO()):
