@@ -16,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dfhost.history import EventType, HistoryEvent
-from dfhost.orchestration.replay import EpisodeInput, SessionCache, run_episode
+from dfhost.orchestration.episode import EpisodeInput
+from dfhost.orchestration.replay import run_episode
+from dfhost.orchestration.session import SessionCache
 
 
 def chain(n: int) -> Any:

@@ -15,7 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dfhost.history import EventType, HistoryEvent
-from dfhost.orchestration.replay import EpisodeInput, EpisodeResult, SessionCache, run_episode
+from dfhost.orchestration.episode import EpisodeInput, EpisodeResult
+from dfhost.orchestration.replay import run_episode
+from dfhost.orchestration.session import SessionCache
 
 __all__ = ["T0", "HistoryBuilder"]
 

@@ -21,19 +21,21 @@ import pytest
 
 from dfhost.history import EventType, HistoryEvent
 from dfhost.orchestration import replay
-from dfhost.orchestration.replay import (
+from dfhost.orchestration.episode import (
     ActivityCall,
     Completed,
     ContinuedAsNew,
     EntityMessage,
+    EpisodeInput,
     EpisodeResult,
     Failed,
     Running,
-    SessionCache,
     SubOrchestrationCall,
     TimerRequest,
-    run_episode,
+    entity_request_id,
 )
+from dfhost.orchestration.replay import run_episode
+from dfhost.orchestration.session import SessionCache
 from tests import builders
 from tests.builders import T0, HistoryBuilder
 
@@ -954,7 +956,7 @@ def entity_sent(
 def entity_message(
     event_id: int, op: str, input: str = "null", *, signal: bool = False
 ) -> EntityMessage:
-    request_id = replay.entity_request_id("inst-1", "exec-1", event_id)
+    request_id = entity_request_id("inst-1", "exec-1", event_id)
     return EntityMessage(event_id, COUNTER, op, input, request_id, signal)
 
 
@@ -964,7 +966,7 @@ def entity_response(b: HistoryBuilder, event_id: int, result: Any, error: bool =
     body: dict[str, str] = {"result": json.dumps(result)}
     if error:
         body["exceptionType"] = "Error"
-    request_id = replay.entity_request_id("inst-1", "exec-1", event_id)
+    request_id = entity_request_id("inst-1", "exec-1", event_id)
     return b.deliver(
         HistoryEvent(
             type=EventType.EVENT_RAISED, timestamp=b.now, name=request_id, input=json.dumps(body)
@@ -997,12 +999,12 @@ def test_entity_calls_are_sent_and_answered_by_request_id() -> None:
 
 
 def test_entity_request_ids_are_stable_and_unique() -> None:
-    same = replay.entity_request_id("inst-1", "exec-1", 3)
-    assert same == replay.entity_request_id("inst-1", "exec-1", 3)
+    same = entity_request_id("inst-1", "exec-1", 3)
+    assert same == entity_request_id("inst-1", "exec-1", 3)
     others = {
-        replay.entity_request_id("inst-1", "exec-2", 3),
-        replay.entity_request_id("inst-2", "exec-1", 3),
-        replay.entity_request_id("inst-1", "exec-1", 4),
+        entity_request_id("inst-1", "exec-2", 3),
+        entity_request_id("inst-2", "exec-1", 3),
+        entity_request_id("inst-1", "exec-1", 4),
     }
     assert same not in others and len(others) == 3
 
@@ -1132,7 +1134,7 @@ def test_call_http_replaced_by_an_activity_is_nondeterministic() -> None:
 def test_a_history_the_sdk_rejects_fails_instead_of_raising() -> None:
     b = HistoryBuilder(chain)
     episode = b.episode()
-    broken = replay.EpisodeInput(
+    broken = EpisodeInput(
         instance_id=episode.instance_id,
         execution_id=episode.execution_id,
         name=episode.name,

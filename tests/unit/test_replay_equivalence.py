@@ -15,7 +15,7 @@ from typing import Any
 import azure.durable_functions as df
 import pytest
 
-from dfhost.orchestration.replay import (
+from dfhost.orchestration.episode import (
     ActivityCall,
     EpisodeResult,
     Failed,

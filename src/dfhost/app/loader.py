@@ -118,6 +118,18 @@ class Function:
         """Named parameters of the handler (not *args/**kwargs), following `__wrapped__`."""
         return self._params
 
+    @property
+    def orchestrator_function(self) -> Callable[..., Any]:
+        """An orchestrator's generator function, which `df.Orchestrator.create` wrapped into
+        the handler (`load_app` refuses orchestrators made otherwise)."""
+        return self.handler.orchestrator_function  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def input_type(self) -> type | None:
+        """The type an orchestrator's input is deserialized to (its parameter's annotation in
+        a v2 app), or None."""
+        return getattr(self.handler, "_df_input_type", None)
+
 
 @dataclass(frozen=True, slots=True)
 class LoadError:

@@ -29,10 +29,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
-from dfhost.orchestration.replay import EntityMessage, Work
+from dfhost.orchestration.episode import (
+    ActivityCall,
+    EntityMessage,
+    SubOrchestrationCall,
+    TimerRequest,
+    Work,
+)
 from dfhost.work import EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 __all__ = [
@@ -192,22 +198,28 @@ def deliveries(
     messages: list[Message] = []
     starts: dict[str, StartRequest] = {}
     for item in work:
-        if not isinstance(item, EntityMessage):
-            continue
-        entity = EntityId.parse(item.instance_id)
-        if entity is None:  # the SDK always builds '@name@key'
-            log.error("dfhost: %s sent to %r, not an entity", item.operation, item.instance_id)
-            continue
-        operation = Operation(
-            name=item.operation,
-            input=item.input,
-            signal=item.signal,
-            request_id=item.request_id,
-            parent_instance_id=caller.instance_id,
-            parent_execution_id=caller.execution_id,
-        )
-        messages.append(operation.message(entity, now))
-        starts.setdefault(entity.instance_id, creation_request(entity, now))
+        match item:
+            case EntityMessage():
+                entity = EntityId.parse(item.instance_id)
+                if entity is None:  # the SDK always builds '@name@key'
+                    log.error(
+                        "dfhost: %s sent to %r, not an entity", item.operation, item.instance_id
+                    )
+                    continue
+                operation = Operation(
+                    name=item.operation,
+                    input=item.input,
+                    signal=item.signal,
+                    request_id=item.request_id,
+                    parent_instance_id=caller.instance_id,
+                    parent_execution_id=caller.execution_id,
+                )
+                messages.append(operation.message(entity, now))
+                starts.setdefault(entity.instance_id, creation_request(entity, now))
+            case ActivityCall() | TimerRequest() | SubOrchestrationCall():
+                pass  # for the engine (see `outcome.py`)
+            case _:
+                assert_never(item)
     return messages, list(starts.values())
 
 

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dfhost.orchestration import replay
+from dfhost.orchestration.episode import EpisodeResult, Payload
 
 __all__ = [
     "FunctionTimeoutError",
@@ -138,7 +138,7 @@ def check_payload(text: str | None, what: str, limit: int) -> None:
 
 
 def episode_problem(
-    limits: Limits, name: str, history_length: int, result: replay.EpisodeResult
+    limits: Limits, name: str, history_length: int, result: EpisodeResult
 ) -> str | None:
     """Why an orchestrator's episode must fail the orchestration instead of committing, or
     None. `history_length` counts the events the execution will have after it."""
@@ -162,18 +162,11 @@ def episode_problem(
     return None
 
 
-def _payloads(result: replay.EpisodeResult) -> Iterable[tuple[str, str | None]]:
-    outcome = result.outcome
-    if isinstance(outcome, replay.Completed):
-        yield "output", outcome.output
-    elif isinstance(outcome, replay.ContinuedAsNew):
-        yield "continue_as_new input", outcome.input
+def _payloads(result: EpisodeResult) -> Iterable[Payload]:
+    yield from result.outcome.payloads()
     yield "custom status", result.custom_status
     for item in result.work:
-        if isinstance(item, replay.ActivityCall):
-            yield f"input of activity '{item.name}'", item.input
-        elif isinstance(item, replay.SubOrchestrationCall):
-            yield f"input of sub-orchestration '{item.name}'", item.input
+        yield from item.payloads()
 
 
 def _get(mapping: Mapping[str, Any], key: str) -> Any:

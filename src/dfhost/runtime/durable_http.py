@@ -33,7 +33,7 @@ from urllib.parse import urljoin
 import httpx
 
 from dfhost.history import EventType, HistoryEvent
-from dfhost.orchestration.replay import HTTP_ACTIVITY
+from dfhost.orchestration.episode import HTTP_ACTIVITY
 from dfhost.work import ActivityTask
 
 __all__ = ["ACTIVITY_NAME", "HttpSettings", "run"]

@@ -26,21 +26,17 @@ from typing import TypeVar
 
 from dfhost import metrics, telemetry
 from dfhost.app.loader import Function, FunctionApp
-from dfhost.history import (
-    TERMINAL_STATUSES,
-    EventType,
-    HistoryEvent,
-    Instance,
-    OrchestrationStatus,
-    utcnow,
-)
+from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
 from dfhost.logs import Invocation, log_invocation
-from dfhost.orchestration import entities, limits, replay, rewind
+from dfhost.orchestration import entities, limits, replay
+from dfhost.orchestration.episode import EpisodeInput, EpisodeResult, Failed, Running
+from dfhost.orchestration.outcome import Rewind, Settled, failure, plan_episode
+from dfhost.orchestration.session import SessionCache
 from dfhost.runtime.activities import ActivityRunner
 from dfhost.runtime.retention import Retention, RetentionPolicy, report_startup
 from dfhost.runtime.worker_threads import WorkerThreads
 from dfhost.store import EpisodeClaim, LeaseLostError, Store, StoreError
-from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message
 
 __all__ = ["Engine", "WaitForWork"]
 
@@ -48,13 +44,6 @@ T = TypeVar("T")
 
 log = logging.getLogger("dfhost.engine")
 
-_CONTROL_TYPES = (
-    EventType.EXECUTION_TERMINATED,
-    EventType.EXECUTION_SUSPENDED,
-    EventType.EXECUTION_RESUMED,
-)
-# A rewound parent starts these sub-orchestrations again (their failure was never reported).
-_RESTARTED_CHILDREN = (OrchestrationStatus.TERMINATED, OrchestrationStatus.CANCELED)
 _HOLD = timedelta(milliseconds=50)
 """How long an instance stays leased to this host after an episode that scheduled one
 activity here, so that the activity's result runs the next episode with no claim in between.
@@ -104,8 +93,8 @@ class Engine:
         durable = app.settings.host_json.get("extensions", {}).get("durableTask", {})
         # Incremental episodes are on unless host.json asks for Azure's default of full
         # replays; both give the same results (tests/unit/test_replay_equivalence.py).
-        self.sessions: replay.SessionCache | None = (
-            None if durable.get("extendedSessionsEnabled") is False else replay.SessionCache()
+        self.sessions: SessionCache | None = (
+            None if durable.get("extendedSessionsEnabled") is False else SessionCache()
         )
         self.max_episodes = max(1, app.settings.max_concurrent_orchestrators)
         self.max_activities = max(1, app.settings.max_concurrent_activities)
@@ -282,11 +271,11 @@ class Engine:
         unstored, on an instance this host held (`_HOLD`)."""
         started_ns = time.time_ns()
         try:
-            consumed, outcome = await self._plan_episode(work)
+            consumed, outcome = await self._episode_outcome(work)
         except Exception as exc:  # a dfhost bug: fail the instance rather than spin on it
             log.exception("dfhost: internal error in an episode of %s", work.instance.instance_id)
             consumed = work
-            outcome = self._failed_outcome(
+            outcome = failure(
                 work, self.clock(), f"dfhost internal error: {exc!r}", traceback.format_exc()
             )
         # The activities it schedules are leased to this host in the commit, up to its free
@@ -373,182 +362,43 @@ class Engine:
             past = await self.store.get_history(iid)
         return replace(work, history=past, history_start=0)
 
-    async def _plan_episode(self, work: EpisodeWork) -> tuple[EpisodeWork, EpisodeOutcome]:
+    async def _episode_outcome(self, work: EpisodeWork) -> tuple[EpisodeWork, EpisodeOutcome]:
+        """(what the episode consumes, what it commits)."""
         work = await self._whole_history(work)
         entity = entities.EntityId.parse(work.instance.instance_id)
         if entity is not None:
             return work, await self._run_entity_batch(entity, work)
         inst = work.instance
         now = self.clock()
-        relevant = [m for m in work.messages if m.execution_id in (None, inst.execution_id)]
-        rewound = next(
-            (m.event for m in relevant if m.event.type is EventType.EXECUTION_REWOUND), None
-        )
-        if rewound is not None and inst.status is OrchestrationStatus.FAILED:
-            return work, await self._rewound_outcome(work, now, rewound)
-        if inst.status in TERMINAL_STATUSES:
-            # Late results and events for a finished instance: consume, change nothing.
-            return work, EpisodeOutcome(instance=inst, new_events=[])
-        # Only a Failed instance can be rewound; a rewind that raced a restart is dropped.
-        relevant = [m for m in relevant if m.event.type is not EventType.EXECUTION_REWOUND]
-        if work.history_error:
-            return work, self._failed_outcome(work, now, work.history_error, None)
-
-        control = [m.event for m in relevant if m.event.type in _CONTROL_TYPES]
-        terminated = next((e for e in control if e.type is EventType.EXECUTION_TERMINATED), None)
-        if terminated is not None:
-            return work, self._terminated_outcome(work, now, terminated)
-
-        suspended = inst.status is OrchestrationStatus.SUSPENDED
-        for e in control:
-            suspended = e.type is EventType.EXECUTION_SUSPENDED
-        # Suspend/resume markers go into the history for the record (the SDK ignores them),
-        # but never before the OrchestratorStarted/ExecutionStarted pair that must open it.
-        markers = [e.with_timestamp(now) for e in control] if work.history else []
-        if suspended:
-            # Keep everything else in the inbox: it is delivered, in order, on resume.
-            consumed = replace(
-                work, messages=[m for m in work.messages if m.event.type in _CONTROL_TYPES]
-            )
-            state = replace(inst, status=OrchestrationStatus.SUSPENDED, last_updated_at=now)
-            return consumed, EpisodeOutcome(instance=state, new_events=markers)
-
-        inbound = [m.event for m in relevant if m.event.type not in _CONTROL_TYPES]
-        has_start = bool(work.history) or any(
-            e.type is EventType.EXECUTION_STARTED for e in inbound
-        )
-        if not has_start:
-            log.warning(
-                "dfhost: %s has no ExecutionStarted; dropping its messages", inst.instance_id
-            )
-            return work, EpisodeOutcome(instance=inst, new_events=[])
-        if not inbound:
-            status = OrchestrationStatus.RUNNING if control else inst.status
-            state = replace(inst, status=status, last_updated_at=now)
-            return work, EpisodeOutcome(instance=state, new_events=markers)
-
         function = self.app.orchestrator(inst.name)
-        if function is None:
-            message = (
-                f"The orchestrator function '{inst.name}' doesn't exist in this app "
-                "(renamed or removed?)."
-            )
-            return work, self._failed_outcome(work, now, message, None)
-
-        new = [HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=now), *inbound]
-        episode = replay.EpisodeInput(
-            instance_id=inst.instance_id,
-            execution_id=inst.execution_id,
-            name=inst.name,
-            input=inst.input,
-            parent_instance_id=inst.parent_instance_id,
-            past=work.history,
-            new=new,
-        )
-        result = await self._replay(function, episode)
-        size = len(work.history) + len(new) + len(markers) + len(result.events)
+        step = plan_episode(work, now, orchestrator_known=function is not None)
+        if isinstance(step, Settled):
+            if step.warning is not None:
+                log.warning("dfhost: %s", step.warning)
+            if step.error is not None:
+                log.error("dfhost: %s", step.error)
+            return step.consumed, step.outcome
+        assert function is not None
+        version = self.app.settings.default_version
+        if isinstance(step, Rewind):
+            reason = step.rewound.reason or "no reason"
+            log.info("dfhost: rewinding %s (%s)", inst.instance_id, reason)
+            result = await self._replay(function, step.episode)
+            children: dict[str, Instance | None] = {}
+            if isinstance(result.outcome, Running):
+                for child in step.children:
+                    children[child] = await self.store.get_instance(child)
+            return work, step.outcome(result, children, default_version=version)
+        result = await self._replay(function, step.episode)
+        size = step.history_length(result)
         problem = limits.episode_problem(self.limits, inst.name, size, result)
         if problem is not None:
             if self.sessions is not None:
                 self.sessions.forget(inst.instance_id)
-            return work, self._failed_outcome(work, now, problem, None)
-        return work, self._episode_outcome(work, now, [new[0], *markers, *new[1:]], result)
+            return work, failure(work, now, problem, None)
+        return work, step.outcome(result, default_version=version)
 
-    async def _rewound_outcome(
-        self, work: EpisodeWork, now: datetime, rewound: HistoryEvent
-    ) -> EpisodeOutcome:
-        """Cut the failed execution's history back (see `dfhost.orchestration.rewind`), replay
-        from there, and schedule again the work that has no result."""
-        inst = work.instance
-        function = self.app.orchestrator(inst.name)
-        if work.history_error or function is None:
-            why = work.history_error or f"its orchestrator '{inst.name}' is not in this app"
-            log.error("dfhost: cannot rewind %s: %s", inst.instance_id, why)
-            return EpisodeOutcome(instance=inst, new_events=[])
-        plan = rewind.plan_rewind(work.history)
-        redelivered = plan.redelivered
-        if not any(e.type is EventType.EXECUTION_STARTED for e in (*plan.past, *redelivered)):
-            # It failed before its first episode was recorded (e.g. its orchestrator was
-            # missing then): start it over from what the instance row remembers.
-            redelivered = [_restarted_event(inst, now), *redelivered]
-        started = HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=now)
-        episode = replay.EpisodeInput(
-            instance_id=inst.instance_id,
-            execution_id=inst.execution_id,
-            name=inst.name,
-            input=inst.input,
-            parent_instance_id=inst.parent_instance_id,
-            past=plan.past,
-            new=[started, *redelivered],
-        )
-        log.info("dfhost: rewinding %s (%s)", inst.instance_id, rewound.reason or "no reason")
-        result = await self._replay(function, episode)
-        notes: list[Message] = []
-        if isinstance(result.outcome, replay.Running):
-            cancelled = set(result.cancelled_timer_ids)
-            rerun, notes = await self._rerun(inst, now, plan.unanswered, cancelled)
-            result.work.extend(rerun)
-        base = replace(
-            work, instance=replace(inst, output=None, failure_details=None), history=plan.past
-        )
-        new = [started, rewound.with_timestamp(now), *redelivered]
-        outcome = self._episode_outcome(base, now, new, result)
-        if outcome.reset_history:  # continued as new: a fresh execution with its own history
-            return outcome
-        return replace(
-            outcome,
-            new_events=[*plan.past, *outcome.new_events],
-            reset_history=True,
-            messages=[*outcome.messages, *notes],
-        )
-
-    async def _rerun(
-        self, inst: Instance, now: datetime, unanswered: list[HistoryEvent], cancelled: set[int]
-    ) -> tuple[list[replay.Work], list[Message]]:
-        """The work that answers `unanswered` scheduling events again, and the messages for
-        sub-orchestrations that need no new start."""
-        work: list[replay.Work] = []
-        messages: list[Message] = []
-        for e in unanswered:
-            if e.type is EventType.TASK_SCHEDULED:
-                work.append(replay.ActivityCall(e.event_id, e.name or "", e.input))
-            elif e.type is EventType.TIMER_CREATED:
-                if e.event_id not in cancelled:
-                    work.append(replay.TimerRequest(e.event_id, e.fire_at or now))
-            elif e.instance_id is not None:  # a sub-orchestration
-                child = await self.store.get_instance(e.instance_id)
-                if child is None or child.status in _RESTARTED_CHILDREN:
-                    call = replay.SubOrchestrationCall(
-                        e.event_id, e.name or "", e.instance_id, e.input, e.version
-                    )
-                    work.append(call)
-                elif child.status is OrchestrationStatus.FAILED:
-                    why = f"rewind of its parent '{inst.instance_id}'"
-                    event = HistoryEvent(
-                        type=EventType.EXECUTION_REWOUND, timestamp=now, reason=why
-                    )
-                    messages.append(Message(instance_id=child.instance_id, event=event))
-                elif child.status is OrchestrationStatus.COMPLETED:
-                    # It finished after this execution failed, so its result never arrived.
-                    event = HistoryEvent(
-                        type=EventType.SUB_ORCHESTRATION_COMPLETED,
-                        timestamp=now,
-                        task_scheduled_id=e.event_id,
-                        result=child.output,
-                    )
-                    messages.append(
-                        Message(
-                            instance_id=inst.instance_id,
-                            execution_id=inst.execution_id,
-                            event=event,
-                        )
-                    )
-                # Otherwise it is still running, and reports to this same execution.
-        return work, messages
-
-    async def _replay(
-        self, function: Function, episode: replay.EpisodeInput
-    ) -> replay.EpisodeResult:
+    async def _replay(self, function: Function, episode: EpisodeInput) -> EpisodeResult:
         inv = Invocation(
             function=function.name,
             instance_id=episode.instance_id,
@@ -556,15 +406,14 @@ class Engine:
             execution_id=episode.execution_id,
             episode=len(episode.past),
         )
-        generator = function.handler.orchestrator_function  # type: ignore[attr-defined]
-        input_type = getattr(function.handler, "_df_input_type", None)
-        result: replay.EpisodeResult | None = None
+        generator, input_type = function.orchestrator_function, function.input_type
+        result: EpisodeResult | None = None
         try:
             with log_invocation(inv, "(null)"):
                 ctx = contextvars.copy_context()
                 sessions = self.sessions
 
-                def call() -> replay.EpisodeResult:
+                def call() -> EpisodeResult:
                     return ctx.run(replay.run_episode, generator, episode, input_type, sessions)
 
                 if self._continues_session(episode):
@@ -573,13 +422,13 @@ class Engine:
                     result = call()
                 else:
                     result = await self._run_user_code(call)
-                if isinstance(result.outcome, replay.Failed):
+                if isinstance(result.outcome, Failed):
                     raise _EpisodeFailed
         except _EpisodeFailed:
             pass
         assert result is not None
         metrics.episode_replayed(result.replayed, result.cached)
-        if isinstance(result.outcome, replay.Failed):
+        if isinstance(result.outcome, Failed):
             log.error(
                 "Orchestration '%s' (%s) failed: %s",
                 function.name,
@@ -592,76 +441,11 @@ class Engine:
                 log.warning("dfhost: %s", pitfall.message)
         return result
 
-    def _continues_session(self, episode: replay.EpisodeInput) -> bool:
+    def _continues_session(self, episode: EpisodeInput) -> bool:
         if self.sessions is None:
             return False
         held = self.sessions.held(episode.instance_id)
         return held == (episode.execution_id, len(episode.past) - 1)
-
-    def _episode_outcome(
-        self,
-        work: EpisodeWork,
-        now: datetime,
-        new: list[HistoryEvent],
-        result: replay.EpisodeResult,
-    ) -> EpisodeOutcome:
-        inst = work.instance
-        outcome = result.outcome
-        events = [*new, *result.events]
-        state = replace(
-            inst,
-            status=OrchestrationStatus.RUNNING,
-            last_updated_at=now,
-            custom_status=result.custom_status,
-        )
-        # Entity operations go out even with the episode that ends the execution.
-        sent, creations = entities.deliveries(inst, now, result.work)
-        if isinstance(outcome, replay.ContinuedAsNew):
-            return _sending(self._continued_outcome(work, now, state, outcome), sent, creations)
-        events.append(HistoryEvent(type=EventType.ORCHESTRATOR_COMPLETED, timestamp=now))
-        if isinstance(outcome, replay.Completed | replay.Failed):
-            ended = self._finished_outcome(work, now, state, events, outcome)
-            return _sending(ended, sent, creations)
-        activities: list[ActivityTask] = []
-        messages: list[Message] = []
-        starts: list[StartRequest] = []
-        for item in result.work:
-            if isinstance(item, replay.ActivityCall):
-                activities.append(
-                    ActivityTask(
-                        instance_id=inst.instance_id,
-                        execution_id=inst.execution_id,
-                        task_scheduled_id=item.event_id,
-                        name=item.name,
-                        input=item.input,
-                        scheduled_at=now,
-                    )
-                )
-            elif isinstance(item, replay.TimerRequest):
-                fired = HistoryEvent(
-                    type=EventType.TIMER_FIRED,
-                    timestamp=item.fire_at,
-                    timer_id=item.event_id,
-                    fire_at=item.fire_at,
-                )
-                messages.append(
-                    Message(
-                        instance_id=inst.instance_id,
-                        execution_id=inst.execution_id,
-                        event=fired,
-                        visible_at=item.fire_at,
-                    )
-                )
-            elif isinstance(item, replay.SubOrchestrationCall):
-                starts.append(self._sub_orchestration(inst, now, item))
-        return EpisodeOutcome(
-            instance=state,
-            new_events=events,
-            activities=activities,
-            messages=[*messages, *sent],
-            starts=[*starts, *creations],
-            cancelled_timer_ids=result.cancelled_timer_ids,
-        )
 
     async def _run_entity_batch(
         self, entity: entities.EntityId, work: EpisodeWork
@@ -681,164 +465,6 @@ class Engine:
         if self.inline_orchestrators:
             return call()
         return await self._orchestrator_threads.run(call)
-
-    def _sub_orchestration(
-        self, parent: Instance, now: datetime, call: replay.SubOrchestrationCall
-    ) -> StartRequest:
-        conflict = HistoryEvent(
-            type=EventType.SUB_ORCHESTRATION_FAILED,
-            timestamp=now,
-            task_scheduled_id=call.event_id,
-            reason=(
-                f"Orchestrator function '{call.name}' failed: an orchestration instance with "
-                f"id '{call.instance_id}' already exists and is still running."
-            ),
-        )
-        return StartRequest(
-            instance_id=call.instance_id,
-            name=call.name,
-            execution_id=uuid.uuid4().hex,
-            created_at=now,
-            input=call.input,
-            version=call.version or self.app.settings.default_version,
-            parent_instance_id=parent.instance_id,
-            parent_execution_id=parent.execution_id,
-            parent_task_id=call.event_id,
-            on_conflict=Message(
-                instance_id=parent.instance_id, execution_id=parent.execution_id, event=conflict
-            ),
-        )
-
-    def _continued_outcome(
-        self,
-        work: EpisodeWork,
-        now: datetime,
-        state: Instance,
-        outcome: replay.ContinuedAsNew,
-    ) -> EpisodeOutcome:
-        started = _execution_started(work)
-        execution_id = uuid.uuid4().hex
-        restart = HistoryEvent(
-            type=EventType.EXECUTION_STARTED,
-            timestamp=now,
-            name=state.name,
-            version=state.version,
-            input=outcome.input,
-            instance_id=state.instance_id,
-            execution_id=execution_id,
-            parent_instance_id=started.parent_instance_id if started else None,
-            parent_execution_id=started.parent_execution_id if started else None,
-            parent_task_id=started.parent_task_id if started else None,
-            trace_context=started.trace_context if started else None,
-        )
-        messages = [
-            Message(instance_id=state.instance_id, execution_id=execution_id, event=restart)
-        ]
-        messages.extend(
-            Message(instance_id=state.instance_id, execution_id=execution_id, event=e)
-            for e in outcome.carried_events
-        )
-        return EpisodeOutcome(
-            instance=replace(
-                state, execution_id=execution_id, input=outcome.input, custom_status=None
-            ),
-            new_events=[],
-            reset_history=True,
-            messages=messages,
-            drop_pending_work=True,
-        )
-
-    def _finished_outcome(
-        self,
-        work: EpisodeWork,
-        now: datetime,
-        state: Instance,
-        events: list[HistoryEvent],
-        outcome: replay.Completed | replay.Failed,
-    ) -> EpisodeOutcome:
-        if isinstance(outcome, replay.Completed):
-            status, output, details = OrchestrationStatus.COMPLETED, outcome.output, None
-        else:
-            status, output, details = (
-                OrchestrationStatus.FAILED,
-                json.dumps(outcome.message),
-                outcome.details,
-            )
-        events.append(
-            HistoryEvent(
-                type=EventType.EXECUTION_COMPLETED,
-                timestamp=now,
-                status=status,
-                result=output,
-                details=details,
-            )
-        )
-        return EpisodeOutcome(
-            instance=replace(state, status=status, output=output, failure_details=details),
-            new_events=events,
-            messages=self._notify_parent(work, now, status, output, details),
-            drop_pending_work=True,
-        )
-
-    def _failed_outcome(
-        self, work: EpisodeWork, now: datetime, message: str, details: str | None
-    ) -> EpisodeOutcome:
-        state = replace(work.instance, last_updated_at=now)
-        return self._finished_outcome(work, now, state, [], replay.Failed(message, details))
-
-    def _terminated_outcome(
-        self, work: EpisodeWork, now: datetime, terminated: HistoryEvent
-    ) -> EpisodeOutcome:
-        status = OrchestrationStatus.TERMINATED
-        reason = terminated.input if terminated.input is not None else json.dumps(None)
-        events = [
-            terminated.with_timestamp(now),
-            HistoryEvent(
-                type=EventType.EXECUTION_COMPLETED, timestamp=now, status=status, result=reason
-            ),
-        ]
-        state = replace(work.instance, status=status, output=reason, last_updated_at=now)
-        return EpisodeOutcome(
-            instance=state,
-            new_events=events,
-            messages=self._notify_parent(work, now, status, reason, None),
-            drop_pending_work=True,
-        )
-
-    def _notify_parent(
-        self,
-        work: EpisodeWork,
-        now: datetime,
-        status: OrchestrationStatus,
-        output: str | None,
-        details: str | None,
-    ) -> list[Message]:
-        started = _execution_started(work)
-        if started is None or started.parent_instance_id is None:
-            return []
-        if status is OrchestrationStatus.COMPLETED:
-            event = HistoryEvent(
-                type=EventType.SUB_ORCHESTRATION_COMPLETED,
-                timestamp=now,
-                task_scheduled_id=started.parent_task_id,
-                result=output,
-            )
-        else:
-            text = json.loads(output) if output else status.value
-            event = HistoryEvent(
-                type=EventType.SUB_ORCHESTRATION_FAILED,
-                timestamp=now,
-                task_scheduled_id=started.parent_task_id,
-                reason=text if isinstance(text, str) else json.dumps(text),
-                details=details,
-            )
-        return [
-            Message(
-                instance_id=started.parent_instance_id,
-                execution_id=started.parent_execution_id,
-                event=event,
-            )
-        ]
 
     # --- activities -----------------------------------------------------------------------
 
@@ -940,38 +566,5 @@ class _EpisodeFailed(Exception):
     """Marks the Executed line of a failed episode as Failed."""
 
 
-def _sending(
-    outcome: EpisodeOutcome, messages: list[Message], starts: list[StartRequest]
-) -> EpisodeOutcome:
-    if not messages and not starts:
-        return outcome
-    return replace(
-        outcome, messages=[*outcome.messages, *messages], starts=[*outcome.starts, *starts]
-    )
-
-
 def _since(started_ns: int) -> float:
     return (time.time_ns() - started_ns) / 1e9
-
-
-def _execution_started(work: EpisodeWork) -> HistoryEvent | None:
-    for e in work.history[:2]:
-        if e.type is EventType.EXECUTION_STARTED:
-            return e
-    for m in work.messages:
-        if m.event.type is EventType.EXECUTION_STARTED:
-            return m.event
-    return None
-
-
-def _restarted_event(inst: Instance, now: datetime) -> HistoryEvent:
-    return HistoryEvent(
-        type=EventType.EXECUTION_STARTED,
-        timestamp=now,
-        name=inst.name,
-        version=inst.version,
-        input=inst.input,
-        instance_id=inst.instance_id,
-        execution_id=inst.execution_id,
-        parent_instance_id=inst.parent_instance_id,
-    )

@@ -23,7 +23,7 @@ from dfhost.store import InstanceQuery, Store, StoreError, default_store_url, op
 
 if TYPE_CHECKING:
     from dfhost.app.loader import FunctionApp
-    from dfhost.orchestration.replay import EpisodeResult, Pitfall
+    from dfhost.orchestration.episode import EpisodeResult, Pitfall
 
 
 HISTORY_FORMAT = "dfhost-history/1"
@@ -57,6 +57,7 @@ def replay_events(
     """Replay one execution's recorded `history` through `app`'s orchestrator."""
     from dfhost.logs import Invocation, invocation
     from dfhost.orchestration import replay
+    from dfhost.orchestration.episode import EpisodeInput, Failed
 
     status = instance.status.value
     if not history:  # not started yet: nothing recorded to contradict
@@ -68,25 +69,15 @@ def replay_events(
     # One episode with nothing new: every recorded event is replayed and checked, and the
     # replay is deterministic (its time is the last recorded one).
     started = HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=history[-1].timestamp)
-    episode = replay.EpisodeInput(
-        instance_id=instance.instance_id,
-        execution_id=instance.execution_id,
-        name=instance.name,
-        input=instance.input,
-        parent_instance_id=instance.parent_instance_id,
-        past=list(history),
-        new=[started],
-    )
-    generator = function.handler.orchestrator_function  # type: ignore[attr-defined]
-    input_type = getattr(function.handler, "_df_input_type", None)
+    episode = EpisodeInput.of(instance, list(history), [started])
     inv = Invocation(function.name, instance_id=instance.instance_id, replaying=replay.is_replaying)
     # What replayed code prints is not news (and would garble `dfhost replay`'s report).
     with invocation(inv), contextlib.redirect_stdout(io.StringIO()):
-        result = replay.run_episode(generator, episode, input_type)
+        result = replay.run_episode(function.orchestrator_function, episode, function.input_type)
     error: str | None = None
     outcome = result.outcome
     recorded_failure = any(e.status is OrchestrationStatus.FAILED for e in history)
-    if isinstance(outcome, replay.Failed) and not recorded_failure:
+    if isinstance(outcome, Failed) and not recorded_failure:
         error = outcome.message.split("\n", 1)[0]
     return ReplayReport(
         instance.instance_id, instance.name, status, error, result, list(result.pitfalls)
