@@ -23,7 +23,37 @@ from azure.durable_functions.models.TaskOrchestrationExecutor import (
     TaskOrchestrationExecutor,
 )
 
-__all__ = ["Assigned", "Executor", "IdRecorder", "is_retry_timer", "timer_cancelled"]
+__all__ = [
+    "TESTED_SDK_MINORS",
+    "Assigned",
+    "Executor",
+    "IdRecorder",
+    "is_retry_timer",
+    "sdk_version_problem",
+    "timer_cancelled",
+]
+
+TESTED_SDK_MINORS = ("1.7",)
+"""azure-functions-durable minor versions whose internals this module and the reconciler were
+tested against (pyproject.toml pins the same)."""
+
+
+def sdk_version_problem() -> str | None:
+    """Why the installed SDK may not replay correctly (an untested minor version), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("azure-functions-durable")
+    except PackageNotFoundError:
+        return "azure-functions-durable is not installed"
+    if ".".join(installed.split(".")[:2]) in TESTED_SDK_MINORS:
+        return None
+    return (
+        f"azure-functions-durable {installed} is installed, but dfhost's replay relies on SDK "
+        f"internals and was tested with {', '.join(TESTED_SDK_MINORS)} only: orchestrations "
+        "may replay wrongly. Install a tested version (pip install -e .), or run the replay "
+        "tests against this one and add it to TESTED_SDK_MINORS in dfhost/orchestration/sdk.py"
+    )
 
 
 def _install_fast_timestamps() -> None:
