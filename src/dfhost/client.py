@@ -27,7 +27,7 @@ from dfhost.history import (
     utcnow,
 )
 from dfhost.orchestration.entities import EntityId, EntityStatus, Operation, creation_request
-from dfhost.orchestration.limits import Limits, LimitsError, check_payload
+from dfhost.orchestration.limits import Limits, check_payload
 from dfhost.store import DeliveryResult, InstancePage, InstanceQuery, Store, TimerStatus
 from dfhost.work import Message, StartRequest
 
@@ -142,11 +142,7 @@ class DurableClient:
         self.clock = clock
         self.default_version = default_version
         if payload_bytes is None:
-            try:
-                host_json = app.settings.host_json if app is not None else {}
-                payload_bytes = Limits.from_host_json(host_json).payload_bytes
-            except LimitsError:
-                payload_bytes = Limits().payload_bytes  # `dfhost start` refuses it first
+            payload_bytes = (app.settings.limits if app is not None else Limits()).payload_bytes
         self.payload_bytes = payload_bytes
 
     async def start_new(

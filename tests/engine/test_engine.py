@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import sqlite3
@@ -361,3 +362,35 @@ async def test_waiting_for_completion_answers_when_this_host_finishes_it(
     waiting = client.wait_for_completion(iid, timeout=120, interval=60)
     status = await asyncio.wait_for(waiting, 10)
     assert status is not None and status.status is OrchestrationStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("host_json", "env"),
+    [
+        ({"extensions": {"durableTask": {"ExtendedSessionsEnabled": False}}}, {}),
+        ({}, {"AzureFunctionsJobHost__extensions__durableTask__extendedSessionsEnabled": "false"}),
+    ],
+    ids=["other casing", "environment override"],
+)
+async def test_extended_sessions_can_be_turned_off(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    host_json: dict[str, Any],
+    env: dict[str, str],
+) -> None:
+    # Both were ignored before host.json was read in one place (dfhost.config).
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", **host_json}))
+    (tmp_path / "function_app.py").write_text(
+        "import azure.durable_functions as df\n"
+        "app = df.DFApp()\n"
+        "@app.orchestration_trigger(context_name='context')\n"
+        "def orch(context):\n"
+        "    return 1\n"
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
+    assert Engine(load_app(tmp_path), store).sessions is None
+    monkeypatch.delenv(next(iter(env), "UNSET_NAME"), raising=False)
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0"}))
+    assert Engine(load_app(tmp_path), store).sessions is not None

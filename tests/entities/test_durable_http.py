@@ -195,6 +195,13 @@ async def test_without_retry_after_polls_wait_the_default_interval(remote: Remot
     assert durable_http.HttpSettings.from_host_json(settings).poll_interval == 1.5
 
 
+def test_the_poll_interval_setting_is_read_in_any_casing() -> None:
+    """host.json keys are case-insensitive (this one was read in its documented casing only)."""
+    http = {"DefaultAsyncRequestSleepTimeMilliseconds": 1500}
+    host_json = {"Extensions": {"DurableTask": {"HttpSettings": http}}}
+    assert durable_http.HttpSettings.from_host_json(host_json).poll_interval == 1.5
+
+
 async def test_polling_gives_up_at_its_limit(remote: Remote) -> None:
     event, delays = await run(
         {"method": "POST", "uri": f"{remote.origin}/start/slow"}, polling_limit=5

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from dfhost.app.loader import load_app
+from dfhost.config import StorageProvider
 from dfhost.store import StoreError, app_store_url, open_store
 from dfhost.store.postgres import PostgresStore
 
@@ -35,7 +36,7 @@ def resolve(folder: Path, url: str | None) -> str:
     """What `dfhost start APP --store URL` opens."""
     app = load_app(folder)
     assert app.errors == []
-    return app_store_url(url, DEFAULT, app.settings.hub_name, app.settings.host_json)
+    return app_store_url(url, DEFAULT, app.settings.hub_name, app.settings.storage)
 
 
 def opened(url: str) -> PostgresStore:
@@ -86,6 +87,10 @@ def provider(**settings: object) -> dict[str, Any]:
     return {"extensions": {"durableTask": {"storageProvider": settings}}}
 
 
+def storage(host_json: dict[str, Any]) -> StorageProvider:
+    return StorageProvider.from_host_json(host_json)
+
+
 @pytest.mark.parametrize(
     ("host_json", "seconds"),
     [
@@ -97,7 +102,7 @@ def provider(**settings: object) -> dict[str, Any]:
     ],
 )
 def test_host_json_durations(host_json: dict[str, Any], seconds: float) -> None:
-    store = opened(app_store_url(BASE, DEFAULT, "Hub", host_json))
+    store = opened(app_store_url(BASE, DEFAULT, "Hub", storage(host_json)))
     assert store.takeover == timedelta(seconds=seconds)
 
 
@@ -126,25 +131,26 @@ def test_bad_host_json_windows_are_clear_errors(value: object, message: str) -> 
         "extensions": {"durableTask": {"storageProvider": {"taskEventLockTimeout": value}}}
     }
     with pytest.raises(StoreError, match=message):
-        app_store_url(BASE, DEFAULT, "Hub", host_json)
+        app_store_url(BASE, DEFAULT, "Hub", storage(host_json))
     # The URL's own window wins, so a bad host.json value is not even read then.
-    assert app_store_url(f"{BASE}?takeover=3", DEFAULT, "Hub", host_json) == (
+    assert app_store_url(f"{BASE}?takeover=3", DEFAULT, "Hub", storage(host_json)) == (
         f"{BASE}?takeover=3&hub=Hub"
     )
 
 
 def test_other_stores_ignore_the_postgres_settings() -> None:
-    host_json = provider(taskEventLockTimeout=5)
-    assert app_store_url("sqlite:///x.db", DEFAULT, "Hub", host_json) == "sqlite:///x.db"
-    assert app_store_url(None, DEFAULT, "Hub", host_json) == DEFAULT
+    settings = storage(provider(taskEventLockTimeout=5))
+    assert app_store_url("sqlite:///x.db", DEFAULT, "Hub", settings) == "sqlite:///x.db"
+    assert app_store_url(None, DEFAULT, "Hub", settings) == DEFAULT
 
 
 def test_urls_resolve_without_the_driver_installed() -> None:
     """`dfhost start` resolves the URL first; a missing psycopg is reported once, by open_store."""
     script = (
         "import sys; sys.modules['psycopg'] = None\n"
+        "from dfhost.config import StorageProvider\n"
         "from dfhost.store import StoreError, app_store_url, open_store\n"
-        f"url = app_store_url({BASE!r}, 'sqlite:///x', 'Orders', {{}})\n"
+        f"url = app_store_url({BASE!r}, 'sqlite:///x', 'Orders', StorageProvider())\n"
         "print(url)\n"
         "try:\n    open_store(url)\nexcept StoreError as exc:\n    print(exc)\n"
     )

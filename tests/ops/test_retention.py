@@ -16,17 +16,16 @@ import pytest
 
 from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
-from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, format_time, utcnow
-from dfhost.runtime.engine import Engine
-from dfhost.runtime.retention import (
+from dfhost.config import (
     EnsureSpec,
-    OpsConfigError,
-    Retention,
     RetentionPolicy,
+    SettingsError,
     parse_ensure_flag,
-    parse_timespan,
     read_ops_settings,
 )
+from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, format_time, utcnow
+from dfhost.runtime.engine import Engine
+from dfhost.runtime.retention import Retention
 from dfhost.store import Store, open_store
 
 from .conftest import SDK_ADVICE, wait_status
@@ -47,18 +46,35 @@ def host_json(section: Any) -> dict[str, Any]:
         ("7.00:00:00", timedelta(days=7)),
         ("00:05:00", timedelta(minutes=5)),
         ("1.02:03:04.5", timedelta(days=1, hours=2, minutes=3, seconds=4.5)),
-        ("36:00", timedelta(hours=36)),
+        ("1.12:00", timedelta(hours=36)),
         ("00:00:00", timedelta(0)),
     ],
 )
-def test_timespans(text: str, expected: timedelta) -> None:
-    assert parse_timespan(text) == expected
+def test_periods(text: str, expected: timedelta) -> None:
+    """TimeSpans as `dfhost.config.parse_timespan` reads them (see tests/unit/test_config.py)."""
+    policy = read_ops_settings(host_json({"retention": {"completed": text}})).retention
+    assert policy is not None
+    assert policy.periods == {Status.COMPLETED: expected}
 
 
-@pytest.mark.parametrize("text", ["7d", "P7D", "", "1.2.3", "00:60:00", "-1.00:00:00"])
-def test_bad_timespans(text: str) -> None:
-    with pytest.raises(OpsConfigError, match=r"is not a duration|must be below 60"):
-        parse_timespan(text)
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("7d", "is not a duration like 7.00:00:00"),
+        ("P7D", "is not a duration"),
+        ("", "is not a duration"),
+        ("1.2.3", "is not a duration"),
+        ("00:60:00", "minutes and seconds 0-59"),
+        ("36:00", "hours must be 0-23"),  # .NET reads it as 36 days
+        ("-1.00:00:00", "'-1.00:00:00' must not be negative"),
+    ],
+)
+def test_bad_periods(text: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as caught:
+        read_ops_settings(host_json({"retention": {"completed": text}}))
+    assert str(caught.value).startswith(
+        "host.json extensions.durableTask.dfhost.retention.completed"
+    )
 
 
 def test_retention_and_ensure_settings() -> None:
@@ -99,7 +115,7 @@ def test_retention_and_ensure_settings() -> None:
     ],
 )
 def test_bad_settings_are_one_clear_line(section: Any, message: str) -> None:
-    with pytest.raises(OpsConfigError, match=message) as caught:
+    with pytest.raises(SettingsError, match=message) as caught:
         read_ops_settings(host_json(section))
     assert "\n" not in str(caught.value)
     assert "host.json extensions.durableTask.dfhost" in str(caught.value)
@@ -109,7 +125,7 @@ def test_ensure_flags() -> None:
     assert parse_ensure_flag("m=eternal") == EnsureSpec("m", "eternal")
     assert parse_ensure_flag('m=eternal:{"a": "b:c"}') == EnsureSpec("m", "eternal", '{"a": "b:c"}')
     for bad in ("m", "=eternal", "m=", "m=eternal:{nope"):
-        with pytest.raises(OpsConfigError, match="--ensure"):
+        with pytest.raises(SettingsError, match="--ensure"):
             parse_ensure_flag(bad)
 
 

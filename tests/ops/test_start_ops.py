@@ -99,7 +99,7 @@ def test_host_json_ensure_and_retention(tmp_path: Path, state: Path) -> None:
         (["--ensure", "x=nope"], None, "'nope' is not an orchestrator of this app"),
         (["--ensure", "a/b=echo"], None, "invalid characters"),
         (["--ensure", "x=echo:{bad"], None, "the input is not valid JSON"),
-        ([], {"retention": {"completed": "a week"}}, "retention.completed: 'a week' is not"),
+        ([], {"retention": {"completed": "a week"}}, "retention.completed 'a week' is not"),
     ],
 )
 def test_bad_operations_settings_stop_the_start(

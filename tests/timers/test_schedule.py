@@ -231,7 +231,7 @@ def test_next_occurrences(expression: str, tz: tzinfo, start: str, expected: lis
         ("", "neither an NCRONTAB expression"),
         ("25:00:00", "hours must be 0-23"),
         ("00:00:00", "at least 1 second"),
-        ("1:2:3:4", "is not a TimeSpan"),
+        ("1:2:3:4", "is not a duration like 00:05:00"),
     ],
 )
 def test_invalid_schedules_get_one_clear_line(expression: str, problem: str) -> None:

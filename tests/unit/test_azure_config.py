@@ -6,26 +6,29 @@ from typing import Any
 
 import pytest
 
+from dfhost.config import StorageProvider
 from dfhost.store import StoreError, app_store_url, open_store
 from dfhost.store.azure.config import parse_url
 
 DEFAULT = "sqlite:////app/.dfhost/taskhub.sqlite3"
+NO_SETTINGS = StorageProvider()
 
 
-def provider(**settings: Any) -> dict[str, Any]:
-    return {"version": "2.0", "extensions": {"durableTask": {"storageProvider": settings}}}
+def provider(**settings: Any) -> StorageProvider:
+    host_json = {"version": "2.0", "extensions": {"durableTask": {"storageProvider": settings}}}
+    return StorageProvider.from_host_json(host_json)
 
 
 def test_sqlite_unless_host_json_or_the_flag_says_otherwise() -> None:
-    assert app_store_url(None, DEFAULT, "Hub", {}) == DEFAULT
-    assert app_store_url("", DEFAULT, "Hub", {}) == DEFAULT
+    assert app_store_url(None, DEFAULT, "Hub", NO_SETTINGS) == DEFAULT
+    assert app_store_url("", DEFAULT, "Hub", NO_SETTINGS) == DEFAULT
     assert app_store_url("sqlite:///x.db", DEFAULT, "Hub", provider(type="azureStorage")) == (
         "sqlite:///x.db"
     )
 
 
 def test_host_json_selects_azure_storage_with_its_settings() -> None:
-    host_json = provider(
+    storage = provider(
         type="AzureStorage",
         connectionName="MyStorage",
         partitionCount=2,
@@ -33,14 +36,17 @@ def test_host_json_selects_azure_storage_with_its_settings() -> None:
         workItemQueueVisibilityTimeout="00:00:10.5",
         maxQueuePollingInterval="00:00:02",
     )
-    assert app_store_url(None, DEFAULT, "MyHub", host_json) == (
+    assert app_store_url(None, DEFAULT, "MyHub", storage) == (
         "azure:MyStorage?hub=MyHub&partitions=2&control_timeout=60&workitem_timeout=10.5&max_poll=2"
     )
 
 
 def test_the_flag_gets_the_apps_hub_unless_it_names_one() -> None:
-    assert app_store_url("azure", DEFAULT, "MyHub", {}) == "azure?hub=MyHub"
-    assert app_store_url("azure:Other?hub=Mine", DEFAULT, "MyHub", {}) == "azure:Other?hub=Mine"
+    assert app_store_url("azure", DEFAULT, "MyHub", NO_SETTINGS) == "azure?hub=MyHub"
+    assert (
+        app_store_url("azure:Other?hub=Mine", DEFAULT, "MyHub", NO_SETTINGS)
+        == "azure:Other?hub=Mine"
+    )
 
 
 def test_other_providers_fall_back_to_the_default(caplog: pytest.LogCaptureFixture) -> None:

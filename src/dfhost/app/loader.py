@@ -1,10 +1,10 @@
-"""Loading a user's function app: settings, function discovery and bindings.
+"""Loading a user's function app: function discovery and bindings, with its settings.
 
 `load_app(path)` turns an Azure Functions Python app folder, v1 model (`<folder>/function.json`)
 or v2 model (decorators in `function_app.py`), into a `FunctionApp`: the functions with their
-bindings and the callables to invoke, plus the host settings. Every broken function becomes one
-`LoadError` line (what is wrong, how to fix it) and the others still load; only a missing app
-folder raises.
+bindings and the callables to invoke, plus the host settings (read by `dfhost.config`). Every
+broken function becomes one `LoadError` line (what is wrong, how to fix it) and the others still
+load; only a missing app folder raises.
 
 Module names are the Azure Python worker's: `__app__.<folder>` for v1 functions, the file stem
 (`function_app`) for v2. The SDK's custom-object envelope persists `__module__` and resolves it
@@ -19,9 +19,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
-import json
 import os
-import re
 import sys
 import threading
 import traceback
@@ -34,6 +32,21 @@ from typing import Any, Literal, cast
 
 import azure.functions as func
 from azure.functions import FunctionRegister
+
+from dfhost.config import (
+    AppLoadError,
+    AppNotFoundError,
+    AppSettings,
+    LoadError,
+    LoadErrors,
+    app_root,
+    describe_exception,
+    expand_app_settings,
+    load_settings,
+    read_json_object,
+    read_settings,
+    truthy,
+)
 
 __all__ = [
     "AppLoadError",
@@ -66,21 +79,7 @@ _KIND_BY_TRIGGER: dict[str, FunctionKind] = {
 _CANONICAL_TYPES = {t.lower(): t for t in (*_KIND_BY_TRIGGER, "durableClient", "http")}
 _CANONICAL_TYPES["orchestrationclient"] = "durableClient"
 _DIRECTIONS = {0: "in", 1: "out", 2: "inout"}  # azure.functions BindingDirection values
-_HUB_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,44}$")
-_ENV_OVERRIDE_PREFIX = "azurefunctionsjobhost__"  # AzureFunctionsJobHost__a__b overrides a.b
 _APP_PACKAGE = "__app__"
-
-
-def _default_concurrency() -> int:
-    return 10 * (os.cpu_count() or 1)  # the extension's default outside the Consumption plan
-
-
-class AppLoadError(Exception):
-    """The app cannot be loaded at all (as opposed to a `LoadError` about one part of it)."""
-
-
-class AppNotFoundError(AppLoadError, FileNotFoundError):
-    """The app folder does not exist or is not a folder."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,26 +130,6 @@ class Function:
         return getattr(self.handler, "_df_input_type", None)
 
 
-@dataclass(frozen=True, slots=True)
-class LoadError:
-    source: str  # file or folder
-    message: str  # one line: what is wrong and how to fix it
-    detail: str | None = None
-    """For code that failed to import: the exception as Python prints it (the user's frames,
-    each with its source line and caret)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AppSettings:
-    hub_name: str = "TestHubName"
-    route_prefix: str = "api"
-    max_concurrent_activities: int = field(default_factory=_default_concurrency)
-    max_concurrent_orchestrators: int = field(default_factory=_default_concurrency)
-    default_version: str | None = None
-    local_http_port: int | None = None
-    host_json: Mapping[str, Any] = field(default_factory=dict, hash=False)
-
-
 @dataclass
 class FunctionApp:
     root: Path
@@ -185,27 +164,11 @@ class FunctionApp:
         return None
 
 
-class _Errors(list[LoadError]):
-    def add(self, source: str | Path, message: str) -> None:
-        self.append(LoadError(str(source), message))
-
-
-def load_settings(app_dir: str | Path) -> tuple[AppSettings, list[LoadError]]:
-    """The settings of the app in `app_dir` (host.json, local.settings.json into the
-    environment) without importing its code, as commands that only open its task hub need."""
-    root = _app_root(app_dir)
-    errors = _Errors()
-    port = _apply_local_settings(root, errors)
-    return _app_settings(_read_host_json(root, errors), port, root, errors), list(errors)
-
-
 def load_app(app_dir: str | Path) -> FunctionApp:
     """Load the app in `app_dir`. Problems land in `.errors`; only a missing folder raises."""
-    root = _app_root(app_dir)
-    errors = _Errors()
-    # local.settings.json first: its Values feed %Setting% references and host.json overrides.
-    port = _apply_local_settings(root, errors)
-    settings = _app_settings(_read_host_json(root, errors), port, root, errors)
+    root = app_root(app_dir)
+    errors = LoadErrors()
+    settings = read_settings(root, errors)
     _reset_import_state(root)
 
     script_name = os.environ.get("PYTHON_SCRIPT_FILE_NAME") or "function_app.py"
@@ -239,142 +202,14 @@ def load_app(app_dir: str | Path) -> FunctionApp:
     return FunctionApp(root, _resolve_aliases(functions, errors), settings, list(errors))
 
 
-def _app_root(app_dir: str | Path) -> Path:
-    root = Path(app_dir).expanduser()
-    if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
-        raise AppNotFoundError(f"function app folder {str(root)!r} {what}")
-    return root.resolve()
-
-
-def expand_app_settings(value: str, env: Mapping[str, str] | None = None) -> str:
-    """Replace `%Name%` with the app setting (environment variable) Name, as the host does.
-
-    Raises KeyError(name) for the first setting that is not defined.
-    """
-    source = os.environ if env is None else env
-    return re.sub(r"%([^%\s]+)%", lambda m: source[m.group(1)], value)
-
-
-# --------------------------------------------------------------------------------------------
-# Settings: local.settings.json and host.json
-
-
-def _apply_local_settings(root: Path, errors: _Errors) -> int | None:
-    """Copy `Values` into os.environ (variables already set win); return Host.LocalHttpPort."""
-    path = root / "local.settings.json"
-    data = _read_json_object(path, errors) if path.is_file() else None
-    if data is None:
-        return None
-    values = _get_ci(data, "Values") or {}
-    if _truthy(_get_ci(data, "IsEncrypted")):
-        errors.add(
-            path,
-            "IsEncrypted is true, and dfhost cannot decrypt values (they use the "
-            "machine key); run `func settings decrypt` or set them in the "
-            "environment",
-        )
-    elif not isinstance(values, dict):
-        errors.add(path, '"Values" must be an object of "NAME": "value" pairs')
-    else:
-        for key, value in values.items():
-            if key in os.environ or value is None:
-                continue
-            try:
-                # Environment values are text; JSON numbers/booleans keep their JSON spelling.
-                os.environ[key] = value if isinstance(value, str) else json.dumps(value)
-            except ValueError as e:  # e.g. "=" in the name
-                errors.add(path, f"Values: cannot set {key!r}: {_describe(e)}")
-    port = _get_ci(_get_ci(data, "Host"), "LocalHttpPort")
-    if port is None:
-        return None
-    if (number := _positive_int(port)) is None or number > 65535:
-        errors.add(path, f"Host.LocalHttpPort {port!r} is not a port number (1-65535)")
-        return None
-    return number
-
-
-def _read_host_json(root: Path, errors: _Errors) -> dict[str, Any]:
-    path = root / "host.json"
-    data = (_read_json_object(path, errors) if path.is_file() else None) or {}
-    if data and _get_ci(data, "version") != "2.0":
-        errors.add(path, 'needs "version": "2.0" (the Functions 2.x+ schema dfhost reads)')
-    for key, value in os.environ.items():
-        if key.lower().startswith(_ENV_OVERRIDE_PREFIX):
-            _set_path(data, key[len(_ENV_OVERRIDE_PREFIX) :].split("__"), value)
-    return data
-
-
-def _app_settings(
-    host: dict[str, Any], port: int | None, root: Path, errors: _Errors
-) -> AppSettings:
-    src = root / "host.json"
-    extensions = _get_ci(host, "extensions")
-    durable = _get_ci(extensions, "durableTask") or {}
-    prefix = _get_ci(_get_ci(extensions, "http"), "routePrefix")
-    version = _get_ci(durable, "defaultVersion")
-
-    def limit(key: str) -> int:
-        raw = _get_ci(durable, key)
-        if raw is not None and (value := _positive_int(raw)) is not None:
-            return value
-        if raw is not None:
-            errors.add(src, f"extensions.durableTask.{key} {raw!r} is not a positive integer")
-        return _default_concurrency()
-
-    return AppSettings(
-        hub_name=_hub_name(_get_ci(durable, "hubName"), src, errors),
-        route_prefix=str(prefix).strip("/") if prefix is not None else "api",
-        max_concurrent_activities=limit("maxConcurrentActivityFunctions"),
-        max_concurrent_orchestrators=limit("maxConcurrentOrchestratorFunctions"),
-        default_version=str(version) if version not in (None, "") else None,
-        local_http_port=port,
-        host_json=MappingProxyType(host),
-    )
-
-
-def _hub_name(raw: Any, src: Path, errors: _Errors) -> str:
-    if raw is None:
-        # Not chosen by the user: derive it quietly from the site name, as the extension does.
-        site = os.environ.get("WEBSITE_SITE_NAME")
-        return _sanitize_hub_name(site) if site else "TestHubName"
-    try:
-        name = expand_app_settings(str(raw))
-    except KeyError as e:
-        errors.add(
-            src,
-            f"hubName {raw!r} uses app setting {e.args[0]!r}, which is not set; "
-            "add it to local.settings.json Values (using TestHubName)",
-        )
-        return "TestHubName"
-    if _HUB_NAME_RE.match(name):
-        return name
-    fixed = _sanitize_hub_name(name)
-    errors.add(
-        src,
-        f"hubName {name!r} is invalid: use 3-45 letters or digits, starting with a "
-        f"letter (using {fixed!r})",
-    )
-    return fixed
-
-
-def _sanitize_hub_name(name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9]", "", name)
-    if not cleaned:
-        return "TestHubName"
-    if not cleaned[0].isalpha():
-        cleaned = "Hub" + cleaned
-    return (cleaned + "Hub" if len(cleaned) < 3 else cleaned)[:45]
-
-
 # --------------------------------------------------------------------------------------------
 # v1 model: <folder>/function.json
 
 
-def _load_v1(folder: Path, errors: _Errors) -> Function | None:
+def _load_v1(folder: Path, errors: LoadErrors) -> Function | None:
     name, src = folder.name, folder / "function.json"
-    meta = _read_json_object(src, errors)
-    if meta is None or _truthy(meta.get("disabled")) or _is_disabled_by_env(name):
+    meta = read_json_object(src, errors)
+    if meta is None or truthy(meta.get("disabled")) or _is_disabled_by_env(name):
         return None
     raw_bindings = meta.get("bindings")
     if not isinstance(raw_bindings, list) or not raw_bindings:
@@ -415,7 +250,7 @@ def _load_v1(folder: Path, errors: _Errors) -> Function | None:
 
 
 def _import_entry_point(
-    name: str, root: Path, script: Path, entry_point: str, errors: _Errors
+    name: str, root: Path, script: Path, entry_point: str, errors: LoadErrors
 ) -> Callable[..., Any] | None:
     if not script.is_file() or script.suffix != ".py" or not script.is_relative_to(root):
         errors.add(script, f'function {name!r}: "scriptFile" must be a .py file in the app folder')
@@ -444,7 +279,7 @@ def _import_entry_point(
 # v2 model: decorators in function_app.py
 
 
-def _load_v2(script: Path, errors: _Errors) -> list[Function]:
+def _load_v2(script: Path, errors: LoadErrors) -> list[Function]:
     spec = importlib.util.spec_from_file_location(script.stem, script)
     if spec is None or spec.loader is None:
         errors.add(script, "cannot be imported as a Python module")
@@ -476,7 +311,8 @@ def _load_v2(script: Path, errors: _Errors) -> list[Function]:
             sdk_functions = app.get_functions()
         except Exception as e:
             errors.add(
-                script, f"indexing failed, so no function loads (as in Azure): {_describe(e)}"
+                script,
+                f"indexing failed, so no function loads (as in Azure): {describe_exception(e)}",
             )
             continue
         for sdk_fn in sdk_functions:
@@ -485,7 +321,7 @@ def _load_v2(script: Path, errors: _Errors) -> list[Function]:
     return result
 
 
-def _from_v2(sdk_fn: Any, script: Path, errors: _Errors) -> Function | None:
+def _from_v2(sdk_fn: Any, script: Path, errors: LoadErrors) -> Function | None:
     name = str(sdk_fn.get_function_name())
     handler = sdk_fn.get_user_function()
     src = _source_file(handler) or str(script)  # blueprints live in other files
@@ -533,7 +369,7 @@ def _make_function(
     bindings: list[Binding],
     handler: Callable[..., Any],
     src: str,
-    errors: _Errors,
+    errors: LoadErrors,
     *,
     v2: bool,
 ) -> Function | None:
@@ -585,7 +421,7 @@ def _parameter_mismatch(handler: Callable[..., Any], bindings: Iterable[Binding]
     )
 
 
-def _resolve_aliases(functions: dict[str, Function], errors: _Errors) -> dict[str, Function]:
+def _resolve_aliases(functions: dict[str, Function], errors: LoadErrors) -> dict[str, Function]:
     """Give every (kind, name) one owner: function names first, then aliases in load order."""
     owners: dict[tuple[str, str], str] = {}
 
@@ -610,13 +446,13 @@ def _resolve_aliases(functions: dict[str, Function], errors: _Errors) -> dict[st
 
 
 def _guard(
-    src: str | Path, errors: _Errors, load: Callable[..., Function | None], *args: Any
+    src: str | Path, errors: LoadErrors, load: Callable[..., Function | None], *args: Any
 ) -> Function | None:
     """Run one function's loader; whatever it raises becomes that function's LoadError."""
     try:
         return load(*args)
     except Exception as e:  # a very odd app, or a dfhost bug: report it and load the rest
-        errors.add(src, f"could not be loaded: {_describe(e)}")
+        errors.add(src, f"could not be loaded: {describe_exception(e)}")
         return None
 
 
@@ -635,7 +471,7 @@ def _not_runnable(trigger_type: str) -> Callable[..., Any]:
 
 def _import_failed(src: Path, what: str, e: BaseException, app_root: Path) -> LoadError:
     hint = "; install it (requirements.txt) or fix the import" if isinstance(e, ImportError) else ""
-    message = f"{what}: import failed with {_describe(e)}{hint}"
+    message = f"{what}: import failed with {describe_exception(e)}{hint}"
     return LoadError(str(src), message, _user_traceback(e, app_root))
 
 
@@ -647,11 +483,6 @@ def _user_traceback(e: BaseException, app_root: Path) -> str:
         tb = tb.tb_next
     # A SyntaxError has no frame of the user's: its own text names the file, line and caret.
     return "".join(traceback.format_exception(type(e), e, tb)).rstrip()
-
-
-def _describe(e: BaseException) -> str:
-    text = " ".join(str(e).split())  # one line, whatever the exception put in its message
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _source_file(handler: Callable[..., Any]) -> str | None:
@@ -685,7 +516,7 @@ def _is_async(handler: Callable[..., Any]) -> bool:
 def _is_disabled_by_env(name: str) -> bool:
     # App setting AzureWebJobs.<name>.Disabled; Azure app setting names are case-insensitive.
     wanted = f"azurewebjobs.{name}.disabled".lower()
-    return any(k.lower() == wanted and _truthy(v) for k, v in os.environ.items())
+    return any(k.lower() == wanted and truthy(v) for k, v in os.environ.items())
 
 
 # --------------------------------------------------------------------------------------------
@@ -722,75 +553,6 @@ def _reset_import_state(root: Path) -> None:
     spec = importlib.machinery.ModuleSpec(_APP_PACKAGE, None, is_package=True)
     spec.submodule_search_locations = [str(root)]
     sys.modules[_APP_PACKAGE] = importlib.util.module_from_spec(spec)
-
-
-# --------------------------------------------------------------------------------------------
-# Small helpers
-
-
-def _read_json_object(path: Path, errors: _Errors) -> dict[str, Any] | None:
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # Windows editors add a BOM
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as first:
-            try:
-                data = json.loads(_strip_json_extras(text))  # the .NET host accepts these
-            except json.JSONDecodeError:
-                raise first from None
-    except json.JSONDecodeError as e:
-        errors.add(path, f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}")
-        return None
-    except (OSError, UnicodeError) as e:
-        errors.add(path, f"cannot be read: {_describe(e)}")
-        return None
-    if not isinstance(data, dict):
-        errors.add(path, "must hold a JSON object ({...})")
-        return None
-    return data
-
-
-_JSON_EXTRAS = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/|,(?=\s*[}\]])', re.S)
-
-
-def _strip_json_extras(text: str) -> str:
-    """Drop // and /* */ comments and trailing commas, leaving strings alone."""
-    return _JSON_EXTRAS.sub(lambda m: m.group(1) or "", text)
-
-
-def _get_ci(mapping: Any, key: str) -> Any:
-    """mapping[key] with the key matched case-insensitively, as .NET configuration does."""
-    if not isinstance(mapping, dict):
-        return None
-    if key in mapping:
-        return mapping[key]
-    return next((v for k, v in mapping.items() if str(k).lower() == key.lower()), None)
-
-
-def _set_path(data: dict[str, Any], path: list[str], value: str) -> None:
-    node = data
-    for part in path[:-1]:
-        existing = next((k for k in node if k.lower() == part.lower()), part)
-        if not isinstance(node.get(existing), dict):
-            node[existing] = {}
-        node = node[existing]
-    node[next((k for k in node if k.lower() == path[-1].lower()), path[-1])] = value
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1")
-    return value is True or value == 1
-
-
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        return None
-    return number if number > 0 else None
 
 
 class OutBinding(func.Out[Any]):

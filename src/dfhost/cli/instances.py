@@ -30,14 +30,9 @@ from dfhost.client import (
     UnknownOrchestratorError,
     validate_instance_id,
 )
+from dfhost.config import EnsureSpec, OpsSettings, parse_ensure_flag
 from dfhost.history import Instance, OrchestrationStatus, parse_time
-from dfhost.runtime.retention import (
-    EnsureSpec,
-    OpsConfigError,
-    OpsSettings,
-    parse_ensure_flag,
-    read_ops_settings,
-)
+from dfhost.runtime.retention import OpsConfigError
 from dfhost.store import (
     DeliveryResult,
     InstanceQuery,
@@ -78,7 +73,7 @@ def command_store_url(app_dir: Path, store: str | None) -> str:
         if store is None:
             raise CommandError(f"no function app in {app_dir}: pass --app or --store") from None
         return store
-    return app_store_url(store, default_store_url(app_dir), settings.hub_name, settings.host_json)
+    return app_store_url(store, default_store_url(app_dir), settings.hub_name, settings.storage)
 
 
 # --- dfhost start: ensure and retention settings ---------------------------------------------
@@ -86,8 +81,9 @@ def command_store_url(app_dir: Path, store: str | None) -> str:
 
 def operations_settings(app: FunctionApp, ensure_flags: Sequence[str]) -> OpsSettings:
     """host.json's operations settings with `--ensure` flags added (a flag wins over host.json
-    for the same instance id). Raises `OpsConfigError` naming the bad setting."""
-    settings = read_ops_settings(app.settings.host_json)
+    for the same instance id). Raises `OpsConfigError` naming the bad flag or instance (a bad
+    host.json setting is already one of the app's fatal load errors)."""
+    settings = app.settings.operations
     specs = {spec.instance_id: spec for spec in settings.ensure}
     flagged: set[str] = set()
     for text in ensure_flags:

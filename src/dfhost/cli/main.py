@@ -27,7 +27,6 @@ from dfhost.cli.replay import add_replay_commands, run_replay_command
 from dfhost.cli.status import add_status_command, run_status_command
 from dfhost.client import DurableClient
 from dfhost.logs import configure_console, set_host_id
-from dfhost.orchestration.limits import Limits, LimitsError
 from dfhost.runtime.retention import OpsConfigError
 from dfhost.store import StoreError, app_store_url, default_store_url, open_store
 
@@ -123,10 +122,11 @@ async def _start(args: argparse.Namespace) -> int:
         return 2
     for error in app.errors:
         log.error("dfhost: %s: %s", error.source, error.message)
+    if any(error.fatal for error in app.errors):
+        return 2  # a limit, retention or ensure setting, logged above: no guessing at those
     try:
         operations = operations_settings(app, args.ensure)
-        Limits.from_host_json(app.settings.host_json)
-    except (OpsConfigError, LimitsError) as exc:
+    except OpsConfigError as exc:
         log.error("dfhost: %s", exc)
         return 2
     port = args.port if args.port is not None else (app.settings.local_http_port or 7071)
@@ -138,7 +138,7 @@ async def _start(args: argparse.Namespace) -> int:
     try:
         settings = app.settings
         url = app_store_url(
-            args.store, default_store_url(app_dir), settings.hub_name, settings.host_json
+            args.store, default_store_url(app_dir), settings.hub_name, settings.storage
         )
         store = open_store(url)
         await store.start()

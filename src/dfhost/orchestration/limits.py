@@ -14,17 +14,17 @@ host.json (defaults in brackets):
   orchestration or activity producing one fails with a message saying so.
 - `extensions.durableTask.dfhost.limits.historyEvents` [500,000]: events in one execution's
   history; an orchestration reaching it fails (use `continue_as_new` for long-lived loops).
+
+`dfhost.config` reads them (`Limits`, `app.settings.limits`); this module enforces them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
-from collections.abc import Awaitable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar
 
+from dfhost.config import Limits, SettingsError
 from dfhost.orchestration.episode import EpisodeResult, Payload
 
 __all__ = [
@@ -37,19 +37,10 @@ __all__ = [
     "within",
 ]
 
-log = logging.getLogger("dfhost")
 T = TypeVar("T")
 
-DEFAULT_PAYLOAD_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_ACTIONS = 100_000
-DEFAULT_HISTORY_EVENTS = 500_000
-DEFAULT_FUNCTION_TIMEOUT = 30 * 60.0
-
-_TIMESPAN = re.compile(r"(?:(\d+)\.)?(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,7}))?)?")
-
-
-class LimitsError(ValueError):
-    """A limit in host.json is malformed (one line naming the setting)."""
+LimitsError = SettingsError
+"""A limit in host.json is malformed (the name `dfhost.config` reads them under)."""
 
 
 class PayloadTooLargeError(ValueError):
@@ -66,50 +57,6 @@ class PayloadTooLargeError(ValueError):
 
 class FunctionTimeoutError(TimeoutError):
     """A function ran longer than `functionTimeout`."""
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    payload_bytes: int = DEFAULT_PAYLOAD_BYTES
-    max_actions: int = DEFAULT_MAX_ACTIONS
-    history_events: int = DEFAULT_HISTORY_EVENTS
-    function_timeout: float | None = DEFAULT_FUNCTION_TIMEOUT
-    """Seconds; None: no timeout."""
-
-    @classmethod
-    def from_host_json(cls, host_json: Mapping[str, Any]) -> Limits:
-        """Raises `LimitsError`."""
-        durable = _object(_get(host_json, "extensions"), "extensions")
-        durable = _object(_get(durable, "durableTask"), "extensions.durableTask")
-        own = _object(_get(_object(_get(durable, "dfhost"), "dfhost"), "limits"), "limits")
-        return cls(
-            payload_bytes=_positive(
-                _get(own, "payloadBytes"),
-                DEFAULT_PAYLOAD_BYTES,
-                "dfhost.limits.payloadBytes",
-            ),
-            max_actions=_positive(
-                _get(durable, "maxOrchestrationActions"),
-                DEFAULT_MAX_ACTIONS,
-                "maxOrchestrationActions",
-            ),
-            history_events=_positive(
-                _get(own, "historyEvents"),
-                DEFAULT_HISTORY_EVENTS,
-                "dfhost.limits.historyEvents",
-            ),
-            function_timeout=_timeout(_get(host_json, "functionTimeout")),
-        )
-
-    @classmethod
-    def of(cls, host_json: Mapping[str, Any]) -> Limits:
-        """As `from_host_json`, but malformed settings log an error and keep the defaults
-        (`dfhost start` refuses them before it gets here)."""
-        try:
-            return cls.from_host_json(host_json)
-        except LimitsError as exc:
-            log.error("dfhost: %s; using the default limits", exc)
-            return cls()
 
 
 async def within(seconds: float | None, call: Awaitable[T], what: str) -> T:
@@ -167,48 +114,3 @@ def _payloads(result: EpisodeResult) -> Iterable[Payload]:
     yield "custom status", result.custom_status
     for item in result.work:
         yield from item.payloads()
-
-
-def _get(mapping: Mapping[str, Any], key: str) -> Any:
-    # host.json keys are case-insensitive, as the Functions host reads them.
-    for k, v in mapping.items():
-        if k.lower() == key.lower():
-            return v
-    return None
-
-
-def _object(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise LimitsError(f"host.json {where} must be an object")
-    return value
-
-
-def _positive(value: Any, default: int, where: str) -> int:
-    if value is None:
-        return default
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)  # an AzureFunctionsJobHost__ environment override
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise LimitsError(f"host.json {where} must be a positive integer, not {value!r}")
-    return value
-
-
-def _timeout(value: Any) -> float | None:
-    if value is None:
-        return DEFAULT_FUNCTION_TIMEOUT
-    text = str(value).strip()
-    if text == "-1":
-        return None
-    m = _TIMESPAN.fullmatch(text)
-    if m is None or int(m.group(3)) > 59 or int(m.group(4) or 0) > 59:
-        raise LimitsError(
-            f"host.json functionTimeout {value!r} is not a TimeSpan ([d.]hh:mm:ss) or -1"
-        )
-    days, hours, minutes, seconds, fraction = m.groups()
-    whole = int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0)
-    total = whole + (float(f"0.{fraction}") if fraction else 0.0)
-    if total <= 0:
-        raise LimitsError("host.json functionTimeout must be longer than zero (-1: no timeout)")
-    return total

@@ -43,8 +43,7 @@ class ActivityRunner:
         """Execute `task` once; its TaskCompleted or TaskFailed event."""
         now = self.clock
         if task.name == durable_http.ACTIVITY_NAME:
-            settings = durable_http.HttpSettings.from_host_json(self.app.settings.host_json)
-            return await durable_http.run(task, now, settings)
+            return await durable_http.run(task, now, self.app.settings.http)
         function = self.app.activity(task.name)
         if function is None:
             return task.failed_event(now(), f"activity '{task.name}' not found", None)

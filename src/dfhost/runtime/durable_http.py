@@ -9,10 +9,10 @@ The extension's asynchronous pattern is on, as it is for every Python app: while
 `202 Accepted` with a `Location` header, the Location is polled with GET (the original headers
 included) after the `Retry-After` delay, else after host.json's
 `extensions.durableTask.httpSettings.defaultAsyncRequestSleepTimeMilliseconds` (30 s by
-default), and the first other answer is the result. The extension waits with durable timers in
-the orchestration; dfhost polls inside the activity instead (the SDK's task ids leave no room
-for extra timers), so a host that stops mid-poll sends the first request again, as for any
-activity (at least once). Polling gives up after a day with a failed task.
+default; `app.settings.http`), and the first other answer is the result. The extension waits
+with durable timers in the orchestration; dfhost polls inside the activity instead (the SDK's
+task ids leave no room for extra timers), so a host that stops mid-poll sends the first request
+again, as for any activity (at least once). Polling gives up after a day with a failed task.
 
 Managed-identity token sources need Azure to issue tokens: such calls fail with a clear error.
 """
@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -32,6 +32,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from dfhost.config import HttpSettings
 from dfhost.history import EventType, HistoryEvent
 from dfhost.orchestration.episode import HTTP_ACTIVITY
 from dfhost.work import ActivityTask
@@ -41,30 +42,6 @@ __all__ = ["ACTIVITY_NAME", "HttpSettings", "run"]
 log = logging.getLogger("dfhost.http")
 
 ACTIVITY_NAME = HTTP_ACTIVITY
-
-
-@dataclass(frozen=True, slots=True)
-class HttpSettings:
-    poll_interval: float = 30.0
-    """Seconds between polls when a 202 has no Retry-After (the extension's default)."""
-    polling_limit: float = 24 * 3600.0
-    """Seconds of polling after which the call fails."""
-    request_timeout: float = 100.0
-    """Seconds each request may take (.NET HttpClient's default)."""
-
-    @classmethod
-    def from_host_json(cls, host_json: Mapping[str, Any]) -> HttpSettings:
-        section: Any = host_json
-        for key in ("extensions", "durableTask", "httpSettings"):
-            section = section.get(key) if isinstance(section, Mapping) else None
-        sleep_ms = (
-            section.get("defaultAsyncRequestSleepTimeMilliseconds")
-            if isinstance(section, Mapping)
-            else None
-        )
-        if isinstance(sleep_ms, int | float) and not isinstance(sleep_ms, bool) and sleep_ms >= 0:
-            return cls(poll_interval=sleep_ms / 1000)
-        return cls()
 
 
 class _CallFailedError(Exception):

@@ -90,15 +90,14 @@ class Engine:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self.lease = lease
-        durable = app.settings.host_json.get("extensions", {}).get("durableTask", {})
         # Incremental episodes are on unless host.json asks for Azure's default of full
         # replays; both give the same results (tests/unit/test_replay_equivalence.py).
         self.sessions: SessionCache | None = (
-            None if durable.get("extendedSessionsEnabled") is False else SessionCache()
+            SessionCache() if app.settings.extended_sessions else None
         )
         self.max_episodes = max(1, app.settings.max_concurrent_orchestrators)
         self.max_activities = max(1, app.settings.max_concurrent_activities)
-        self.limits = limits.Limits.of(app.settings.host_json)
+        self.limits = app.settings.limits
         self._episodes: set[asyncio.Task[None]] = set()
         self._held: dict[str, _Held] = {}
         self._activities: dict[asyncio.Task[None], ActivityTask] = {}

@@ -1,4 +1,4 @@
-"""Host housekeeping: the startup report, the retention policy, and their host.json settings.
+"""Host housekeeping: the startup report and the retention policy.
 
 - The startup report logs one line per unfinished instance whose orchestrator is no longer in
   the app (renamed or removed: "orphans", which only an administrative terminate or purge can
@@ -7,8 +7,8 @@
   background and in bounded batches: each batch is one short transaction, so episodes commit
   in between and a purge of 100,000 instances neither blocks the engine nor times out.
 
-host.json (`extensions.durableTask.dfhost`, keys case-insensitive; durations are .NET TimeSpans
-`[d.]hh:mm[:ss]`, measured from the time an instance finished)::
+host.json (`extensions.durableTask.dfhost`, read by `dfhost.config`; durations are .NET
+TimeSpans `[d.]hh:mm[:ss]`, measured from the time an instance finished)::
 
     "retention": {"completed": "7.00:00:00", "failed": "30.00:00:00",
                   "terminated": "7.00:00:00", "canceled": "7.00:00:00", "batchSize": 500},
@@ -21,16 +21,15 @@ Statuses without a period are kept forever; unfinished instances are never purge
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import shlex
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from dfhost.config import RetentionPolicy, SettingsError
 from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus, utcnow
 from dfhost.store import InstanceQuery, Store
 from dfhost.work import Message
@@ -39,174 +38,23 @@ if TYPE_CHECKING:
     from dfhost.app.loader import FunctionApp
 
 __all__ = [
-    "EnsureSpec",
     "OpsConfigError",
-    "OpsSettings",
     "Retention",
     "RetentionPolicy",
     "StartupReport",
     "Sweep",
-    "parse_ensure_flag",
-    "parse_timespan",
-    "read_ops_settings",
     "report_startup",
 ]
 
 log = logging.getLogger("dfhost")
 
-SETTINGS_PATH = "extensions.durableTask.dfhost"
-DEFAULT_BATCH_SIZE = 500
 REPORT_LIMIT = 100
 """Lines per kind in the startup report; the rest is summed up in one line."""
 
 _UNFINISHED = tuple(s for s in OrchestrationStatus if s not in TERMINAL_STATUSES)
-_RETENTION_KEYS = {s.value.lower(): s for s in sorted(TERMINAL_STATUSES)}
-_TIMESPAN = re.compile(r"(?:(\d+)\.)?(\d+):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,7}))?)?")
 
-
-class OpsConfigError(ValueError):
-    """A retention or ensure setting is malformed (one line: where, what, expected)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionPolicy:
-    periods: Mapping[OrchestrationStatus, timedelta]
-    """How long finished instances are kept, by status."""
-    batch_size: int = DEFAULT_BATCH_SIZE
-
-
-@dataclass(frozen=True, slots=True)
-class EnsureSpec:
-    """Keep an instance of `orchestrator` with this id unfinished: start it at host start
-    unless an unfinished instance already has the id."""
-
-    instance_id: str
-    orchestrator: str
-    input: str | None = None
-    """JSON text."""
-
-
-@dataclass(frozen=True, slots=True)
-class OpsSettings:
-    retention: RetentionPolicy | None = None
-    ensure: list[EnsureSpec] = field(default_factory=list)
-
-
-def parse_timespan(text: str) -> timedelta:
-    """A .NET TimeSpan as host.json writes durations: `[d.]hh:mm[:ss[.fffffff]]`."""
-    found = _TIMESPAN.fullmatch(text.strip())
-    if found is None:
-        raise OpsConfigError(f"{text!r} is not a duration like 7.00:00:00 (days.hh:mm:ss)")
-    days, hours, minutes, seconds, fraction = found.groups()
-    if int(minutes) > 59 or int(seconds or 0) > 59:
-        raise OpsConfigError(f"{text!r}: minutes and seconds must be below 60")
-    return timedelta(
-        days=int(days or 0),
-        hours=int(hours),
-        minutes=int(minutes),
-        seconds=int(seconds or 0),
-        microseconds=int((fraction or "0").ljust(7, "0")) // 10,
-    )
-
-
-def parse_ensure_flag(text: str) -> EnsureSpec:
-    """`ID=ORCHESTRATOR[:JSON]`, the value of `dfhost start --ensure`."""
-    instance_id, sep, rest = text.partition("=")
-    orchestrator, colon, input_text = rest.partition(":")
-    if not sep or not instance_id or not orchestrator:
-        raise OpsConfigError(f"--ensure {text!r}: expected ID=ORCHESTRATOR[:JSON]")
-    if colon:
-        try:
-            json.loads(input_text)
-        except ValueError as exc:
-            raise OpsConfigError(f"--ensure {text!r}: the input is not valid JSON: {exc}") from None
-    return EnsureSpec(instance_id, orchestrator, input_text if colon else None)
-
-
-def read_ops_settings(host_json: Mapping[str, Any]) -> OpsSettings:
-    """The `extensions.durableTask.dfhost` section; raises `OpsConfigError`."""
-    section: Any = host_json
-    for key in SETTINGS_PATH.split("."):
-        section = _get_ci(section, key) if isinstance(section, Mapping) else None
-    if section is None:
-        return OpsSettings()
-    if not isinstance(section, Mapping):
-        raise OpsConfigError(f"host.json {SETTINGS_PATH} must be an object")
-    for key in section:
-        # `limits` belongs to dfhost.orchestration.limits, which reads and checks it.
-        if key.lower() not in ("retention", "ensure", "limits"):
-            raise OpsConfigError(
-                f"host.json {SETTINGS_PATH}: unknown key {key!r} "
-                "(expected retention, ensure, limits)"
-            )
-    return OpsSettings(
-        retention=_read_retention(_get_ci(section, "retention")),
-        ensure=_read_ensure(_get_ci(section, "ensure")),
-    )
-
-
-def _read_retention(raw: Any) -> RetentionPolicy | None:
-    where = f"host.json {SETTINGS_PATH}.retention"
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        raise OpsConfigError(f'{where} must be an object like {{"completed": "7.00:00:00"}}')
-    periods: dict[OrchestrationStatus, timedelta] = {}
-    batch_size = DEFAULT_BATCH_SIZE
-    for key, value in raw.items():
-        if key.lower() == "batchsize":
-            try:
-                batch_size = int(value)
-            except (TypeError, ValueError):
-                batch_size = 0
-            if batch_size <= 0 or isinstance(value, bool):
-                raise OpsConfigError(f"{where}.{key}: {value!r} is not a positive integer")
-            continue
-        status = _RETENTION_KEYS.get(key.lower())
-        if status is None:
-            known = ", ".join([*_RETENTION_KEYS, "batchSize"])
-            raise OpsConfigError(f"{where}: unknown key {key!r} (expected {known})")
-        if not isinstance(value, str):
-            raise OpsConfigError(f'{where}.{key}: expected a duration like "7.00:00:00"')
-        try:
-            periods[status] = parse_timespan(value)
-        except OpsConfigError as exc:
-            raise OpsConfigError(f"{where}.{key}: {exc}") from None
-    return RetentionPolicy(periods, batch_size) if periods else None
-
-
-def _read_ensure(raw: Any) -> list[EnsureSpec]:
-    where = f"host.json {SETTINGS_PATH}.ensure"
-    if raw is None:
-        return []
-    if not isinstance(raw, Mapping):
-        raise OpsConfigError(f'{where} must be an object of "INSTANCE_ID": "ORCHESTRATOR"')
-    specs: list[EnsureSpec] = []
-    for instance_id, value in raw.items():
-        if isinstance(value, str):
-            specs.append(EnsureSpec(instance_id, value))
-            continue
-        orchestrator = _get_ci(value, "orchestrator") if isinstance(value, Mapping) else None
-        if not isinstance(orchestrator, str) or not orchestrator:
-            raise OpsConfigError(
-                f'{where}.{instance_id}: expected "ORCHESTRATOR" or '
-                '{"orchestrator": "...", "input": ...}'
-            )
-        assert isinstance(value, Mapping)
-        unknown = [k for k in value if k.lower() not in ("orchestrator", "input")]
-        if unknown:
-            raise OpsConfigError(f"{where}.{instance_id}: unknown key {unknown[0]!r}")
-        has_input = any(k.lower() == "input" for k in value)
-        input_text = json.dumps(_get_ci(value, "input")) if has_input else None
-        specs.append(EnsureSpec(instance_id, orchestrator, input_text))
-    return specs
-
-
-def _get_ci(mapping: Mapping[str, Any], key: str) -> Any:
-    for k, v in mapping.items():
-        if k.lower() == key.lower():
-            return v
-    return None
+OpsConfigError = SettingsError
+"""A retention or ensure setting is malformed (the name `dfhost.config` reads them under)."""
 
 
 # --- the startup report ----------------------------------------------------------------------

@@ -14,9 +14,10 @@ The dialect is NCrontab's, which the Azure Functions timer trigger uses:
   `1-5`), one- and two-letter name prefixes (NCrontab takes the first name that matches), and
   schedules that never fire (`0 0 0 30 Feb *`).
 
-A TimeSpan (`hh:mm`, `hh:mm:ss`, `d.hh:mm:ss`, `d`, as .NET's TimeSpan.Parse reads them) fires
-every period, counted from the Unix epoch in UTC, so that every host sharing a task hub agrees on
-the occurrences (Azure counts from the host's start instead).
+A TimeSpan (`hh:mm`, `hh:mm:ss`, `d.hh:mm:ss`, as `dfhost.config.parse_timespan` reads host.json
+durations, or a bare number of days `d`, as .NET's TimeSpan.Parse reads it) fires every period,
+counted from the Unix epoch in UTC, so that every host sharing a task hub agrees on the
+occurrences (Azure counts from the host's start instead).
 
 Cron schedules are matched against the wall clock of a time zone (UTC unless the
 `WEBSITE_TIME_ZONE` app setting names an IANA zone). Daylight-saving transitions follow the
@@ -39,6 +40,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from itertools import pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dfhost.config import SettingsError, parse_timespan
 
 __all__ = [
     "CronSchedule",
@@ -365,11 +368,6 @@ def _is_repeated(wall: datetime, tz: tzinfo) -> bool:
 # --------------------------------------------------------------------------------------------
 # TimeSpans
 
-_TIMESPAN = re.compile(
-    r"(?:(?P<days>\d+)\.)?(?P<hours>\d{1,2}):(?P<minutes>\d{1,2})"
-    r"(?::(?P<seconds>\d{1,2})(?:\.(?P<fraction>\d{1,7}))?)?"
-)
-
 
 def _parse_timespan(expression: str) -> IntervalSchedule:
     try:
@@ -386,24 +384,9 @@ def _parse_timespan(expression: str) -> IntervalSchedule:
 
 def _timespan_period(expression: str) -> timedelta:
     if expression.isdigit():
-        period = timedelta(days=int(expression))  # .NET reads a bare number as days
-    else:
-        match = _TIMESPAN.fullmatch(expression)
-        if match is None:
-            raise ScheduleError(
-                f"schedule '{expression}' is not a TimeSpan: write hh:mm:ss or d.hh:mm:ss"
-            )
-        hours, minutes, seconds = (int(match[k] or 0) for k in ("hours", "minutes", "seconds"))
-        if hours > 23 or minutes > 59 or seconds > 59:
-            raise ScheduleError(
-                f"schedule '{expression}': hours must be 0-23 and minutes and seconds 0-59 "
-                "(write days as d.hh:mm:ss)"
-            )
-        period = timedelta(
-            days=int(match["days"] or 0),
-            hours=hours,
-            minutes=minutes,
-            seconds=seconds,
-            microseconds=int((match["fraction"] or "").ljust(6, "0")[:6]),
-        )
-    return period
+        return timedelta(days=int(expression))  # .NET reads a bare number as days
+    try:
+        # The token has no sign (see parse_schedule), so the period is never negative.
+        return parse_timespan(expression, "schedule", example="00:05:00")
+    except SettingsError as exc:
+        raise ScheduleError(str(exc)) from None

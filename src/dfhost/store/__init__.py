@@ -24,8 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
+from dfhost.config import StorageProvider
 from dfhost.history import HistoryEvent, Instance, OrchestrationStatus, parse_time
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 
@@ -372,20 +373,18 @@ def default_store_url(app_dir: Path) -> str:
     return f"sqlite:///{(app_dir / '.dfhost' / 'taskhub.sqlite3').resolve()}"
 
 
-def app_store_url(
-    url: str | None, default: str, hub_name: str, host_json: Mapping[str, Any]
-) -> str:
+def app_store_url(url: str | None, default: str, hub_name: str, storage: StorageProvider) -> str:
     """The task hub of an app: `url` (`--store`) if given, else the Azure Storage hub when
     host.json's `extensions.durableTask.storageProvider.type` is `azureStorage`, else
     `default`. An `azure` URL gets the app's hub name and host.json storageProvider settings
-    (see `dfhost.store.azure.config`), a `postgresql` URL its hub name and takeover window
-    (see `dfhost.store.postgres.config`), for what the URL does not say; other URLs are
-    returned as they are."""
+    (`storage`, an app's `settings.storage`; see `dfhost.store.azure.config`), a `postgresql`
+    URL its hub name and takeover window (see `dfhost.store.postgres.config`), for what the URL
+    does not say; other URLs are returned as they are."""
     from dfhost.store.azure import config as azure_config
     from dfhost.store.postgres import config as postgres_config
 
-    resolved = azure_config.url_for_app(url, default, hub_name, host_json)
-    return postgres_config.url_for_app(resolved, hub_name, host_json)
+    resolved = azure_config.url_for_app(url, default, hub_name, storage)
+    return postgres_config.url_for_app(resolved, hub_name, storage)
 
 
 def open_store(url: str) -> Store:

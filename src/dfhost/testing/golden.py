@@ -112,7 +112,7 @@ async def replay_instances(
     app = load_app(app_dir)
     settings = app.settings
     store_url = app_store_url(
-        store_url, default_store_url(Path(app_dir)), settings.hub_name, settings.host_json
+        store_url, default_store_url(Path(app_dir)), settings.hub_name, settings.storage
     )
     store = open_store(store_url)
     await store.start()

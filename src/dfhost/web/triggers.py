@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from dfhost import telemetry
 from dfhost.app.loader import Binding, Function, FunctionApp, invocation_arguments
 from dfhost.logs import Invocation, log_invocation
-from dfhost.orchestration.limits import Limits, within
+from dfhost.orchestration.limits import within
 from dfhost.web.common import (
     BadRequestError,
     BodyTooLargeError,
@@ -90,7 +90,7 @@ class HttpTriggers:
         `authLevel` (none: every function is anonymous)."""
         self.app = app
         self.access = access
-        self.limits = Limits.of(app.settings.host_json)
+        self.limits = app.settings.limits
         self._rpc = rpc_base_url
         self.max_body_bytes = max_body_bytes
         self.functions = self._compile(app)

@@ -11,11 +11,10 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from dfhost.config import SettingsError, StorageProvider, valid
 from dfhost.store import StoreError
 
 __all__ = [
@@ -41,13 +40,6 @@ DEFAULT_MAX_POLL = 1.0
 """Seconds between polls of an idle host (the back-off's upper bound)."""
 _HUB_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,44}$")
 _SETTING_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
-_TIMESPAN = re.compile(r"(?:(\d+)\.)?(\d+):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?")
-_PROVIDER_OPTIONS = (
-    ("partitions", "partitionCount"),
-    ("control_timeout", "controlQueueVisibilityTimeout"),
-    ("workitem_timeout", "workItemQueueVisibilityTimeout"),
-    ("max_poll", "maxQueuePollingInterval"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,62 +122,39 @@ def parse_url(url: str) -> AzureTarget:
     )
 
 
-def _get_ci(mapping: Any, key: str) -> Any:
-    if not isinstance(mapping, Mapping):
-        return None
-    lowered = key.lower()
-    return next((v for k, v in mapping.items() if str(k).lower() == lowered), None)
-
-
-def _seconds(name: str, value: Any) -> str:
-    """A host.json duration (a TimeSpan like 00:00:30, or a number of seconds) in seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:g}"
-    found = _TIMESPAN.fullmatch(str(value).strip())
-    if found is None:
-        raise StoreError(
-            f"host.json storageProvider.{name} {value!r} is not a duration like 00:00:30"
-        )
-    days, hours, minutes, seconds, fraction = found.groups()
-    total = int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0)
-    return f"{total + int((fraction or '0').ljust(7, '0')) / 1e7:g}"
-
-
-def url_for_app(url: str | None, default: str, hub_name: str, host_json: Mapping[str, Any]) -> str:
+def url_for_app(url: str | None, default: str, hub_name: str, storage: StorageProvider) -> str:
     """The task hub URL of an app: `url` (`--store`) if given, else an `azure` URL when
     host.json's `extensions.durableTask.storageProvider.type` is `azureStorage`, else
     `default`. An azure URL gets the app's hub name and storageProvider settings
     (partitionCount, control/workItemQueueVisibilityTimeout, maxQueuePollingInterval) for the
     options it does not give itself."""
-    durable = _get_ci(_get_ci(host_json, "extensions"), "durableTask")
-    if durable is None:  # Functions 1.x puts it at the root
-        durable = _get_ci(host_json, "durableTask")
-    provider = _get_ci(durable, "storageProvider")
     if not url:  # `--store ''` is no --store
-        kind = _get_ci(provider, "type")
-        if kind is None:
+        if storage.type is None:
             return default
-        if str(kind).lower() != "azurestorage":
+        if storage.type.lower() != "azurestorage":
             log.warning(
                 "dfhost: host.json storageProvider.type %r is not supported here; using %s "
                 "(choose a task hub with --store)",
-                kind,
+                storage.type,
                 default,
             )
             return default
-        setting = (
-            _get_ci(provider, "connectionName")
-            or _get_ci(provider, "connectionStringName")
-            or _get_ci(durable, "azureStorageConnectionStringName")
-            or DEFAULT_SETTING
-        )
-        url = f"azure:{setting}"
+        url = f"azure:{storage.connection_name or DEFAULT_SETTING}"
     if not is_azure_url(url):
         return url
     base, options = _options(url)
     options.setdefault("hub", hub_name)
-    for option, key in _PROVIDER_OPTIONS:
-        value = _get_ci(provider, key)
-        if option not in options and value is not None:
-            options[option] = str(value) if option == "partitions" else _seconds(key, value)
+    durations = (
+        ("control_timeout", storage.control_queue_visibility_timeout),
+        ("workitem_timeout", storage.work_item_queue_visibility_timeout),
+        ("max_poll", storage.max_queue_polling_interval),
+    )
+    try:
+        if "partitions" not in options and storage.partition_count is not None:
+            options["partitions"] = str(valid(storage.partition_count))
+        for option, duration in durations:
+            if option not in options and duration is not None:
+                options[option] = f"{valid(duration).total_seconds():g}"
+    except SettingsError as exc:
+        raise StoreError(str(exc)) from None
     return f"{base}?{urlencode(options)}"

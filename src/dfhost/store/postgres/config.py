@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from dfhost.config import SettingsError, StorageProvider, valid
 from dfhost.store import StoreError
-
-# The same lookup and TimeSpan rules as the Azure Storage provider's settings, so host.json
-# durations read alike whichever task hub an app uses.
-from dfhost.store.azure.config import _get_ci, _seconds
 
 __all__ = [
     "DEFAULT_HUB",
     "DEFAULT_TAKEOVER",
-    "TAKEOVER_SETTING",
     "HubUrl",
     "is_postgres_url",
     "parse_hub_url",
@@ -33,10 +27,9 @@ __all__ = [
 
 DEFAULT_HUB = "TestHubName"
 DEFAULT_TAKEOVER = timedelta(seconds=30)
-TAKEOVER_SETTING = "taskEventLockTimeout"
-"""host.json `extensions.durableTask.storageProvider` key for the takeover window: the MSSQL
-provider's name for how long a crashed worker's work stays locked (its default is 2 minutes;
-ours is 30 s, since our heartbeats tell a live host from a dead one)."""
+"""How long a crashed host's work stays locked; host.json `storageProvider.taskEventLockTimeout`
+sets it (the MSSQL provider's name and setting, whose default is 2 minutes: ours is 30 s, since
+our heartbeats tell a live host from a dead one)."""
 _OWN_OPTIONS = ("hub", "takeover")
 _HUB_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,44}$")
 
@@ -99,7 +92,7 @@ def parse_hub_url(url: str) -> HubUrl:
     return HubUrl(parts, hub, takeover, libpq, frozenset(seen))
 
 
-def url_for_app(url: str, hub_name: str, host_json: Mapping[str, Any]) -> str:
+def url_for_app(url: str, hub_name: str, storage: StorageProvider) -> str:
     """`url` with the app's hub name and host.json takeover window for the options it does not
     give itself (the URL wins). Other URLs are returned as they are."""
     if not is_postgres_url(url):
@@ -108,29 +101,17 @@ def url_for_app(url: str, hub_name: str, host_json: Mapping[str, Any]) -> str:
     added: list[tuple[str, str]] = []
     if "hub" not in parsed.given:
         added.append(("hub", hub_name))
-    if "takeover" not in parsed.given and (window := _host_json_takeover(host_json)) is not None:
-        added.append(("takeover", window))
+    if "takeover" not in parsed.given and storage.task_event_lock_timeout is not None:
+        try:
+            window = valid(storage.task_event_lock_timeout)
+        except SettingsError as exc:
+            raise StoreError(str(exc)) from None
+        added.append(("takeover", f"{window.total_seconds():g}"))
     if not added:
         return url
     # Appended, so the URL's own parameters keep their spelling (libpq reads `+` literally).
     query = "&".join(part for part in (parsed.parts.query, urlencode(added)) if part)
     return urlunsplit(parsed.parts._replace(query=query))
-
-
-def _host_json_takeover(host_json: Mapping[str, Any]) -> str | None:
-    durable = _get_ci(_get_ci(host_json, "extensions"), "durableTask")
-    if durable is None:  # Functions 1.x puts it at the root
-        durable = _get_ci(host_json, "durableTask")
-    raw = _get_ci(_get_ci(durable, "storageProvider"), TAKEOVER_SETTING)
-    if raw is None:
-        return None
-    seconds = _seconds(TAKEOVER_SETTING, raw)
-    if _positive_seconds(seconds) is None:
-        raise StoreError(
-            f"host.json storageProvider.{TAKEOVER_SETTING} {raw!r} must be a positive duration "
-            "like 00:00:30"
-        )
-    return seconds
 
 
 def _positive_seconds(text: str) -> float | None:
