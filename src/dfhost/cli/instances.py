@@ -30,7 +30,7 @@ from dfhost.client import (
     UnknownOrchestratorError,
     validate_instance_id,
 )
-from dfhost.history import Instance, OrchestrationStatus, parse_time
+from dfhost.history import Instance, parse_statuses, parse_time
 from dfhost.runtime.retention import (
     EnsureSpec,
     OpsConfigError,
@@ -411,15 +411,10 @@ _COMMANDS: dict[str, Command] = {
 
 
 def _query(args: argparse.Namespace) -> InstanceQuery:
-    by_name = {s.value.lower(): s for s in OrchestrationStatus}
-    statuses: list[OrchestrationStatus] = []
-    for text in args.status:
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            status = by_name.get(item.lower())
-            if status is None:
-                known = ", ".join(s.value for s in OrchestrationStatus)
-                raise CommandError(f"--status {item!r} is not one of: {known}")
-            statuses.append(status)
+    try:
+        statuses = parse_statuses(args.status, "--status")
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
     def time(option: str, value: str | None) -> Any:
         if value is None:
