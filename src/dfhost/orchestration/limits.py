@@ -18,27 +18,23 @@ host.json (defaults in brackets):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from dfhost.orchestration import replay
 
 __all__ = [
-    "FunctionTimeoutError",
     "Limits",
     "LimitsError",
     "PayloadTooLargeError",
     "check_payload",
     "episode_problem",
-    "within",
 ]
 
 log = logging.getLogger("dfhost")
-T = TypeVar("T")
 
 DEFAULT_PAYLOAD_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ACTIONS = 100_000
@@ -62,10 +58,6 @@ class PayloadTooLargeError(ValueError):
             f"The {what} is {size:,} bytes, more than the limit of {limit:,} bytes (host.json "
             "extensions.durableTask.dfhost.limits.payloadBytes)."
         )
-
-
-class FunctionTimeoutError(TimeoutError):
-    """A function ran longer than `functionTimeout`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,22 +102,6 @@ class Limits:
         except LimitsError as exc:
             log.error("dfhost: %s; using the default limits", exc)
             return cls()
-
-
-async def within(seconds: float | None, call: Awaitable[T], what: str) -> T:
-    """Await `call`, raising `FunctionTimeoutError` after `seconds` (None: no limit)."""
-    if seconds is None:
-        return await call
-    timeout = asyncio.timeout(seconds)
-    try:
-        async with timeout:
-            return await call
-    except TimeoutError:
-        if not timeout.expired():
-            raise  # the function's own TimeoutError
-        raise FunctionTimeoutError(
-            f"{what} timed out after {seconds:g} s (host.json functionTimeout)"
-        ) from None
 
 
 def check_payload(text: str | None, what: str, limit: int) -> None:
