@@ -238,7 +238,7 @@ def test_an_orphan_is_reported_at_startup_then_terminated_and_purged(
 
 
 def test_commands_open_the_hub_dfhost_start_would(tmp_path: Path) -> None:
-    from dfhost.cli.instances import CommandError, command_store_url
+    from dfhost.cli.common import CommandError, command_store_url
 
     app = tmp_path / "app"
     app.mkdir()

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from dfhost.cli.instances import CommandError, command_store_url
+from dfhost.cli.common import CommandError, command_store_url, require_existing_hub
 from dfhost.history import OrchestrationStatus, format_time, utcnow
 from dfhost.store import HubSummary, StoreError, open_store
 
@@ -36,7 +36,7 @@ def run_status_command(args: argparse.Namespace, out: TextIO | None = None) -> i
     """Run a parsed `dfhost status`; returns the exit status (1 with one line on errors)."""
     try:
         url = command_store_url(Path(args.app), args.store)
-        _check_hub_exists(url, explicit=args.store is not None)
+        require_existing_hub(url, explicit=args.store is not None)
         summary, now = asyncio.run(_load(url))
     except (StoreError, ValueError, CommandError) as exc:
         print(f"dfhost: {exc}", file=sys.stderr)
@@ -48,18 +48,6 @@ def run_status_command(args: argparse.Namespace, out: TextIO | None = None) -> i
     )
     print(text, file=out or sys.stdout)
     return 0
-
-
-def _check_hub_exists(url: str, *, explicit: bool) -> None:
-    """Looking must not create an empty SQLite hub (a typo in --app or --store)."""
-    base = url.partition("?")[0]
-    if base.startswith("sqlite:///") and not base.endswith(":memory:"):
-        path = Path(base[len("sqlite:///") :])
-        if not path.exists():
-            hint = (
-                "check --store" if explicit else "run `dfhost start` there first, or pass --store"
-            )
-            raise StoreError(f"no task hub at {path} ({hint})")
 
 
 async def _load(url: str) -> tuple[HubSummary, datetime]:
