@@ -14,7 +14,16 @@ from dfhost.store import app_store_url, default_store_url
 if TYPE_CHECKING:
     from dfhost.app.loader import AppSettings
 
-__all__ = ["CommandError", "command_store_url", "require_existing_hub", "sqlite_file"]
+__all__ = [
+    "STORE_HELP",
+    "CommandError",
+    "command_store_url",
+    "require_existing_hub",
+    "sqlite_file",
+]
+
+STORE_HELP = "task hub URL (default: the one `dfhost start APP_DIR` uses)"
+"""`--store` of the commands that open an app's task hub."""
 
 
 class CommandError(Exception):

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dfhost.cli.common import CommandError, command_store_url, require_existing_hub
+from dfhost.cli.common import STORE_HELP, CommandError, command_store_url, require_existing_hub
 from dfhost.client import (
     DurableClient,
     InstanceExistsError,
@@ -125,9 +125,7 @@ def add_instances_command(commands: Any) -> None:
     common.add_argument(
         "--app", default=".", metavar="APP_DIR", help="the function app folder (default: .)"
     )
-    common.add_argument(
-        "--store", metavar="URL", help="task hub URL (default sqlite:///APP_DIR/.dfhost/...)"
-    )
+    common.add_argument("--store", metavar="URL", help=STORE_HELP)
     common.add_argument("--json", action="store_true", help="print the HTTP API's JSON")
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument(

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from dfhost.cli.common import CommandError, command_store_url, require_existing_hub
+from dfhost.cli.common import STORE_HELP, CommandError, command_store_url, require_existing_hub
 from dfhost.history import OrchestrationStatus, format_time, utcnow
 from dfhost.store import HubSummary, StoreError, open_store
 
@@ -26,9 +26,7 @@ def add_status_command(commands: Any) -> None:
     status.add_argument(
         "--app", default=".", metavar="APP_DIR", help="the function app folder (default: .)"
     )
-    status.add_argument(
-        "--store", metavar="URL", help="task hub URL (default sqlite:///APP_DIR/.dfhost/...)"
-    )
+    status.add_argument("--store", metavar="URL", help=STORE_HELP)
     status.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
