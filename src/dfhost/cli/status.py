@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from dfhost.cli.common import STORE_HELP, CommandError, command_store_url, require_existing_hub
 from dfhost.history import OrchestrationStatus, format_time, utcnow
-from dfhost.store import HubSummary, StoreError, open_store
+from dfhost.store import HubSummary, StoreError, open_store, redact_url
 
 __all__ = ["add_status_command", "render", "run_status_command", "summary_json"]
 
@@ -79,7 +79,7 @@ def render(summary: HubSummary, now: datetime, url: str) -> str:
     for (name, status), count in summary.instances.items():
         totals[status] += count
         by_name.setdefault(name, {})[status] = count
-    lines = [f"Task hub   {_redact(url)}", ""]
+    lines = [f"Task hub   {redact_url(url)}", ""]
     shown = [s for s in _ORDER if totals[s]]
     lines.append(f"Instances  {sum(totals.values())}")
     if shown:
@@ -122,15 +122,6 @@ def summary_json(summary: HubSummary, now: datetime) -> dict[str, Any]:
         "nextTimer": None if summary.next_timer is None else format_time(summary.next_timer),
         "liveHosts": summary.live_hosts,
     }
-
-
-def _redact(url: str) -> str:
-    """The URL without a password."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def _ago(when: datetime | None, now: datetime) -> str:
