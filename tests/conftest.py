@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dfhost.store import Store, open_store
+from dfhost.store import Store, open_store, redact_url
 
 BACKENDS = ("sqlite", "postgres", "azure")
 DEFAULT_BACKENDS = ("sqlite", "postgres", "azure")
@@ -74,8 +74,8 @@ def postgres_database() -> Iterator[str]:
         problem = " ".join(str(exc).split())
     if problem is not None:
         pytest.fail(
-            f"PostgreSQL at {POSTGRES_ADMIN_URL} can't be reached ({problem}); run the tests "
-            "with scripts/test (it starts a throwaway server when none answers), point "
+            f"PostgreSQL at {redact_url(POSTGRES_ADMIN_URL)} can't be reached ({problem}); run "
+            "the tests with scripts/test (it starts a throwaway server when none answers), point "
             "DFHOST_TEST_POSTGRES at one, or run with --backend=sqlite",
             pytrace=False,
         )

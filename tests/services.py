@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from dfhost.store import redact_url
+
 REPO = Path(__file__).resolve().parents[1]
 NAME = "scripts/test"
 POSTGRES_SETTING = "DFHOST_TEST_POSTGRES"
@@ -369,10 +371,13 @@ def postgres(env: dict[str, str]) -> Iterator[str]:
             local = stack.enter_context(throwaway_postgres(binaries))
         except Unavailable as exc:
             raise Unavailable(
-                f"PostgreSQL: nothing answers at {url} ({problem}) and no throwaway server "
-                f"could be started: {exc}"
+                f"PostgreSQL: nothing answers at {redact_url(url)} ({problem}) and no throwaway "
+                f"server could be started: {exc}"
             ) from None
-        say(f"PostgreSQL: nothing answers at {url}; a throwaway server runs at {local}")
+        say(
+            f"PostgreSQL: nothing answers at {redact_url(url)}; a throwaway server runs at "
+            f"{redact_url(local)}"
+        )
         say(f"PostgreSQL: its binaries: {binaries.source}")
         env[POSTGRES_SETTING] = local
         yield local

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "Instance",
     "OrchestrationStatus",
     "format_time",
+    "parse_statuses",
     "parse_time",
     "utcnow",
 ]
@@ -76,6 +78,23 @@ TERMINAL_STATUSES = frozenset(
         OrchestrationStatus.TERMINATED,
     }
 )
+
+
+def parse_statuses(texts: Iterable[str], field: str) -> tuple[OrchestrationStatus, ...]:
+    """Status filters as the management API's `runtimeStatus`, the dashboard's `status` and the
+    CLI's `--status` take them: comma-separated names in any case, blanks skipped, repeats kept
+    once, in order. An unknown name is a ValueError naming `field` and the known statuses, so
+    that a typo is reported instead of silently matching nothing."""
+    by_name = {s.value.lower(): s for s in OrchestrationStatus}
+    found: dict[OrchestrationStatus, None] = {}
+    for text in texts:
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            status = by_name.get(item.lower())
+            if status is None:
+                known = ", ".join(s.value for s in OrchestrationStatus)
+                raise ValueError(f"{field} '{item}' is not one of: {known}")
+            found[status] = None
+    return tuple(found)
 
 
 def utcnow() -> datetime:

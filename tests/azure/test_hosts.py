@@ -3,7 +3,6 @@ two hosts sharing one task hub, and a host killed mid-run."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -17,9 +16,10 @@ from dfhost.client import DurableClient
 from dfhost.store import Store, open_store
 from tests.azure.conftest import HUB_OVERRIDE, PROVIDER_OVERRIDE
 from tests.azurite import store_url
-from tests.e2e.harness import APPS, EXAMPLE_APP, HostProcess, finished, wait_until
+from tests.e2e.harness import APPS, EXAMPLE_APP, HostProcess, finished
 from tests.multihost.conftest import APP as SHARED_APP
 from tests.multihost.ledger import assert_recorded_once, runs, start_many, wait_all_finished
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -39,13 +39,6 @@ async def client_store(hub: str) -> AsyncIterator[Store]:
         await store.close()
 
 
-def _output(process: HostProcess):  # type: ignore[no-untyped-def]
-    async def probe() -> str:
-        return process.output
-
-    return probe
-
-
 async def test_the_example_loop_on_azurite(
     tmp_path: Path, host_env: dict[str, str], sdk_session: None
 ) -> None:
@@ -63,7 +56,9 @@ async def test_the_example_loop_on_azurite(
                     "/api/orchestrators/durable-orchestrator", json={"interval_seconds": 1}
                 )
             ).json()
-            await wait_until(_output(example), lambda out: out.count("working on ") >= 3, 60)
+            await eventually(
+                lambda: example.output, lambda out: out.count("working on ") >= 3, timeout=60
+            )
             status = (
                 await http.get(body["statusQueryGetUri"], params={"showHistory": "true"})
             ).json()
@@ -100,7 +95,7 @@ async def test_two_hosts_share_one_task_hub(hub: str, host_env: dict[str, str]) 
     try:
         second = host(SHARED_APP, host_env).start(60)
         # The first host owned every partition; it hands half back to the second.
-        await wait_until(_output(second), lambda out: "owns partitions" in out, 30)
+        await eventually(lambda: second.output, lambda out: "owns partitions" in out, timeout=30)
         specs = [("chain", f"c{i}", {"start": i, "steps": 3}) for i in range(12)]
         specs += [("fanout", f"f{i}", {"width": 10}) for i in range(2)]
         async with client_store(hub) as store:
@@ -136,7 +131,7 @@ async def test_a_host_killed_mid_run_is_recovered(
         blocked = await client.start_new("blocked", None, "release")
         fanned = await client.start_new("fanout", None, 20)
         started = state / "release.started"
-        await wait_until(_exists(started), bool, 60)
+        await eventually(started.exists, timeout=60)
         first_pid = int(started.read_text())
         first.kill()
     finally:
@@ -157,11 +152,3 @@ async def test_a_host_killed_mid_run_is_recovered(
         assert status.output == sum(2 * i for i in range(20))
     finally:
         second.stop()
-
-
-def _exists(path: Path):  # type: ignore[no-untyped-def]
-    async def probe() -> bool:
-        await asyncio.sleep(0)
-        return path.exists()
-
-    return probe

@@ -4,7 +4,6 @@ once, big payloads go through blobs, and hubs do not see each other."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -19,7 +18,7 @@ from dfhost.store.azure.codec import partition_of
 from dfhost.work import EpisodeOutcome, Message
 from tests.azurite import store_url
 from tests.contract.test_store import T0, claim, claim_one, event, outcome, raised, start
-from tests.e2e.harness import wait_until
+from tests.waiting import eventually
 
 Status = OrchestrationStatus
 
@@ -42,12 +41,8 @@ async def opened(hub: str, options: str = "") -> AsyncIterator[Any]:
         await store.close()
 
 
-def owned(store: Any) -> Callable[[], Any]:
-    async def probe() -> int:
-        await asyncio.sleep(0)
-        return len(store.partitions.claimable())
-
-    return probe
+def owned(store: Any) -> Callable[[], int]:
+    return lambda: len(store.partitions.claimable())
 
 
 async def test_hosts_share_the_partitions_and_take_over_when_one_leaves(
@@ -58,10 +53,10 @@ async def test_hosts_share_the_partitions_and_take_over_when_one_leaves(
         assert len(first.partitions.claimable()) == 4
         async with opened(hub) as second:
             await second.open_host("second", utcnow())
-            await wait_until(owned(second), lambda n: n == 2, 10)
-            await wait_until(owned(first), lambda n: n == 2, 10)
+            await eventually(owned(second), lambda n: n == 2, timeout=10)
+            await eventually(owned(first), lambda n: n == 2, timeout=10)
         # The second closed: it handed its partitions back, and the first takes them.
-        await wait_until(owned(first), lambda n: n == 4, 10)
+        await eventually(owned(first), lambda n: n == 4, timeout=10)
 
 
 async def test_a_host_that_lost_its_partition_commits_nothing(
@@ -76,12 +71,10 @@ async def test_a_host_that_lost_its_partition_commits_nothing(
         blob = store.account.leases.get_blob_client(f"control-{partition:02d}")
         await BlobLeaseClient(blob).break_lease(lease_break_period=0)
 
-        async def tenure_now() -> int | None:
-            await asyncio.sleep(0)
-            return store.partitions.tenure(partition)
-
         # It notices at its next renewal (and may well take the free partition again).
-        await wait_until(tenure_now, lambda t: t != tenure, 10)
+        await eventually(
+            lambda: store.partitions.tenure(partition), lambda t: t != tenure, timeout=10
+        )
         with pytest.raises(LeaseLostError):
             await store.commit_episode("host-a", work, outcome(work, Status.COMPLETED))
         instance = await store.get_instance("a")
@@ -110,7 +103,7 @@ async def test_a_message_redelivered_after_a_crash_is_processed_once(
         assert list(store.inbox) == []
 
         # It reappears after its 5 s visibility timeout; the row lists it as consumed.
-        await wait_until(lambda: redelivered(store), bool, 20)
+        await eventually(lambda: redelivered(store), timeout=20)
         assert await claim(store, now=T0) == []
         assert [e for e in await store.get_history("a") if e.type is EventType.EVENT_RAISED] == [
             raised("once")

@@ -9,9 +9,7 @@ A browser that cannot start fails the test: it is how the dashboard is verified.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.harness import APPS, REPO, HostProcess
+from tests.waiting import eventually
 
 from .cdp import BrowserError, Chromium
 
@@ -79,17 +78,6 @@ async def status_of(api: httpx.AsyncClient, instance_id: str) -> str:
     return str(response.json()["runtimeStatus"])
 
 
-async def until(probe: object, expected: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await probe()  # type: ignore[operator]
-        if last == expected:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"expected {expected!r}, last saw {last!r}")
-
-
 async def test_browse_filter_follow_and_terminate_in_chromium(
     host: HostProcess, browser: Chromium, artifacts: Path
 ) -> None:
@@ -101,9 +89,18 @@ async def test_browse_filter_follow_and_terminate_in_chromium(
         await start(api, "waiter", "hold-2")
         await start(api, "approval", "approval-1", '{"timeout": 600}')
         for done, status in (("chain-1", "Completed"), ("failing-1", "Failed")):
-            await until(lambda done=done: status_of(api, done), status)
-        await until(lambda: status_of(api, "parent-1"), "Completed")
-        await until(lambda: status_of(api, "hold-2"), "Running")
+            await eventually(
+                lambda done=done: status_of(api, done),
+                lambda found, status=status: found == status,
+                timeout=20,
+                interval=0.1,
+            )
+        await eventually(
+            lambda: status_of(api, "parent-1"), lambda s: s == "Completed", timeout=20, interval=0.1
+        )
+        await eventually(
+            lambda: status_of(api, "hold-2"), lambda s: s == "Running", timeout=20, interval=0.1
+        )
 
         page = await browser.new_page()
         # The list, after real orchestrations ran.
@@ -149,7 +146,9 @@ async def test_browse_filter_follow_and_terminate_in_chromium(
         assert page.dialogs == ["Terminate hold-1?"]
         assert "Terminate requested for 'hold-1'." in await page.text(".flash")
         assert "flash=" not in await page.url()  # the message is not part of the address
-        await until(lambda: status_of(api, "hold-1"), "Terminated")
+        await eventually(
+            lambda: status_of(api, "hold-1"), lambda s: s == "Terminated", timeout=20, interval=0.1
+        )
         await page.goto(f"{host.origin}/dashboard/instance?id=hold-1")
         assert await page.text("#status") == "Terminated"
         assert '"from the UI"' in await page.text("main")

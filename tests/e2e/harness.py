@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -10,14 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import azure.durable_functions as df
 
 from dfhost import wire
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_APP = REPO / "examples" / "eternal_timer"
@@ -118,26 +116,12 @@ class HostProcess:
         return self.proc.returncode
 
 
-async def wait_until(
-    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], timeout: float = 20.0
-) -> T:
-    """Poll `probe` until `accept` holds; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.05)
-
-
 async def finished(client: Any, instance_id: str, timeout: float = 20.0) -> Any:
     """The status of `instance_id` once it is no longer Pending/Running."""
-    return await wait_until(
+    return await eventually(
         lambda: client.get_status(instance_id),
         lambda s: (
             bool(s) and s.runtime_status.value not in ("Pending", "Running", "ContinuedAsNew")
         ),
-        timeout,
+        timeout=timeout,
     )

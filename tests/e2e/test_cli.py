@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from dfhost import __version__
-from tests.e2e.harness import APPS, HostProcess, finished, wait_until
+from tests.e2e.harness import APPS, HostProcess, finished
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -90,9 +91,9 @@ async def test_two_hosts_share_one_sqlite_hub_and_a_survivor_takes_over(
         # (The second host first, so that its start-up claim cannot race the first host.)
         client = second.client("E2EHub")
         on_second = await client.start_new("blocked", None, "b")
-        await wait_until(_exists(state / "b.started"), bool)
+        await eventually((state / "b.started").exists, timeout=20)
         on_first = await first.client("E2EHub").start_new("blocked", None, "a")
-        await wait_until(_exists(state / "a.started"), bool)
+        await eventually((state / "a.started").exists, timeout=20)
         for name, host in (("a", first), ("b", second)):
             assert host.proc is not None
             assert int((state / f"{name}.started").read_text()) == host.proc.pid
@@ -113,10 +114,3 @@ async def test_two_hosts_share_one_sqlite_hub_and_a_survivor_takes_over(
     finally:
         first.stop()
         second.stop()
-
-
-def _exists(path: Path):  # type: ignore[no-untyped-def]
-    async def probe() -> bool:
-        return path.exists()
-
-    return probe

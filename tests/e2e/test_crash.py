@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import APPS, HostProcess, finished, wait_until
+from tests.e2e.harness import APPS, HostProcess, finished
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +25,7 @@ async def test_sigkill_mid_activity_then_restart_completes(
         client = first.client("E2EHub")
         iid = await client.start_new("blocked", None, "release")
         started = state / "release.started"
-        await wait_until(_exists(started), bool)
+        await eventually(started.exists, timeout=20)
         first_pid = int(started.read_text())
         first.kill()
     finally:
@@ -44,10 +45,3 @@ async def test_sigkill_mid_activity_then_restart_completes(
         assert int(started.read_text()) != os.getpid()
     finally:
         second.stop()
-
-
-def _exists(path: Path):  # type: ignore[no-untyped-def]
-    async def probe() -> bool:
-        return path.exists()
-
-    return probe

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.harness import EXAMPLE_APP, HostProcess, wait_until
+from tests.e2e.harness import EXAMPLE_APP, HostProcess
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -34,14 +35,15 @@ async def test_the_quick_start_loops_on_exact_timers(example_host: HostProcess) 
         body = response.json()
         for key in ("id", "statusQueryGetUri", "sendEventPostUri", "terminatePostUri"):
             assert key in body
-        status = await wait_until(
+        status = await eventually(
             lambda: http.get(body["statusQueryGetUri"]),
             lambda r: r.json()["runtimeStatus"] == "Running",
+            timeout=20,
         )
         assert status.status_code == 202
         # Three cycles: each the activity, then a 1-second durable timer, then continue_as_new.
-        await wait_until(
-            _async(lambda: example_host.output),
+        await eventually(
+            lambda: example_host.output,
             lambda out: out.count("working on cleanup") >= 3,
             timeout=30,
         )
@@ -58,10 +60,3 @@ async def test_the_quick_start_loops_on_exact_timers(example_host: HostProcess) 
     assert final["runtimeStatus"] == "Running"
     events = [e["EventType"] for e in final["historyEvents"]]
     assert events.count("ExecutionStarted") == 1
-
-
-def _async(fn):  # type: ignore[no-untyped-def]
-    async def probe():  # type: ignore[no-untyped-def]
-        return fn()
-
-    return probe

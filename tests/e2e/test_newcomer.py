@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.harness import APPS, EXAMPLE_APP, HostProcess, wait_until
+from tests.e2e.harness import APPS, EXAMPLE_APP, HostProcess
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -117,7 +118,7 @@ async def _start_loop(host: HostProcess) -> str:
         response = await http.post("/api/orchestrators/durable-orchestrator")
     assert response.status_code == 202
     iid: str = response.json()["id"]
-    await wait_until(_output(host), lambda out: "working on cleanup" in out)
+    await eventually(lambda: host.output, lambda out: "working on cleanup" in out, timeout=20)
     return iid
 
 
@@ -148,7 +149,9 @@ async def test_a_second_ctrl_c_stops_at_once_and_the_activity_runs_again(
     await _start_loop(example)
     assert example.proc is not None
     example.proc.send_signal(signal.SIGINT)
-    await wait_until(_output(example), lambda out: "Ctrl-C again to stop now" in out)
+    await eventually(
+        lambda: example.output, lambda out: "Ctrl-C again to stop now" in out, timeout=20
+    )
     example.proc.send_signal(signal.SIGINT)
     assert example.proc.wait(10) == 128 + signal.SIGINT
     example.stop()
@@ -156,7 +159,7 @@ async def test_a_second_ctrl_c_stops_at_once_and_the_activity_runs_again(
     # At least once: the next host on the hub runs the interrupted activity again.
     again = HostProcess(EXAMPLE_APP, example.store_url, {"WORK_SECONDS": "0"}).start()
     try:
-        await wait_until(_output(again), lambda out: "working on cleanup" in out)
+        await eventually(lambda: again.output, lambda out: "working on cleanup" in out, timeout=20)
     finally:
         again.stop()
 
@@ -178,17 +181,14 @@ async def test_terminate_suspend_resume_and_purge_each_log_one_line(
             ):
                 assert (await http.post(f"{base}/{action}")).status_code == 202
                 expected = f"dfhost: durable-orchestrator ({iid}) {line}"
-                await wait_until(_output(host), lambda out, e=expected: e in out)
+                await eventually(lambda: host.output, lambda out, e=expected: e in out, timeout=20)
             assert (await http.delete(base)).status_code == 200
-            await wait_until(_output(host), lambda out: f"dfhost: purged instance {iid}" in out)
+            await eventually(
+                lambda: host.output,
+                lambda out: f"dfhost: purged instance {iid}" in out,
+                timeout=20,
+            )
     finally:
         host.stop()
     for line in ("suspended", "resumed", "terminated", "purged instance"):
         assert sum(line in x for x in host.lines if x.startswith("[")) == 1, line
-
-
-def _output(process: HostProcess):  # type: ignore[no-untyped-def]
-    async def probe() -> str:
-        return process.output
-
-    return probe

@@ -7,7 +7,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.harness import HostProcess, finished, wait_until
+from tests.e2e.harness import HostProcess, finished
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 HUB = "E2EHub"
@@ -35,8 +36,8 @@ async def test_http_starter_returns_check_status_urls(e2e_host: HostProcess) -> 
         body = response.json()
         assert response.headers["location"] == body["statusQueryGetUri"]
         assert body["statusQueryGetUri"].startswith(e2e_host.origin)
-        status = await wait_until(
-            lambda: http.get(body["statusQueryGetUri"]), lambda r: r.status_code == 200
+        status = await eventually(
+            lambda: http.get(body["statusQueryGetUri"]), lambda r: r.status_code == 200, timeout=20
         )
         assert status.json()["output"] == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
 
@@ -56,7 +57,9 @@ async def test_human_interaction_event_via_send_event_uri(e2e_host: HostProcess)
 async def test_raise_event_through_sdk_client(e2e_host: HostProcess) -> None:
     client = e2e_host.client(HUB)
     iid = await client.start_new("waiter")
-    await wait_until(lambda: client.get_status(iid), lambda s: s.runtime_status.value == "Running")
+    await eventually(
+        lambda: client.get_status(iid), lambda s: s.runtime_status.value == "Running", timeout=20
+    )
     await client.raise_event(iid, "Go", "green")
     status = await finished(client, iid)
     # As with the real extension, the SDK client double-encodes event data, so the
@@ -96,7 +99,9 @@ async def test_failure_and_caught_failure(e2e_host: HostProcess) -> None:
 async def test_terminate(e2e_host: HostProcess) -> None:
     client = e2e_host.client(HUB)
     iid = await client.start_new("waiter")
-    await wait_until(lambda: client.get_status(iid), lambda s: s.runtime_status.value == "Running")
+    await eventually(
+        lambda: client.get_status(iid), lambda s: s.runtime_status.value == "Running", timeout=20
+    )
     await client.terminate(iid, "enough")
     status = await finished(client, iid)
     assert status.runtime_status.value == "Terminated"
@@ -139,8 +144,10 @@ async def test_status_codes(e2e_host: HostProcess) -> None:
     done = await client.start_new("chain")
     await finished(client, done)
     running = await client.start_new("waiter")
-    await wait_until(
-        lambda: client.get_status(running), lambda s: s.runtime_status.value == "Running"
+    await eventually(
+        lambda: client.get_status(running),
+        lambda s: s.runtime_status.value == "Running",
+        timeout=20,
     )
     api = "/runtime/webhooks/durabletask"
     async with httpx.AsyncClient(base_url=e2e_host.origin) as http:

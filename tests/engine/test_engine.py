@@ -23,7 +23,8 @@ from dfhost.logs import configure_console
 from dfhost.runtime.engine import Engine
 from dfhost.store import Store, StoreError, open_store
 from dfhost.work import Message
-from tests.e2e.harness import APPS, wait_until
+from tests.e2e.harness import APPS
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +122,11 @@ async def test_malformed_history_row_fails_the_instance(
 ) -> None:
     _, client = hub
     iid = await client.start_new("waiter")
-    running = await _wait_status(client, iid, OrchestrationStatus.RUNNING)
-    assert running
+    await eventually(
+        lambda: client.get_status(iid),
+        lambda s: s is not None and s.status is OrchestrationStatus.RUNNING,
+        timeout=4,
+    )
     with sqlite3.connect(tmp_path / "hub.sqlite3") as db:
         db.execute("UPDATE history SET event = '{broken' WHERE instance_id = ? AND seq = 1", (iid,))
     assert await client.raise_event(iid, "Go", '"now"') == "sent"
@@ -151,19 +155,6 @@ async def test_replayed_orchestrator_logs_are_dropped(hub: tuple[Store, DurableC
     executing = [line for line in lines if "Executing 'Functions.chatty'" in line]
     executed = [line for line in lines if "Executed 'Functions.chatty' (Succeeded" in line]
     assert len(executing) == len(executed) == 3
-
-
-async def _wait_status(
-    client: DurableClient, iid: str, wanted: OrchestrationStatus
-) -> Instance | None:
-    import asyncio
-
-    for _ in range(200):
-        status = await client.get_status(iid)
-        if status is not None and status.status is wanted:
-            return status
-        await asyncio.sleep(0.02)
-    return None
 
 
 class _NullStream:
@@ -276,7 +267,7 @@ async def test_an_event_for_a_held_instance_does_not_wait_for_its_activity(
     async def activity_started() -> bool:  # then the hold began
         return started.exists()
 
-    await wait_until(activity_started, bool, timeout=10)
+    await eventually(activity_started, timeout=10)
     try:
         await client.raise_event(iid, "Go", '"now"')
         status = await client.wait_for_completion(iid, timeout=10)
@@ -334,9 +325,10 @@ async def test_a_message_that_comes_due_during_a_slow_claim_is_not_lost(
     queued (a timer, or an instance whose lease ended) would wait for an unrelated wake-up."""
     store, client = hub
     iid = await client.start_new("waiter")
-    await wait_until(
+    await eventually(
         lambda: client.get_status(iid),
         lambda s: s is not None and s.status is OrchestrationStatus.RUNNING,
+        timeout=20,
     )
     claim = store.claim_episodes
 

@@ -25,7 +25,7 @@ from dfhost.runtime import durable_http
 from dfhost.runtime.engine import Engine
 from dfhost.store import open_store
 from dfhost.work import ActivityTask
-from tests.web.conftest import eventually
+from tests.waiting import eventually
 
 from .conftest import pytestmark  # noqa: F401 - the module's warning filter
 

@@ -14,7 +14,8 @@ import azure.durable_functions as df
 
 from dfhost.history import EventType, OrchestrationStatus
 from dfhost.logs import configure_console
-from tests.web.conftest import BASE, asgi, eventually
+from tests.waiting import eventually
+from tests.web.conftest import BASE, asgi
 
 from .conftest import Live, pytestmark  # noqa: F401 - the module's warning filter
 
@@ -25,10 +26,7 @@ async def entity_state(live: Live, path: str) -> tuple[int, Any]:
 
 
 async def state_becomes(live: Live, path: str, expected: Any) -> None:
-    async def reached() -> bool:
-        return await entity_state(live, path) == (200, expected)
-
-    await eventually(reached)
+    await eventually(lambda: entity_state(live, path), lambda found: found == (200, expected))
 
 
 async def test_a_counter_through_the_management_api(live: Live) -> None:
@@ -64,11 +62,10 @@ async def test_a_counter_through_the_sdk_client_and_the_client_binding(live: Liv
     await live.sdk.signal_entity(counter, "add", 0)  # the SDK sends no body for falsy input
     await live.sdk.signal_entity(df.EntityId("counter", "k3"), "add", 1)
 
-    async def reached() -> bool:
-        state = await live.sdk.read_entity_state(counter)
-        return state.entity_exists and state.entity_state == 8
-
-    await eventually(reached)
+    await eventually(
+        lambda: live.sdk.read_entity_state(counter),
+        lambda state: state.entity_exists and state.entity_state == 8,
+    )
     missing = await live.sdk.read_entity_state(df.EntityId("Counter", "none"))
     assert (missing.entity_exists, missing.entity_state) == (False, None)
 
@@ -104,10 +101,7 @@ async def test_deleting_an_entity(live_v2: Live) -> None:
     await state_becomes(live, "counter/gone", 1)
     assert (await live.http.delete(f"{live.api}/entities/counter/gone")).status_code == 202
 
-    async def deleted() -> bool:
-        return (await entity_state(live, "counter/gone"))[0] == 404
-
-    await eventually(deleted)
+    await eventually(lambda: entity_state(live, "counter/gone"), lambda found: found[0] == 404)
     assert (await live.http.get(f"{live.api}/entities/counter")).json() == []
     missing = await live.sdk.read_entity_state(df.EntityId("Counter", "gone"))
     assert missing.entity_exists is False

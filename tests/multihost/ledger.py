@@ -12,6 +12,7 @@ from pathlib import Path
 from dfhost.client import DurableClient
 from dfhost.history import EventType, OrchestrationStatus
 from dfhost.store import InstanceQuery, Store
+from tests.waiting import eventually
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,20 @@ async def wait_all_finished(store: Store, count: int, timeout: float) -> float:
     """Poll until `count` instances are Completed; fail at once if any Failed. Returns the
     seconds it took."""
     began = time.monotonic()
-    completed = 0
-    while time.monotonic() - began < timeout:
+
+    async def completed() -> int:
         failed = await store.count_instances(InstanceQuery(statuses=[OrchestrationStatus.FAILED]))
         assert failed == 0, f"{failed} instances failed"
-        completed = await store.count_instances(
-            InstanceQuery(statuses=[OrchestrationStatus.COMPLETED])
-        )
-        if completed == count:
-            return time.monotonic() - began
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"only {completed} of {count} instances completed within {timeout} s")
+        return await store.count_instances(InstanceQuery(statuses=[OrchestrationStatus.COMPLETED]))
+
+    await eventually(
+        completed,
+        lambda done: done == count,
+        timeout=timeout,
+        interval=0.2,
+        what=f"{count} instances completed",
+    )
+    return time.monotonic() - began
 
 
 async def assert_recorded_once(store: Store, instance_ids: list[str]) -> None:

@@ -13,7 +13,7 @@ from datetime import timedelta
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.store import LeaseLostError, Store, open_store
 from dfhost.work import EpisodeOutcome, Message, StartRequest
-from tests.e2e.harness import wait_until
+from tests.waiting import eventually
 
 EVENTS = 80
 WORKERS = 8
@@ -69,7 +69,7 @@ async def test_interleaved_claims_never_commit_two_episodes_for_one_position(
     tasks = [asyncio.create_task(worker(stores[i % len(stores)], f"w{i}")) for i in range(WORKERS)]
     try:
         await producer()
-        await wait_until(
+        await eventually(
             lambda: client_store.get_history("hot"),
             lambda history: sum(e.type is EventType.EVENT_RAISED for e in history) == EVENTS,
             timeout=60,

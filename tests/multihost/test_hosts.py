@@ -19,7 +19,7 @@ import pytest
 from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
 from dfhost.store import Store
-from tests.e2e.harness import HostProcess, wait_until
+from tests.e2e.harness import HostProcess
 from tests.multihost.conftest import APP
 from tests.multihost.ledger import (
     assert_recorded_once,
@@ -29,6 +29,7 @@ from tests.multihost.ledger import (
     start_many,
     wait_all_finished,
 )
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -138,7 +139,7 @@ async def test_sigkill_one_of_two_hosts_the_other_takes_over_within_the_window(
                     return host
             return None
 
-        victim = await wait_until(busy_host, lambda host: host is not None, timeout=30)
+        victim = await eventually(busy_host, lambda host: host is not None, timeout=30)
         assert victim is not None and victim.proc is not None
         survivor = next(host for host in pair if host is not victim)
         victim.kill()
@@ -187,10 +188,7 @@ async def test_cut_database_connections_mid_run(
     async with hosts(2, hub_url, state_dir) as running:
         await start_many(DurableClient(client_store, app), specs)
 
-        async def activity_runs() -> int:
-            return len(runs(state_dir))
-
-        await wait_until(activity_runs, lambda count: count >= 40)  # mid-run
+        await eventually(lambda: len(runs(state_dir)), lambda count: count >= 40, timeout=20)
         conninfo: str = client_store.conninfo  # type: ignore[attr-defined]
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as admin:
             cur = await admin.execute(

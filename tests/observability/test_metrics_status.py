@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import logging
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ from dfhost.cli.main import main
 from dfhost.logs import Invocation, configure_console, invocation, set_host_id
 from dfhost.testing import TestHost
 from tests.observability.conftest import APP
+from tests.waiting import eventually
 
 
 async def scrape(host: TestHost) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -78,10 +78,11 @@ async def test_status_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         await host.client.start_new("chain", "s-chain")
         await host.wait("s-chain", timeout=10)
         await host.client.start_new("sleeper", "s-sleeper", 3600)
-        deadline = time.monotonic() + 10
-        while (await host.client.get_status("s-sleeper")).runtime_status.value != "Running":
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: host.client.get_status("s-sleeper"),
+            lambda status: status.runtime_status.value == "Running",
+            timeout=10,
+        )
 
     async def status(*args: str) -> int:  # the command runs its own event loop
         return await asyncio.to_thread(main, ["status", *args])

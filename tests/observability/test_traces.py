@@ -4,8 +4,6 @@ no duplicates although every episode replays the whole history, one trace per or
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -18,6 +16,7 @@ from dfhost import telemetry
 from dfhost.history import EventType
 from dfhost.testing import TestHost
 from tests.observability.conftest import APP, Recorder
+from tests.waiting import eventually
 
 START = "POST /runtime/webhooks/durabletask/orchestrators/{functionName}"
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -144,10 +143,12 @@ async def test_one_trace_across_two_hosts(recorder: Recorder, tmp_path: Any) -> 
     url = f"sqlite:///{tmp_path / 'hub.db'}"
     async with TestHost(APP, store_url=url, auto_advance=False) as first:
         await start(first, "sleeper", "x1", "3600")
-        deadline = time.monotonic() + 10
-        while not any(e.type is EventType.TIMER_CREATED for e in await first.history("x1")):
-            assert time.monotonic() < deadline, "the timer was never scheduled"
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: first.history("x1"),
+            lambda events: any(e.type is EventType.TIMER_CREATED for e in events),
+            timeout=10,
+            what="the timer scheduled",
+        )
     first_spans = recorder.spans()
     recorder.new_host()  # another process: it knows nothing of the instance's trace
     async with TestHost(APP, store_url=url, auto_advance=False) as second:

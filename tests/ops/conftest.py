@@ -3,13 +3,11 @@ engine running it, the management API in-process, and `dfhost start` with extra 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from dfhost.runtime.engine import Engine
 from dfhost.store import Store
 from dfhost.web import build_app
 from tests.e2e.harness import HostProcess
+from tests.waiting import eventually, eventually_blocking
 from tests.web.conftest import asgi
 
 OPS_APP = Path(__file__).resolve().parent / "apps" / "ops_app"
@@ -93,24 +92,15 @@ async def wait_status(
 ) -> Instance:
     """The instance once it is in one of `statuses` (any finished one, if none are given)."""
     wanted = set(statuses) or set(TERMINAL_STATUSES)
-    seen: Instance | None = None
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        seen = await client.get_status(instance_id)
-        if seen is not None and seen.status in wanted:
-            return seen
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{instance_id} never reached {sorted(wanted)}; last seen: {seen}")
-
-
-async def until(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
-    """Poll an async predicate until it returns something truthy; that value."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"condition not met within {within}s")
+    found = await eventually(
+        lambda: client.get_status(instance_id),
+        lambda seen: seen is not None and seen.status in wanted,
+        timeout=within,
+        interval=0.02,
+        what=f"{instance_id} in {sorted(wanted)}",
+    )
+    assert found is not None
+    return found
 
 
 def copy_ops_app(target: Path) -> Path:
@@ -133,6 +123,23 @@ class OpsHost(HostProcess):
     def start(self, timeout: float = 30.0) -> OpsHost:
         super().start(timeout)
         return self
+
+
+def status_of(host: OpsHost, instance_id: str, *, query: str = "") -> dict[str, Any]:
+    """The management API's status of `instance_id` from `host` ({} when there is none)."""
+    response = httpx.get(f"{host.origin}{BASE}/instances/{instance_id}{query}")
+    return response.json() if response.content else {}
+
+
+def wait_http(host: OpsHost, instance_id: str, status: str, within: float = 15.0) -> dict[str, Any]:
+    """`status_of` once its runtimeStatus is `status`."""
+    return eventually_blocking(
+        lambda: status_of(host, instance_id),
+        lambda body: body.get("runtimeStatus") == status,
+        timeout=within,
+        interval=0.02,
+        what=f"{instance_id} {status}",
+    )
 
 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from dfhost.cli.main import main
 from dfhost.store import open_store
 
-from .conftest import BASE, OPS_APP, OpsHost, copy_ops_app, run_cli
+from .conftest import BASE, OPS_APP, OpsHost, copy_ops_app, run_cli, status_of, wait_http
 
 pytestmark = pytest.mark.e2e
 
@@ -73,22 +72,6 @@ def host(hub_url: str, state: Path) -> Iterator[OpsHost]:
     yield running
     (state / "open-all").touch()
     running.stop()
-
-
-def status_of(host: OpsHost, instance_id: str, *, query: str = "") -> dict[str, Any]:
-    response = httpx.get(f"{host.origin}{BASE}/instances/{instance_id}{query}")
-    return response.json() if response.content else {}
-
-
-def wait_http(host: OpsHost, instance_id: str, status: str, within: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        body = status_of(host, instance_id)
-        if body.get("runtimeStatus") == status:
-            return body
-        time.sleep(0.02)
-    raise AssertionError(f"{instance_id} never became {status}; last: {body}")
 
 
 def test_every_command_against_a_running_host(cli: Cli, host: OpsHost, state: Path) -> None:
@@ -238,7 +221,7 @@ def test_an_orphan_is_reported_at_startup_then_terminated_and_purged(
 
 
 def test_commands_open_the_hub_dfhost_start_would(tmp_path: Path) -> None:
-    from dfhost.cli.instances import CommandError, command_store_url
+    from dfhost.cli.common import CommandError, command_store_url
 
     app = tmp_path / "app"
     app.mkdir()

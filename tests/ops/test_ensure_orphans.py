@@ -14,9 +14,10 @@ from dfhost.history import EventType, OrchestrationStatus, utcnow
 from dfhost.runtime.engine import Engine
 from dfhost.store import InstanceQuery, Store, open_store
 from dfhost.web import build_app
+from tests.waiting import eventually
 from tests.web.conftest import asgi
 
-from .conftest import BASE, SDK_ADVICE, copy_ops_app, load_ops_app, until, wait_status
+from .conftest import BASE, SDK_ADVICE, copy_ops_app, load_ops_app, wait_status
 
 pytestmark = pytest.mark.filterwarnings(SDK_ADVICE)
 Status = OrchestrationStatus
@@ -111,11 +112,11 @@ async def test_overdue_timers_are_reported_and_fire_at_startup(
             history = await client.get_history("sleepy")
             return any(e.type is EventType.TIMER_CREATED for e in history)
 
-        await until(timer_created)
+        await eventually(timer_created, timeout=15)
     finally:
         await engine.stop()
     # The host is down while the timer falls due.
-    await until(lambda: store.overdue_timers(utcnow(), 10))
+    await eventually(lambda: store.overdue_timers(utcnow(), 10), timeout=15)
 
     caplog.set_level(logging.INFO, logger="dfhost")
     engine = Engine(app, store)
@@ -128,7 +129,7 @@ async def test_overdue_timers_are_reported_and_fire_at_startup(
             history = await client.get_history("sleepy")
             return any(e.type is EventType.TIMER_FIRED for e in history)
 
-        await until(fired)
+        await eventually(fired, timeout=15)
         await client.raise_event("sleepy", "Go", '"now"')
         done = await wait_status(client, "sleepy", Status.COMPLETED)
         assert done.output == '{"timer": "fired", "event": "now"}'
@@ -161,14 +162,14 @@ async def test_rewind_of_an_orphan_is_refused(
     await engine.start()
     try:
         assert await DurableClient(store).rewind("lost", "try") == "sent"
-        await until(lambda: _logged(caplog, "cannot rewind lost"))
+        await eventually(lambda: _logged(caplog, "cannot rewind lost"), timeout=15)
         status = await client.get_status("lost")
         assert status is not None and status.status is Status.FAILED
     finally:
         await engine.stop()
 
 
-async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return any(text in r.getMessage() for r in caplog.records)
 
 

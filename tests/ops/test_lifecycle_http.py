@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from dfhost.history import EventType, OrchestrationStatus, utcnow
+from tests.waiting import eventually
 
-from .conftest import BASE, SDK_ADVICE, Hub, until, wait_status
+from .conftest import BASE, SDK_ADVICE, Hub, wait_status
 
 pytestmark = pytest.mark.filterwarnings(SDK_ADVICE)
 Status = OrchestrationStatus
@@ -36,7 +37,7 @@ async def test_suspend_keeps_events_and_due_timers_until_resume(
         events = await hub.client.get_history("napper")
         return any(e.type is EventType.TIMER_CREATED for e in events)
 
-    await until(timer_created)
+    await eventually(timer_created, timeout=15)
     assert (
         await http.post(f"{BASE}/instances/napper/suspend?reason=maintenance")
     ).status_code == 202
@@ -49,7 +50,7 @@ async def test_suspend_keeps_events_and_due_timers_until_resume(
 
     # The timer falls due while suspended; an unrelated orchestration that starts after that
     # completes (so the engine is awake and working) while the suspended one stays put.
-    await until(lambda: hub.store.overdue_timers(utcnow(), 10))
+    await eventually(lambda: hub.store.overdue_timers(utcnow(), 10), timeout=15)
     await start(http, "echo", "meanwhile", "x")
     await wait_status(hub.client, "meanwhile", Status.COMPLETED)
     status = await http.get(f"{BASE}/instances/napper")
@@ -118,7 +119,7 @@ async def test_rewind_reruns_a_failed_fan_out_and_its_unfinished_sibling(
     assert (await wait_status(hub.client, "fanner")).status is Status.FAILED
     # The gate was still running when the fan-out failed; its late result is dropped.
     (hub.state / "open-fan-gate").touch()
-    await until(lambda: _true(hub.calls("fan-gate") == 1))
+    await eventually(lambda: hub.calls("fan-gate") == 1, timeout=15)
 
     (hub.state / "broken-fan").unlink()
     assert (await http.post(f"{BASE}/instances/fanner/rewind")).status_code == 202
@@ -222,7 +223,3 @@ async def test_list_and_purge_by_orchestrator_name(http: httpx.AsyncClient, hub:
     assert purged.json() == {"instancesDeleted": 3}
     assert [i["instanceId"] for i in (await http.get(f"{BASE}/instances")).json()] == ["w0"]
     assert (await http.delete(f"{BASE}/instances?{since}&name=echo")).status_code == 404
-
-
-async def _true(value: bool) -> bool:
-    return value

@@ -4,32 +4,21 @@ restart, host.json `ensure` and `retention`, and bad settings refused in one lin
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import BASE, OPS_APP, OpsHost, copy_ops_app, run_cli
+from tests.waiting import eventually_blocking
+
+from .conftest import BASE, OPS_APP, OpsHost, copy_ops_app, run_cli, wait_http
 
 pytestmark = pytest.mark.e2e
 
 
 def instances(host: OpsHost) -> list[dict[str, Any]]:
     return list(httpx.get(f"{host.origin}{BASE}/instances").json())
-
-
-def wait_for(host: OpsHost, instance_id: str, status: str, within: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{host.origin}{BASE}/instances/{instance_id}")
-        body = response.json() if response.content else {}
-        if body.get("runtimeStatus") == status:
-            return body
-        time.sleep(0.02)
-    raise AssertionError(f"{instance_id} never became {status}; last: {body}")
 
 
 @pytest.mark.slow
@@ -41,7 +30,7 @@ def test_ensure_from_two_hosts_at_once_and_after_a_restart(tmp_path: Path, state
         serving = [h for h in hosts if h.wait_ready()]
         assert serving, "\n".join(h.output for h in hosts)
         for instance_id in ("monitor", "watch"):
-            wait_for(serving[0], instance_id, "Running")
+            wait_http(serving[0], instance_id, "Running")
         found = instances(serving[0])
         assert sorted(i["instanceId"] for i in found) == ["monitor", "watch"]
         before = {i["instanceId"]: i["createdTime"] for i in found}
@@ -77,16 +66,18 @@ def test_host_json_ensure_and_retention(tmp_path: Path, state: Path) -> None:
     (app_dir / "host.json").write_text(json.dumps(host_json))
     host = OpsHost(app_dir, f"sqlite:///{tmp_path / 'hub.sqlite3'}", state).start()
     try:
-        wait_for(host, "keeper", "Running")
+        wait_http(host, "keeper", "Running")
         started = httpx.post(f"{host.origin}{BASE}/orchestrators/echo/short-lived", json=1)
         assert started.status_code == 202
-        wait_for(host, "short-lived", "Completed")
+        wait_http(host, "short-lived", "Completed")
         # Kept for a second after it finished, then purged by the background sweep.
-        deadline = time.monotonic() + 10
-        while httpx.get(f"{host.origin}{BASE}/instances/short-lived").status_code != 404:
-            assert time.monotonic() < deadline, "retention never purged it"
-            time.sleep(0.05)
-        assert wait_for(host, "keeper", "Running")  # unfinished instances are never purged
+        eventually_blocking(
+            lambda: httpx.get(f"{host.origin}{BASE}/instances/short-lived").status_code,
+            lambda code: code == 404,
+            timeout=10,
+            what="retention purging it",
+        )
+        assert wait_http(host, "keeper", "Running")  # unfinished instances are never purged
     finally:
         host.stop()
     assert "retention purged 1 finished instance(s)" in host.output

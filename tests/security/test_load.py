@@ -18,6 +18,7 @@ import pytest
 
 from tests.security.conftest import APP_DIR, BASE
 from tests.security.host import Host
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -106,13 +107,14 @@ async def _load(origin: str, accepted: dict[str, str], counts: dict[str, int]) -
 
 async def _results(origin: str) -> dict[str, tuple[str, object]]:
     """Every instance's (status, output), once none is left unfinished."""
-    deadline = time.monotonic() + 60 + SECONDS
     async with httpx.AsyncClient(base_url=origin, timeout=30) as http:
-        while time.monotonic() < deadline:
-            running = await http.get(f"{BASE}/instances?runtimeStatus=Pending,Running&top=1")
-            if running.json() == []:
-                break
-            await asyncio.sleep(0.2)
+        await eventually(
+            lambda: http.get(f"{BASE}/instances?runtimeStatus=Pending,Running&top=1"),
+            lambda unfinished: unfinished.json() == [],
+            timeout=60 + SECONDS,
+            interval=0.2,
+            what="every instance finished",
+        )
         found: dict[str, tuple[str, object]] = {}
         token = None
         while True:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import stat
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 
 from tests.security.conftest import APP_DIR, BASE
 from tests.security.host import Host, run
+from tests.waiting import eventually_blocking
 
 pytestmark = pytest.mark.e2e
 
@@ -25,13 +25,14 @@ def _key(output: str, name: str) -> str:
 
 
 def _wait_completed(http: httpx.Client, instance_id: str, key: str) -> dict[str, object]:
-    deadline = time.monotonic() + 20
-    while True:
+    def status() -> dict[str, object]:
         response = http.get(f"{BASE}/instances/{instance_id}", headers={"x-functions-key": key})
         body: dict[str, object] = response.json()
-        if body["runtimeStatus"] in ("Completed", "Failed") or time.monotonic() > deadline:
-            return body
-        time.sleep(0.05)
+        return body
+
+    return eventually_blocking(
+        status, lambda body: body["runtimeStatus"] in ("Completed", "Failed"), timeout=20
+    )
 
 
 def test_non_loopback_bind_creates_prints_and_enforces_keys(tmp_path: Path) -> None:

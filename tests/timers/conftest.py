@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +38,6 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line]
-
-
-async def wait_for_runs(
-    path: Path, accept: Callable[[list[dict[str, Any]]], bool], timeout: float = 15.0
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        runs = read_runs(path)
-        if accept(runs):
-            return runs
-        if time.monotonic() > deadline:
-            raise AssertionError(f"runs not as expected within {timeout}s: {runs}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tests.e2e.harness import APPS, HostProcess, finished
-from tests.timers.conftest import disabled_except, read_runs, wait_for_runs
+from tests.timers.conftest import disabled_except, read_runs
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +31,9 @@ async def test_two_hosts_on_one_sqlite_file_run_each_occurrence_once(tmp_path: P
         await asyncio.gather(*(asyncio.to_thread(host.start) for host in hosts))
         # Both are up: from now on each second is an occurrence both hosts try to claim.
         both_up = len(read_runs(runs_file))
-        await wait_for_runs(runs_file, lambda runs: len(runs) >= both_up + 5, timeout=20)
+        await eventually(
+            lambda: read_runs(runs_file), lambda runs: len(runs) >= both_up + 5, timeout=20
+        )
     finally:
         for host in hosts:
             host.stop()
@@ -53,11 +56,15 @@ async def test_a_v1_timer_runs_on_startup_and_on_demand_and_bad_schedules_are_re
     host = HostProcess(APPS / "timers_v1", store, {"DFHOST_TIMERS_LOG": str(runs_file)})
     host.start()
     try:
-        [startup] = await wait_for_runs(runs_file, lambda runs: len(runs) == 1)
+        [startup] = await eventually(
+            lambda: read_runs(runs_file), lambda runs: len(runs) == 1, timeout=15
+        )
         async with httpx.AsyncClient(base_url=host.origin) as http:
             response = await http.post("/admin/functions/Tick", json={"input": ""})
             assert response.status_code == 202
-            runs = await wait_for_runs(runs_file, lambda runs: len(runs) == 2)
+            runs = await eventually(
+                lambda: read_runs(runs_file), lambda runs: len(runs) == 2, timeout=15
+            )
             bad = await http.post("/admin/functions/BadSchedule", json={"input": ""})
             assert bad.status_code == 404
     finally:
@@ -87,7 +94,9 @@ async def test_a_timer_starts_an_orchestration_through_its_client_binding(
     host = HostProcess(APPS / "timers_v2", f"sqlite:///{tmp_path / 'hub.sqlite3'}", env)
     host.start()
     try:
-        [run] = await wait_for_runs(runs_file, lambda runs: len(runs) == 1)
+        [run] = await eventually(
+            lambda: read_runs(runs_file), lambda runs: len(runs) == 1, timeout=15
+        )
         assert run["instance_id"] == "from-timer"
         assert run["status"]["Last"] == "0001-01-01T00:00:00"  # monitored, never ran before
         status = await finished(host.client("TimersHub"), "from-timer")

@@ -17,7 +17,8 @@ from dfhost.history import utcnow
 from dfhost.runtime.timer_triggers import TimerRunner
 from dfhost.store import Store, TimerStatus, open_store
 from dfhost.web import build_app
-from tests.timers.conftest import load_timers_app, read_runs, wait_for_runs
+from tests.timers.conftest import load_timers_app, read_runs
+from tests.waiting import eventually
 
 RPC = "http://127.0.0.1:1/runtime/webhooks/durabletask/"
 
@@ -38,7 +39,7 @@ async def test_a_timer_every_2s_whose_runs_take_3s_never_overlaps(
     assert runner.problems == []
     await runner.start()
     try:
-        await wait_for_runs(runs_file, lambda runs: len(runs) >= 2, timeout=15)
+        await eventually(lambda: read_runs(runs_file), lambda runs: len(runs) >= 2, timeout=15)
     finally:
         await runner.stop()
 
@@ -75,7 +76,9 @@ async def test_a_monitored_timer_catches_up_once_after_downtime(
         assert first.timers["every_minute"].use_monitor  # the default at once a minute
         await first.start()
         try:
-            [ran] = await wait_for_runs(runs_file, lambda runs: len(runs) == 1)
+            [ran] = await eventually(
+                lambda: read_runs(runs_file), lambda runs: len(runs) == 1, timeout=15
+            )
         finally:
             await first.stop()
         await stores[0].close()
@@ -90,7 +93,7 @@ async def test_a_monitored_timer_catches_up_once_after_downtime(
         for host in hosts:
             await host.start()
         try:
-            await wait_for_runs(runs_file, lambda runs: len(runs) >= 2)
+            await eventually(lambda: read_runs(runs_file), lambda runs: len(runs) >= 2, timeout=15)
             await asyncio.sleep(1.0)  # long enough for a burst of catch-up runs to show
         finally:
             for host in hosts:
@@ -134,7 +137,9 @@ async def test_a_run_cut_short_by_a_crash_still_gets_its_catch_up(
     runner = TimerRunner(app, hub, owner="host", rpc_base_url=RPC, clock=later)
     await runner.start()
     try:
-        [run] = await wait_for_runs(runs_file, lambda runs: len(runs) == 1)
+        [run] = await eventually(
+            lambda: read_runs(runs_file), lambda runs: len(runs) == 1, timeout=15
+        )
     finally:
         await runner.stop()
     assert run["past_due"] is True
@@ -160,16 +165,17 @@ async def test_run_now_over_http_never_overlaps(
             missing = await http.post("/admin/functions/nope", json=body)
             assert missing.status_code == 404
             assert missing.text == "no timer-triggered function named 'nope'"
-            await wait_for_runs(runs_file, lambda runs: len(runs) == 1)
+            await eventually(lambda: read_runs(runs_file), lambda runs: len(runs) == 1, timeout=15)
             # Once the run has ended (a moment after its record), it runs again; function
             # names are case-insensitive, as in Azure.
-            for _ in range(500):
-                again = await http.post("/admin/functions/SLOW")
-                if again.status_code != 409:
-                    break
-                await asyncio.sleep(0.02)
+            again = await eventually(
+                lambda: http.post("/admin/functions/SLOW"),
+                lambda response: response.status_code != 409,
+                timeout=10,
+                interval=0.02,
+            )
             assert again.status_code == 202
-            await wait_for_runs(runs_file, lambda runs: len(runs) == 2)
+            await eventually(lambda: read_runs(runs_file), lambda runs: len(runs) == 2, timeout=15)
     finally:
         await runner.stop()
     assert all(run["past_due"] is False for run in read_runs(runs_file))

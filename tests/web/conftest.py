@@ -4,7 +4,7 @@ server, and a helper that finishes instances through the store without an engine
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -22,6 +22,7 @@ from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.store import Store
 from dfhost.web import build_app
 from dfhost.work import EpisodeOutcome, Message
+from tests.waiting import eventually
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 BASE = "/runtime/webhooks/durabletask"
@@ -77,12 +78,10 @@ async def live_server(web_app: Starlette) -> AsyncIterator[str]:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("uvicorn stopped before it started")
-                await asyncio.sleep(0.01)
+        await eventually(lambda: server.started or task.done(), timeout=10, interval=0.01)
+        if not server.started:
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started")
         port = server.servers[0].sockets[0].getsockname()[1]
         origin = f"http://127.0.0.1:{port}"
         web_app.state.dfhost.rpc_base_url = f"{origin}{BASE}/"
@@ -135,15 +134,3 @@ async def pending(store: Store, instance_id: str) -> list[Message]:
             found = w.messages
         await store.abandon_episode("peek", w)
     return found
-
-
-async def eventually(check: Callable[[], object], within: float = 10.0) -> None:
-    """Poll a predicate (sync or async) until it is truthy."""
-    async with asyncio.timeout(within):
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.02)

@@ -19,8 +19,9 @@ from dfhost.history import EventType, HistoryEvent, OrchestrationStatus
 from dfhost.store import InstanceQuery, Store
 from dfhost.web import build_app
 from dfhost.wire import orchestration_context
+from tests.waiting import eventually
 
-from .conftest import BASE, asgi, eventually, finish, pending
+from .conftest import BASE, asgi, finish, pending
 
 Status = OrchestrationStatus
 

@@ -22,8 +22,9 @@ from dfhost.runtime.engine import Engine
 from dfhost.store import Store
 from dfhost.web import build_app
 from dfhost.wire import client_binding
+from tests.waiting import eventually
 
-from .conftest import BASE, eventually, live_server
+from .conftest import BASE, live_server
 
 Runtime = OrchestrationRuntimeStatus
 
@@ -61,15 +62,9 @@ async def live(store: Store, v1_app: FunctionApp) -> AsyncIterator[Live]:
 
 
 async def wait_for(live: Live, instance_id: str, *statuses: Runtime) -> DurableOrchestrationStatus:
-    found: list[DurableOrchestrationStatus] = []
-
-    async def reached() -> bool:
-        status = await live.sdk.get_status(instance_id)
-        found[:] = [status]
-        return status.runtime_status in statuses
-
-    await eventually(reached)
-    return found[0]
+    return await eventually(
+        lambda: live.sdk.get_status(instance_id), lambda s: s.runtime_status in statuses
+    )
 
 
 async def test_start_new_and_get_status(live: Live) -> None:

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dfhost.app.loader import AppLoadError, load_settings
+from dfhost.cli.common import STORE_HELP, CommandError, command_store_url, require_existing_hub
 from dfhost.client import (
     DurableClient,
     InstanceExistsError,
@@ -31,15 +31,13 @@ from dfhost.client import (
     validate_instance_id,
 )
 from dfhost.config import EnsureSpec, OpsSettings, parse_ensure_flag
-from dfhost.history import Instance, OrchestrationStatus, parse_time
+from dfhost.history import Instance, parse_statuses, parse_time
 from dfhost.runtime.retention import OpsConfigError
 from dfhost.store import (
     DeliveryResult,
     InstanceQuery,
     Store,
     StoreError,
-    app_store_url,
-    default_store_url,
     open_store,
 )
 from dfhost.wire import api_history, api_status
@@ -49,7 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "add_instances_command",
-    "command_store_url",
     "ensure_instances",
     "operations_settings",
     "run_instances_command",
@@ -58,22 +55,6 @@ __all__ = [
 log = logging.getLogger("dfhost")
 
 _PAGE = 1000
-
-
-class CommandError(Exception):
-    """A one-line error for the user; the command exits with status 1."""
-
-
-def command_store_url(app_dir: Path, store: str | None) -> str:
-    """The task hub a command works on, chosen as `dfhost start APP_DIR [--store URL]` chooses
-    it: the app's hub name and host.json task hub settings apply to `--store` too."""
-    try:
-        settings, _ = load_settings(app_dir)
-    except AppLoadError:
-        if store is None:
-            raise CommandError(f"no function app in {app_dir}: pass --app or --store") from None
-        return store
-    return app_store_url(store, default_store_url(app_dir), settings.hub_name, settings.storage)
 
 
 # --- dfhost start: ensure and retention settings ---------------------------------------------
@@ -140,9 +121,7 @@ def add_instances_command(commands: Any) -> None:
     common.add_argument(
         "--app", default=".", metavar="APP_DIR", help="the function app folder (default: .)"
     )
-    common.add_argument(
-        "--store", metavar="URL", help="task hub URL (default sqlite:///APP_DIR/.dfhost/...)"
-    )
+    common.add_argument("--store", metavar="URL", help=STORE_HELP)
     common.add_argument("--json", action="store_true", help="print the HTTP API's JSON")
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument(
@@ -209,7 +188,7 @@ async def _run(args: argparse.Namespace) -> int:
         store = open_store(url)
     except StoreError as exc:
         raise CommandError(str(exc)) from None
-    _require_existing_hub(url, explicit=args.store is not None)
+    require_existing_hub(url, explicit=args.store is not None)
     try:
         await store.start()
         client = DurableClient(store)
@@ -220,17 +199,6 @@ async def _run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     finally:
         await store.close()
-
-
-def _require_existing_hub(url: str, *, explicit: bool) -> None:
-    """Refuse to create an empty SQLite hub just by looking (a typo in --app or --store)."""
-    base = url.partition("?")[0]
-    if not base.startswith("sqlite:///") or base.endswith(":memory:"):
-        return
-    path = Path(base[len("sqlite:///") :])
-    if not path.exists():
-        hint = "check --store" if explicit else "run `dfhost start` there first, or pass --store"
-        raise CommandError(f"no task hub at {path} ({hint})")
 
 
 def _client_with_app(store: Store, app_dir: Path) -> DurableClient:
@@ -407,15 +375,10 @@ _COMMANDS: dict[str, Command] = {
 
 
 def _query(args: argparse.Namespace) -> InstanceQuery:
-    by_name = {s.value.lower(): s for s in OrchestrationStatus}
-    statuses: list[OrchestrationStatus] = []
-    for text in args.status:
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            status = by_name.get(item.lower())
-            if status is None:
-                known = ", ".join(s.value for s in OrchestrationStatus)
-                raise CommandError(f"--status {item!r} is not one of: {known}")
-            statuses.append(status)
+    try:
+        statuses = parse_statuses(args.status, "--status")
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
     def time(option: str, value: str | None) -> Any:
         if value is None:

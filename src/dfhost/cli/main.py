@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from dfhost import __version__, telemetry
 from dfhost.app.loader import AppLoadError, FunctionApp, LoadError, load_app
+from dfhost.cli.common import command_store_url, sqlite_file
 from dfhost.cli.instances import (
     add_instances_command,
     ensure_instances,
@@ -28,7 +29,7 @@ from dfhost.cli.status import add_status_command, run_status_command
 from dfhost.client import DurableClient
 from dfhost.logs import configure_console, set_host_id
 from dfhost.runtime.retention import OpsConfigError
-from dfhost.store import StoreError, app_store_url, default_store_url, open_store
+from dfhost.store import StoreError, open_store
 
 if TYPE_CHECKING:
     import uvicorn
@@ -136,10 +137,7 @@ async def _start(args: argparse.Namespace) -> int:
         log.error("dfhost: cannot listen on %s:%s: %s", args.host, port, exc.strerror or exc)
         return 2
     try:
-        settings = app.settings
-        url = app_store_url(
-            args.store, default_store_url(app_dir), settings.hub_name, settings.storage
-        )
+        url = command_store_url(app_dir, args.store, app.settings)
         store = open_store(url)
         await store.start()
     except StoreError as exc:
@@ -153,8 +151,11 @@ async def _start(args: argparse.Namespace) -> int:
         return 2
     # Imported here, as in _serve: `dfhost instances` needs neither the SDK nor the web stack,
     # and starts in a fraction of the time without them.
+    from dfhost.orchestration.sdk import sdk_version_problem
     from dfhost.runtime.engine import Engine
 
+    if problem := sdk_version_problem():
+        log.warning("dfhost: WARNING: %s", problem)
     engine = Engine(app, store, retention=operations.retention)
     set_host_id(engine.owner)
     shutdown = _Shutdown(engine)
@@ -263,9 +264,8 @@ def _access(args: argparse.Namespace, app_dir: Path, store_url: str) -> Access |
             )
         return Access(loopback_only=loopback)
     # The task hub's folder: the SQLite file's, else the app's .dfhost folder.
-    folder = app_dir / ".dfhost"
-    if store_url.startswith("sqlite:///"):
-        folder = Path(store_url.removeprefix("sqlite:///").partition("?")[0]).parent
+    hub_file = sqlite_file(store_url)
+    folder = app_dir / ".dfhost" if hub_file is None else hub_file.parent
     try:
         loaded = load_keys(folder)
     except KeysError as exc:

@@ -7,14 +7,10 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-from dfhost.store import StoreError, default_store_url
-
-if TYPE_CHECKING:
-    pass
-
-
+from dfhost.cli.common import STORE_HELP, CommandError, command_store_url, require_existing_hub
+from dfhost.store import StoreError
 from dfhost.testing.golden import ReplayReport, export_history, replay_instances
 
 # --- the commands -------------------------------------------------------------------------------
@@ -27,7 +23,7 @@ def add_replay_commands(commands: Any) -> None:
         help="replay stored histories against the current code; exit 1 if any would break",
     )
     replay.add_argument("app_dir", help="the function app folder (the code to check)")
-    replay.add_argument("--store", help="task hub URL (default: the app's own SQLite hub)")
+    replay.add_argument("--store", metavar="URL", help=STORE_HELP)
     which = replay.add_mutually_exclusive_group()
     which.add_argument("--instance", metavar="ID", help="only this instance")
     which.add_argument("--name", help="only instances of this orchestrator")
@@ -41,7 +37,7 @@ def add_replay_commands(commands: Any) -> None:
     )
     export.add_argument("instance_id", metavar="ID")
     export.add_argument("app_dir", nargs="?", default=".", help="the app folder (default .)")
-    export.add_argument("--store", help="task hub URL (default: the app's own SQLite hub)")
+    export.add_argument("--store", metavar="URL", help=STORE_HELP)
 
 
 def run_replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -50,8 +46,10 @@ def run_replay_command(args: argparse.Namespace, out: TextIO | None = None) -> i
 
     out = out or sys.stdout
     try:
+        # The hub `dfhost start APP_DIR [--store URL]` would use, for both commands.
+        store_url = command_store_url(Path(args.app_dir), args.store)
+        require_existing_hub(store_url, explicit=args.store is not None)
         if args.command == "history":
-            store_url = args.store or default_store_url(Path(args.app_dir))
             document = asyncio.run(export_history(store_url, args.instance_id))
             json.dump(document, out, indent=1, ensure_ascii=False)
             out.write("\n")
@@ -59,13 +57,13 @@ def run_replay_command(args: argparse.Namespace, out: TextIO | None = None) -> i
         reports = asyncio.run(
             replay_instances(
                 args.app_dir,
-                args.store,
+                store_url,
                 instance_id=args.instance,
                 name=args.name,
                 everything=args.all,
             )
         )
-    except (AppLoadError, StoreError, LookupError, OSError) as exc:
+    except (AppLoadError, CommandError, StoreError, LookupError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, LookupError) and exc.args else exc
         print(f"dfhost: {message}", file=sys.stderr)
         return 2

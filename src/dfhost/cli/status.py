@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from dfhost.cli.instances import CommandError, command_store_url
+from dfhost.cli.common import STORE_HELP, CommandError, command_store_url, require_existing_hub
 from dfhost.history import OrchestrationStatus, format_time, utcnow
-from dfhost.store import HubSummary, StoreError, open_store
+from dfhost.store import HubSummary, StoreError, open_store, redact_url
 
 __all__ = ["add_status_command", "render", "run_status_command", "summary_json"]
 
@@ -26,9 +26,7 @@ def add_status_command(commands: Any) -> None:
     status.add_argument(
         "--app", default=".", metavar="APP_DIR", help="the function app folder (default: .)"
     )
-    status.add_argument(
-        "--store", metavar="URL", help="task hub URL (default sqlite:///APP_DIR/.dfhost/...)"
-    )
+    status.add_argument("--store", metavar="URL", help=STORE_HELP)
     status.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -36,7 +34,7 @@ def run_status_command(args: argparse.Namespace, out: TextIO | None = None) -> i
     """Run a parsed `dfhost status`; returns the exit status (1 with one line on errors)."""
     try:
         url = command_store_url(Path(args.app), args.store)
-        _check_hub_exists(url, explicit=args.store is not None)
+        require_existing_hub(url, explicit=args.store is not None)
         summary, now = asyncio.run(_load(url))
     except (StoreError, ValueError, CommandError) as exc:
         print(f"dfhost: {exc}", file=sys.stderr)
@@ -48,18 +46,6 @@ def run_status_command(args: argparse.Namespace, out: TextIO | None = None) -> i
     )
     print(text, file=out or sys.stdout)
     return 0
-
-
-def _check_hub_exists(url: str, *, explicit: bool) -> None:
-    """Looking must not create an empty SQLite hub (a typo in --app or --store)."""
-    base = url.partition("?")[0]
-    if base.startswith("sqlite:///") and not base.endswith(":memory:"):
-        path = Path(base[len("sqlite:///") :])
-        if not path.exists():
-            hint = (
-                "check --store" if explicit else "run `dfhost start` there first, or pass --store"
-            )
-            raise StoreError(f"no task hub at {path} ({hint})")
 
 
 async def _load(url: str) -> tuple[HubSummary, datetime]:
@@ -93,7 +79,7 @@ def render(summary: HubSummary, now: datetime, url: str) -> str:
     for (name, status), count in summary.instances.items():
         totals[status] += count
         by_name.setdefault(name, {})[status] = count
-    lines = [f"Task hub   {_redact(url)}", ""]
+    lines = [f"Task hub   {redact_url(url)}", ""]
     shown = [s for s in _ORDER if totals[s]]
     lines.append(f"Instances  {sum(totals.values())}")
     if shown:
@@ -136,15 +122,6 @@ def summary_json(summary: HubSummary, now: datetime) -> dict[str, Any]:
         "nextTimer": None if summary.next_timer is None else format_time(summary.next_timer),
         "liveHosts": summary.live_hosts,
     }
-
-
-def _redact(url: str) -> str:
-    """The URL without a password."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def _ago(when: datetime | None, now: datetime) -> str:

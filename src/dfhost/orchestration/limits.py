@@ -20,24 +20,19 @@ host.json (defaults in brackets):
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Iterable
-from typing import TypeVar
+from collections.abc import Iterable
 
 from dfhost.config import Limits, SettingsError
 from dfhost.orchestration.episode import EpisodeResult, Payload
 
 __all__ = [
-    "FunctionTimeoutError",
     "Limits",
     "LimitsError",
     "PayloadTooLargeError",
     "check_payload",
     "episode_problem",
-    "within",
 ]
 
-T = TypeVar("T")
 
 LimitsError = SettingsError
 """A limit in host.json is malformed (the name `dfhost.config` reads them under)."""
@@ -53,26 +48,6 @@ class PayloadTooLargeError(ValueError):
             f"The {what} is {size:,} bytes, more than the limit of {limit:,} bytes (host.json "
             "extensions.durableTask.dfhost.limits.payloadBytes)."
         )
-
-
-class FunctionTimeoutError(TimeoutError):
-    """A function ran longer than `functionTimeout`."""
-
-
-async def within(seconds: float | None, call: Awaitable[T], what: str) -> T:
-    """Await `call`, raising `FunctionTimeoutError` after `seconds` (None: no limit)."""
-    if seconds is None:
-        return await call
-    timeout = asyncio.timeout(seconds)
-    try:
-        async with timeout:
-            return await call
-    except TimeoutError:
-        if not timeout.expired():
-            raise  # the function's own TimeoutError
-        raise FunctionTimeoutError(
-            f"{what} timed out after {seconds:g} s (host.json functionTimeout)"
-        ) from None
 
 
 def check_payload(text: str | None, what: str, limit: int) -> None:

@@ -4,16 +4,15 @@ cannot be encoded turned into TaskFailed events. Durable HTTP calls run here too
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import traceback
 from collections.abc import Callable
 from datetime import datetime
-from functools import partial
 from typing import Any
 
-from dfhost.app.loader import Function, FunctionApp, invocation_arguments
+from dfhost.app.invoke import call_function, within
+from dfhost.app.loader import FunctionApp, invocation_arguments
 from dfhost.history import EventType, HistoryEvent
 from dfhost.logs import Invocation, log_invocation
 from dfhost.orchestration import limits
@@ -52,9 +51,14 @@ class ActivityRunner:
         )
         try:
             with log_invocation(inv, f"(null), InstanceId={task.instance_id}"):
-                value = await limits.within(
+                kwargs, _ = invocation_arguments(
+                    function,
+                    invocation_id=inv.id,
+                    trigger_value=_decode_activity_input(task.input),
+                )
+                value = await within(
                     self.limits.function_timeout,
-                    self._call(function, task, inv.id),
+                    call_function(function, kwargs, self.threads.run),
                     f"activity '{function.name}'",
                 )
                 try:
@@ -77,17 +81,6 @@ class ActivityRunner:
             task_scheduled_id=task.task_scheduled_id,
             result=result,
         )
-
-    async def _call(self, function: Function, task: ActivityTask, invocation_id: str) -> Any:
-        kwargs, _ = invocation_arguments(
-            function,
-            invocation_id=invocation_id,
-            trigger_value=_decode_activity_input(task.input),
-        )
-        if function.is_async:
-            return await function.handler(**kwargs)
-        ctx = contextvars.copy_context()
-        return await self.threads.run(partial(ctx.run, function.handler, **kwargs))
 
 
 class _ResultNotSerializableError(Exception):

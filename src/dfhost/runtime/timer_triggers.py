@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 from azure.functions.timer import TimerRequest
 
 from dfhost import telemetry
+from dfhost.app.invoke import call_function
 from dfhost.app.loader import Function, FunctionApp, expand_app_settings, invocation_arguments
 from dfhost.history import utcnow
 from dfhost.logs import Invocation, log_invocation
@@ -305,7 +305,7 @@ class TimerRunner:
                 log_invocation(inv, reason),
             ):
                 try:
-                    await _call(function, self._arguments(function, request, inv))
+                    await call_function(function, self._arguments(function, request, inv))
                 except Exception:
                     log.exception("Exception while executing function: Functions.%s", function.name)
                     raise
@@ -354,18 +354,6 @@ class TimerRunner:
                     )
                 except Exception:
                     log.exception("dfhost: timer '%s': could not renew its run's lease", name)
-
-
-async def _call(function: Function, kwargs: dict[str, Any]) -> Any:
-    if function.is_async:
-        result = function.handler(**kwargs)
-    else:
-        # A thread, so blocking user code does not stall the host; to_thread copies the
-        # context, so the invocation tag follows the function's logs into the thread.
-        result = await asyncio.to_thread(function.handler, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def _last_missed(schedule: Schedule, first: datetime, now: datetime) -> datetime:

@@ -417,3 +417,12 @@ def open_store(url: str) -> Store:
         f"unsupported store URL {url!r}: scheme {scheme!r} is not available "
         "(supported: sqlite:///PATH, postgresql://USER@HOST:PORT/DB, azure[:SETTING])"
     )
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its `user:password@` part shown as `***`, for printing."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"

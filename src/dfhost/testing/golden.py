@@ -19,7 +19,14 @@ from dfhost.history import (
     OrchestrationStatus,
     parse_time,
 )
-from dfhost.store import InstanceQuery, Store, StoreError, default_store_url, open_store
+from dfhost.store import (
+    InstanceQuery,
+    Store,
+    StoreError,
+    default_store_url,
+    open_store,
+    redact_url,
+)
 
 if TYPE_CHECKING:
     from dfhost.app.loader import FunctionApp
@@ -120,7 +127,7 @@ async def replay_instances(
         if instance_id is not None:
             found = await store.get_instance(instance_id)
             if found is None:
-                raise LookupError(f"no instance '{instance_id}' in {_safe_url(store_url)}")
+                raise LookupError(f"no instance '{instance_id}' in {redact_url(store_url)}")
             instances = [found]
         else:
             instances = await _query_all(store, name, everything)
@@ -226,16 +233,7 @@ async def export_history(store_url: str, instance_id: str) -> dict[str, Any]:
     try:
         instance = await store.get_instance(instance_id)
         if instance is None:
-            raise LookupError(f"no instance '{instance_id}' in {_safe_url(store_url)}")
+            raise LookupError(f"no instance '{instance_id}' in {redact_url(store_url)}")
         return history_document(instance, await store.get_history(instance_id))
     finally:
         await store.close()
-
-
-def _safe_url(url: str) -> str:
-    """The store URL without a password."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if at and ":" in credentials:
-        return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
-    return url

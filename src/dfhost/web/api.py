@@ -47,6 +47,7 @@ from dfhost.history import (
     Instance,
     OrchestrationStatus,
     format_time,
+    parse_statuses,
     parse_time,
 )
 from dfhost.orchestration.entities import EntityStatus
@@ -106,22 +107,11 @@ class _Query:
                 continue
         raise BadRequestError(f"{name} '{value}' is not a valid ISO 8601 date and time.")
 
-    def statuses(self) -> list[OrchestrationStatus]:
-        value = self.get("runtimeStatus")
-        if not value:
-            return []
-        by_name = {s.value.lower(): s for s in OrchestrationStatus}
-        result: list[OrchestrationStatus] = []
-        for item in value.split(","):
-            name = item.strip()
-            if not name:
-                continue
-            status = by_name.get(name.lower())
-            if status is None:
-                known = ", ".join(s.value for s in OrchestrationStatus)
-                raise BadRequestError(f"runtimeStatus '{name}' is not one of: {known}.")
-            result.append(status)
-        return result
+    def statuses(self) -> tuple[OrchestrationStatus, ...]:
+        try:
+            return parse_statuses([self.get("runtimeStatus") or ""], "runtimeStatus")
+        except ValueError as exc:
+            raise BadRequestError(f"{exc}.") from None
 
     def top(self) -> int:
         value = self.get("top")

@@ -22,7 +22,7 @@ from dfhost.client import (
     InvalidInstanceIdError,
     UnknownOrchestratorError,
 )
-from dfhost.history import TERMINAL_STATUSES, OrchestrationStatus, parse_time
+from dfhost.history import TERMINAL_STATUSES, OrchestrationStatus, parse_statuses, parse_time
 from dfhost.store import DeliveryResult, InstanceQuery
 
 __all__ = [
@@ -95,25 +95,19 @@ class ListFilter:
 
     @classmethod
     def parse(cls, params: Iterable[tuple[str, str]]) -> ListFilter:
-        statuses: list[OrchestrationStatus] = []
         values: dict[str, str] = {}
-        by_name = {s.value.lower(): s for s in OrchestrationStatus}
+        texts: list[str] = []
         for key, value in params:
             if key == "status":
-                for item in value.split(","):
-                    item = item.strip()
-                    if not item:
-                        continue
-                    status = by_name.get(item.lower())
-                    if status is None:
-                        known = ", ".join(s.value for s in OrchestrationStatus)
-                        raise FilterError(f"status '{item}' is not one of: {known}")
-                    if status not in statuses:
-                        statuses.append(status)
+                texts.append(value)
             elif key in ("name", "prefix", "from", "to"):
                 values[key] = value.strip()
+        try:
+            statuses = parse_statuses(texts, "status")
+        except ValueError as exc:
+            raise FilterError(str(exc)) from None
         return cls(
-            statuses=tuple(statuses),
+            statuses=statuses,
             name=values.get("name", ""),
             prefix=values.get("prefix", ""),
             created_from=_time(values.get("from", ""), "from"),

@@ -9,8 +9,6 @@ it; v2 client wrappers need exactly this (sdk-protocol.md §1).
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -23,9 +21,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from dfhost import telemetry
+from dfhost.app.invoke import call_function, within
 from dfhost.app.loader import Binding, Function, FunctionApp, invocation_arguments
 from dfhost.logs import Invocation, log_invocation
-from dfhost.orchestration.limits import within
 from dfhost.web.common import (
     BadRequestError,
     BodyTooLargeError,
@@ -216,7 +214,7 @@ class HttpTriggers:
                 try:
                     result = await within(
                         self.limits.function_timeout,
-                        _call(function, kwargs),
+                        call_function(function, kwargs),
                         f"function '{function.name}'",
                     )
                     output = outputs.get(entry.http_output or "")
@@ -231,18 +229,6 @@ class HttpTriggers:
                 500,
                 media_type="text/plain",
             )
-
-
-async def _call(function: Function, kwargs: dict[str, Any]) -> Any:
-    if function.is_async:
-        result = function.handler(**kwargs)
-    else:
-        # A thread, so blocking user code does not stall the server; to_thread copies the
-        # context, so the invocation tag follows the function's logs into the thread.
-        result = await asyncio.to_thread(function.handler, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def _to_response(value: Any) -> Response:
