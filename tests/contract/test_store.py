@@ -1,7 +1,8 @@
 """The storage contract: every `Store` backend must pass this suite unchanged.
 
-Tests use only the `Store` protocol (plus the `corrupt_history` hook). Time is passed in
-explicitly; the wall clock matters only to `wait_for_work`.
+Tests use only the `Store` protocol, `InstanceHolder` where a backend offers it, and the
+`corrupt_history` hook. Time is passed in explicitly; the wall clock matters only to
+`wait_for_work`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from dfhost.history import (
     OrchestrationStatus,
     utcnow,
 )
-from dfhost.store import EpisodeClaim, InstanceQuery, LeaseLostError, Store, StoreError, TimerStatus
+from dfhost.store import (
+    Claim,
+    Completion,
+    InstanceHolder,
+    InstanceQuery,
+    LeaseLostError,
+    Store,
+    StoreError,
+    TimerStatus,
+)
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 Status = OrchestrationStatus
@@ -75,7 +85,14 @@ def task_key(t: ActivityTask) -> tuple[object, ...]:
 async def claim(
     store: Store, *, owner: str = "host-a", now: datetime = T0, lease: float = 60, limit: int = 10
 ) -> list[EpisodeWork]:
-    return await store.claim_episodes(owner, now, now + timedelta(seconds=lease), limit)
+    lease_until = now + timedelta(seconds=lease)
+    return await store.claim_episodes(Claim(owner=owner, now=now, lease_until=lease_until), limit)
+
+
+async def claim_activities(
+    store: Store, owner: str, now: datetime, lease_until: datetime, limit: int
+) -> list[ActivityTask]:
+    return await store.claim_activities(Claim(owner=owner, now=now, lease_until=lease_until), limit)
 
 
 async def claim_by_id(store: Store, **kwargs: Any) -> dict[str, EpisodeWork]:
@@ -214,7 +231,7 @@ async def test_create_replaces_finished_instance(store: Store, status: Status) -
     assert instance.created_at == at(10)
     assert instance.output is None
     assert await store.get_history("a") == []
-    assert await store.claim_activities("host-a", at(1000), at(1060), 10) == []
+    assert await claim_activities(store, "host-a", at(1000), at(1060), 10) == []
     work = await claim_one(store, "a", now=at(1000))
     assert [m.event for m in work.messages] == [second.started_event()]
     assert work.history == []
@@ -319,7 +336,7 @@ async def test_claim_respects_limit_oldest_first(store: Store) -> None:
     assert sorted(w.instance.instance_id for w in first) == ["a", "b"]
     second = await claim(store, owner="host-b", limit=10)
     assert [w.instance.instance_id for w in second] == ["c"]
-    assert await store.claim_episodes("host-c", T0, at(60), 0) == []
+    assert await claim(store, owner="host-c", limit=0) == []
 
 
 async def test_claim_finds_the_oldest_unlocked_instances_behind_locked_ones(
@@ -364,7 +381,7 @@ async def test_expired_lease_is_reclaimed_and_old_commit_is_fenced(store: Store)
     assert instance is not None and instance.status == Status.PENDING
     assert await store.get_history("a") == []
     assert await store.get_instance("child") is None
-    assert await store.claim_activities("host-a", at(60), at(120), 10) == []
+    assert await claim_activities(store, "host-a", at(60), at(120), 10) == []
 
     # The new owner's episode still holds the messages and commits normally.
     done = outcome(fresh, Status.RUNNING)
@@ -477,7 +494,7 @@ async def test_commit_inserts_activities_messages_and_starts(store: Store) -> No
         starts=[child],
     )
 
-    claimed = await store.claim_activities("host-a", T0, at(60), 10)
+    claimed = await claim_activities(store, "host-a", T0, at(60), 10)
     assert sorted(map(task_key, claimed)) == sorted(map(task_key, activities))
     assert all(t.task_id is not None and t.lease_token is not None for t in claimed)
 
@@ -622,7 +639,7 @@ async def test_drop_pending_work_keeps_client_messages(store: Store) -> None:
         ),
     )
 
-    assert await store.claim_activities("host-a", at(1000), at(1060), 10) == []
+    assert await claim_activities(store, "host-a", at(1000), at(1060), 10) == []
     work = await claim_one(store, "a", now=at(1000))
     assert [m.event for m in work.messages] == [raised("e2"), next_timer.event]
 
@@ -652,13 +669,13 @@ async def test_open_host_frees_work_of_dead_owners(store: Store) -> None:
     await episode(store, "a", activities=[task("a", "a:1", 0)])
     await store.send_message(Message(instance_id="a", event=raised("e1")))
     dead = await claim_one(store, "a", owner="dead-host", lease=600)
-    assert len(await store.claim_activities("dead-host", T0, at(600), 10)) == 1
+    assert len(await claim_activities(store, "dead-host", T0, at(600), 10)) == 1
 
     await store.open_host("host-b", at(1))
 
     work = await claim_one(store, "a", owner="host-b", now=at(1))
     assert [m.message_id for m in work.messages] == [m.message_id for m in dead.messages]
-    assert len(await store.claim_activities("host-b", at(1), at(61), 10)) == 1
+    assert len(await claim_activities(store, "host-b", at(1), at(61), 10)) == 1
     with pytest.raises(LeaseLostError):
         await store.commit_episode("dead-host", dead, outcome(dead))
 
@@ -676,7 +693,8 @@ async def claim_run(
     function: str = "tick",
 ) -> int | None:
     due_at = None if due is None else at(due)
-    return await store.claim_timer_run(function, due_at, owner, at(now), at(now + lease))
+    claim = Claim(owner=owner, now=at(now), lease_until=at(now + lease))
+    return await store.claim_timer_run(function, due_at, claim)
 
 
 async def test_timer_occurrence_is_claimed_once_and_never_after_a_later_one(store: Store) -> None:
@@ -801,14 +819,14 @@ async def test_activity_claim_lease_and_expiry(store: Store) -> None:
     await store.create_instance(start("a"))
     await episode(store, "a", activities=[task("a", "a:1", i) for i in range(3)])
 
-    first = await store.claim_activities("host-a", T0, at(60), 2)
+    first = await claim_activities(store, "host-a", T0, at(60), 2)
     assert [t.task_scheduled_id for t in first] == [0, 1]
     assert all(t.task_id is not None and t.lease_token is not None for t in first)
-    rest = await store.claim_activities("host-b", at(30), at(90), 10)
+    rest = await claim_activities(store, "host-b", at(30), at(90), 10)
     assert [t.task_scheduled_id for t in rest] == [2]
-    assert await store.claim_activities("host-b", at(59), at(119), 10) == []
+    assert await claim_activities(store, "host-b", at(59), at(119), 10) == []
 
-    again = await store.claim_activities("host-b", at(60), at(120), 10)
+    again = await claim_activities(store, "host-b", at(60), at(120), 10)
     assert [t.task_id for t in again] == [t.task_id for t in first]
     assert [t.lease_token for t in again] != [t.lease_token for t in first]
 
@@ -816,15 +834,15 @@ async def test_activity_claim_lease_and_expiry(store: Store) -> None:
 async def test_activity_completes_at_most_once(store: Store) -> None:
     await store.create_instance(start("a"))
     await episode(store, "a", activities=[task("a", "a:1", 0)])
-    [slow] = await store.claim_activities("host-a", T0, at(60), 10)
-    [fast] = await store.claim_activities("host-b", at(60), at(120), 10)
+    [slow] = await claim_activities(store, "host-a", T0, at(60), 10)
+    [fast] = await claim_activities(store, "host-b", at(60), at(120), 10)
 
     result = event(EventType.TASK_COMPLETED, task_scheduled_id=0, result='"ok"')
     message = Message(instance_id="a", execution_id="a:1", event=result)
-    assert await store.complete_activity(slow, message) is True  # first wins, stale lease or not
-    assert await store.complete_activity(fast, message) is False
+    assert await store.complete_activity(slow, message) == Completion()  # first wins, stale or not
+    assert await store.complete_activity(fast, message) is None
 
-    assert await store.claim_activities("host-c", at(1000), at(1060), 10) == []
+    assert await claim_activities(store, "host-c", at(1000), at(1060), 10) == []
     work = await claim_one(store, "a", now=at(61))
     assert [m.event for m in work.messages] == [result]
 
@@ -832,13 +850,13 @@ async def test_activity_completes_at_most_once(store: Store) -> None:
 async def test_activity_lease_renewal(store: Store) -> None:
     await store.create_instance(start("a"))
     await episode(store, "a", activities=[task("a", "a:1", 0)])
-    claimed = await store.claim_activities("host-a", T0, at(60), 10)
+    claimed = await claim_activities(store, "host-a", T0, at(60), 10)
 
     await store.renew_activity_leases("host-a", claimed, at(120))
     await store.renew_activity_leases("host-x", claimed, at(1000))  # not the owner
 
-    assert await store.claim_activities("host-b", at(90), at(150), 10) == []
-    assert len(await store.claim_activities("host-b", at(120), at(180), 10)) == 1
+    assert await claim_activities(store, "host-b", at(90), at(150), 10) == []
+    assert len(await claim_activities(store, "host-b", at(120), at(180), 10)) == 1
 
 
 # --- shortcuts: history tails, activities leased on commit, episodes claimed on completion ----
@@ -869,7 +887,9 @@ async def test_claim_sends_only_the_history_tail_the_claimer_lacks(
     history = await two_episodes(store)
     await store.send_message(Message(instance_id="a", event=raised("again")))
     known = {"a": ("a:1", 3)}
-    [work] = await store.claim_episodes("host-a", at(2), at(60), 10, known)
+    [work] = await store.claim_episodes(
+        Claim(owner="host-a", now=at(2), lease_until=at(60), known=known), 10
+    )
     assert work.history_start in ({2} if backend in SHORTCUTS else {0, 2})
     assert work.history == history[work.history_start :]
     await store.commit_episode("host-a", work, outcome(work))
@@ -884,7 +904,9 @@ async def test_claim_sends_the_whole_history_unless_the_claimer_holds_its_start(
 ) -> None:
     history = await two_episodes(store)
     await store.send_message(Message(instance_id="a", event=raised("again")))
-    [work] = await store.claim_episodes("host-a", at(2), at(60), 10, known)
+    [work] = await store.claim_episodes(
+        Claim(owner="host-a", now=at(2), lease_until=at(60), known=known), 10
+    )
     assert (work.history_start, work.history) == (0, history)
 
 
@@ -897,12 +919,12 @@ async def test_commit_can_lease_the_activities_it_creates(store: Store, backend:
     )
     assert len(leased) == (1 if backend in SHORTCUTS else 0)
     assert [task_key(t) for t in leased] == [task_key(t) for t in tasks[: len(leased)]]
-    others = await store.claim_activities("host-b", T0, at(600), 10)
+    others = await claim_activities(store, "host-b", T0, at(600), 10)
     assert sorted(task_key(t) for t in [*leased, *others]) == sorted(map(task_key, tasks))
     # A leased task is held like a claimed one: completable once, claimable after expiry.
     for held in leased:
-        assert await store.claim_activities("host-b", at(59), at(120), 10) == []
-        [again] = await store.claim_activities("host-b", at(60), at(120), 10)
+        assert await claim_activities(store, "host-b", at(59), at(120), 10) == []
+        [again] = await claim_activities(store, "host-b", at(60), at(120), 10)
         assert task_key(again) == task_key(held)
         assert await store.complete_activity(held, completed(held.task_scheduled_id))
         assert not await store.complete_activity(again, completed(held.task_scheduled_id))
@@ -911,11 +933,12 @@ async def test_commit_can_lease_the_activities_it_creates(store: Store, backend:
 async def test_completing_an_activity_can_claim_its_instance(store: Store, backend: str) -> None:
     await store.create_instance(start("a"))
     await episode(store, "a", activities=[task("a", "a:1", 0), task("a", "a:1", 1)])
-    first, second = await store.claim_activities("host-a", T0, at(60), 10)
-    grab = EpisodeClaim(owner="host-a", now=at(1), lease_until=at(60))
+    first, second = await claim_activities(store, "host-a", T0, at(60), 10)
+    grab = Claim(owner="host-a", now=at(1), lease_until=at(60))
 
-    done, work = await store.complete_activity_and_claim(first, completed(0), grab)
-    assert done
+    done = await store.complete_activity(first, completed(0), grab)
+    assert done is not None
+    work = done.work
     if backend in SHORTCUTS:
         assert work is not None
     if work is None:
@@ -928,8 +951,8 @@ async def test_completing_an_activity_can_claim_its_instance(store: Store, backe
         EventType.ORCHESTRATOR_COMPLETED,
     ]
     # The instance is held: the second result is delivered, but its episode is not claimed.
-    assert await store.complete_activity_and_claim(second, completed(1), grab) == (True, None)
-    assert await store.complete_activity_and_claim(second, completed(1), grab) == (False, None)
+    assert await store.complete_activity(second, completed(1), grab) == Completion()
+    assert await store.complete_activity(second, completed(1), grab) is None
     await store.commit_episode("host-a", work, outcome(work))
     again = await claim_one(store, "a", now=at(2))
     assert [m.event for m in again.messages] == [completed(1).event]
@@ -952,7 +975,7 @@ async def test_next_due_at(store: Store) -> None:
     )
     assert await store.next_due_at(T0) == at(30)
 
-    await store.claim_activities("host-a", T0, at(10), 10)
+    await claim_activities(store, "host-a", T0, at(10), 10)
     assert await store.next_due_at(T0) == at(10)
     assert await store.next_due_at(at(10)) == at(30)
     assert await store.next_due_at(at(30)) is None
@@ -981,7 +1004,7 @@ async def test_wait_for_work_wakes_on_enqueue(store: Store, trigger: str) -> Non
         await store.send_message(Message(instance_id="a", event=raised("mid")))
     elif trigger == "complete":
         await store.commit_episode("host-a", work, outcome(work, activities=[task("a", "a:1", 0)]))
-        [activity] = await store.claim_activities("host-a", T0, at(60), 10)
+        [activity] = await claim_activities(store, "host-a", T0, at(60), 10)
     await drain(store)
     waiter = asyncio.create_task(store.wait_for_work(None))
     await asyncio.sleep(0)
@@ -1129,7 +1152,7 @@ async def test_purge_instance_removes_everything(store: Store) -> None:
     assert await store.purge_instance("missing") == 0
     assert await store.get_instance("a") is None
     assert await store.get_history("a") == []
-    assert await store.claim_activities("host-a", at(1000), at(1060), 10) == []
+    assert await claim_activities(store, "host-a", at(1000), at(1060), 10) == []
     assert list(await claim_by_id(store, now=at(1000))) == ["b"]
 
     again = start("a", "a:2")
@@ -1174,20 +1197,36 @@ async def test_watch_finish_resolves_when_this_process_commits_the_end(store: St
     other.cancel()
 
 
-# --- holding an instance between episodes (`Store.holds_instances`) --------------------------
+# --- holding an instance between episodes (`InstanceHolder`) ---------------------------------
+
+HOLDERS = {"sqlite"}
+"""Backends that can hold an instance between episodes; the others release it at every
+commit, and their episodes must come out the same without the hold."""
+
+
+def holder(store: Store) -> InstanceHolder | None:
+    return store if isinstance(store, InstanceHolder) else None
+
+
+async def test_the_backends_that_hold_instances_say_so(store: Store, backend: str) -> None:
+    assert (holder(store) is not None) == (backend in HOLDERS)
 
 
 async def held_for_one_activity(store: Store) -> tuple[EpisodeWork, ActivityTask]:
-    """Instance a after an episode that leased one activity to host-a and asked to hold the
-    instance until at(10)."""
+    """Instance a after an episode that leased one activity to host-a and, where the store
+    can, held the instance until at(10)."""
     await store.create_instance(start("a"))
     work = await claim_one(store, "a")
     scheduled = outcome(work, activities=[task("a", "a:1", 0)])
-    leased = await store.commit_episode(
-        "host-a", work, scheduled, lease_activities=(at(60), 1), hold_until=at(10)
-    )
+    holding = holder(store)
+    if holding is not None:
+        leased = await holding.commit_episode_holding(
+            "host-a", work, scheduled, lease_activities=(at(60), 1), hold_until=at(10)
+        )
+    else:
+        leased = await store.commit_episode("host-a", work, scheduled, lease_activities=(at(60), 1))
     if not leased:  # a backend that leases nothing on commit
-        leased = await store.claim_activities("host-a", T0, at(60), 10)
+        leased = await claim_activities(store, "host-a", T0, at(60), 10)
     return work, leased[0]
 
 
@@ -1202,17 +1241,17 @@ async def next_episode_on(store: Store, work: EpisodeWork) -> EpisodeWork:
 
 async def test_a_held_instance_takes_its_activity_result_with_no_claim(store: Store) -> None:
     work, leased = await held_for_one_activity(store)
-    if not store.holds_instances:  # the hold is a hint, the completion is refused
-        assert await claim(store, owner="host-b", now=at(1)) == []
-        again = await next_episode_on(store, work)
-        with pytest.raises(NotImplementedError):
-            await store.commit_episode("host-a", again, outcome(again), completes=leased)
+    holding = holder(store)
+    if holding is None:  # released by the commit: the result is stored, its episode claimed
+        assert await store.complete_activity(leased, completed(0)) is not None
+        taken = await claim_one(store, "a", owner="host-b", now=at(1))
+        assert [m.event for m in taken.messages] == [completed(0).event]
         return
     assert await claim(store, owner="host-b", now=at(1)) == []
     again = await next_episode_on(store, work)
-    await store.commit_episode("host-a", again, outcome(again), completes=leased)
+    await holding.commit_episode_holding("host-a", again, outcome(again), completes=leased)
     assert len(await store.get_history("a")) == 4
-    assert not await store.complete_activity(leased, completed(0))  # consumed with the episode
+    assert await store.complete_activity(leased, completed(0)) is None  # consumed with it
     # Released: the next message is claimed at once.
     await store.send_message(Message(instance_id="a", event=raised("go")))
     taken = await claim_one(store, "a", owner="host-b", now=at(1))
@@ -1222,17 +1261,22 @@ async def test_a_held_instance_takes_its_activity_result_with_no_claim(store: St
 async def test_a_hold_keeps_claims_out_until_it_ends_and_then_loses(store: Store) -> None:
     work, leased = await held_for_one_activity(store)
     await store.send_message(Message(instance_id="a", event=raised("go")))
-    if store.holds_instances:
-        assert await claim(store, owner="host-b", now=at(9)) == []
-        assert await store.next_due_at(at(9)) == at(10)  # its end wakes the claimers
+    holding = holder(store)
+    if holding is None:  # nothing held: the event is claimed at once
+        taken = await claim_one(store, "a", owner="host-b", now=at(1))
+        assert [m.event for m in taken.messages] == [raised("go")]
+        assert await store.complete_activity(leased, completed(0)) is not None
+        return
+    assert await claim(store, owner="host-b", now=at(9)) == []
+    assert await store.next_due_at(at(9)) == at(10)  # its end wakes the claimers
     taken = await claim_one(store, "a", owner="host-b", now=at(10))
     assert [m.event for m in taken.messages] == [raised("go")]
-    if store.holds_instances:  # the holder comes back too late: nothing is written
-        again = await next_episode_on(store, work)
-        with pytest.raises(LeaseLostError):
-            await store.commit_episode("host-a", again, outcome(again), completes=leased)
-        assert len(await store.get_history("a")) == 2
-    assert await store.complete_activity(leased, completed(0))  # still there to complete
+    # The holder comes back too late: nothing is written.
+    again = await next_episode_on(store, work)
+    with pytest.raises(LeaseLostError):
+        await holding.commit_episode_holding("host-a", again, outcome(again), completes=leased)
+    assert len(await store.get_history("a")) == 2
+    assert await store.complete_activity(leased, completed(0)) is not None  # still there
 
 
 async def test_a_commit_does_not_hold_an_instance_with_messages_waiting(store: Store) -> None:
@@ -1240,21 +1284,38 @@ async def test_a_commit_does_not_hold_an_instance_with_messages_waiting(store: S
     work = await claim_one(store, "a")
     await store.send_message(Message(instance_id="a", event=raised("go")))
     scheduled = outcome(work, activities=[task("a", "a:1", 0)])
-    await store.commit_episode(
-        "host-a", work, scheduled, lease_activities=(at(60), 1), hold_until=at(10)
-    )
+    holding = holder(store)
+    if holding is not None:
+        await holding.commit_episode_holding(
+            "host-a", work, scheduled, lease_activities=(at(60), 1), hold_until=at(10)
+        )
+    else:
+        await store.commit_episode("host-a", work, scheduled, lease_activities=(at(60), 1))
+    taken = await claim_one(store, "a", owner="host-b", now=at(1))
+    assert [m.event for m in taken.messages] == [raised("go")]
+
+
+async def test_a_commit_that_leases_its_activity_releases_the_instance(store: Store) -> None:
+    """What every backend does, holder or not, when not asked to hold."""
+    await store.create_instance(start("a"))
+    work = await claim_one(store, "a")
+    scheduled = outcome(work, activities=[task("a", "a:1", 0)])
+    await store.commit_episode("host-a", work, scheduled, lease_activities=(at(60), 1))
+    await store.send_message(Message(instance_id="a", event=raised("go")))
     taken = await claim_one(store, "a", owner="host-b", now=at(1))
     assert [m.event for m in taken.messages] == [raised("go")]
 
 
 async def test_completing_a_task_that_is_gone_writes_nothing(store: Store) -> None:
     work, leased = await held_for_one_activity(store)
-    assert await store.complete_activity(leased, completed(0))  # another run recorded it
-    if not store.holds_instances:
-        return  # `completes` is refused outright (the first test of this section)
+    assert await store.complete_activity(leased, completed(0)) is not None  # another run did
+    holding = holder(store)
+    if holding is None:
+        assert await store.complete_activity(leased, completed(0)) is None
+        return
     again = await next_episode_on(store, work)
     with pytest.raises(LeaseLostError):
-        await store.commit_episode("host-a", again, outcome(again), completes=leased)
+        await holding.commit_episode_holding("host-a", again, outcome(again), completes=leased)
     assert len(await store.get_history("a")) == 2
 
 
@@ -1375,7 +1436,7 @@ async def test_hub_summary(store: Store) -> None:
     )
     await store.create_instance(start("b", name="Other"))
     await store.create_instance(start("c", name="Other"))
-    [running] = await store.claim_activities("host-a", T0, at(60), 1)
+    [running] = await claim_activities(store, "host-a", T0, at(60), 1)
 
     summary = await store.hub_summary(at(1))
     assert summary.instances == {("Orch", Status.RUNNING): 1, ("Other", Status.PENDING): 2}

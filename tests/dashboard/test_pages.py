@@ -16,7 +16,7 @@ from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.runtime.engine import Engine
-from dfhost.store import Store, TimerStatus
+from dfhost.store import Claim, Store, TimerStatus
 from dfhost.web import build_app
 from dfhost.work import EpisodeOutcome, StartRequest
 from tests.web.conftest import asgi, finish
@@ -239,7 +239,9 @@ async def test_a_running_instance_says_what_it_waits_for(dash: Dash) -> None:
     await dash.client.start_new("approval", "ask")
     now = utcnow()
     due = now - timedelta(minutes=3)
-    (item,) = await dash.store.claim_episodes("tests", now, now + timedelta(minutes=1), 10)
+    (item,) = await dash.store.claim_episodes(
+        Claim(owner="tests", now=now, lease_until=now + timedelta(minutes=1)), 10
+    )
     await dash.store.commit_episode(
         "tests",
         item,
@@ -346,7 +348,9 @@ async def test_entities_are_listed_with_their_state(dash: Dash) -> None:
                 instance_id=f"@counter@{key}", name="counter", execution_id=key, created_at=now
             )
         )
-    claimed = await dash.store.claim_episodes("tests", now, now + timedelta(minutes=1), 10)
+    claimed = await dash.store.claim_episodes(
+        Claim(owner="tests", now=now, lease_until=now + timedelta(minutes=1)), 10
+    )
     work = next(w for w in claimed if w.instance.instance_id == "@counter@k1")
     for other in claimed:
         if other is not work:

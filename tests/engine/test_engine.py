@@ -21,7 +21,7 @@ from dfhost.client import DurableClient
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
 from dfhost.logs import configure_console
 from dfhost.runtime.engine import Engine
-from dfhost.store import Store, StoreError, open_store
+from dfhost.store import InstanceHolder, Store, StoreError, open_store
 from dfhost.work import Message
 from tests.e2e.harness import APPS
 from tests.waiting import eventually
@@ -179,8 +179,9 @@ async def test_a_chain_runs_without_claim_rounds_or_history_reloads(
         "held": [],
     }
     claim_episodes, claim_activities = store.claim_episodes, store.claim_activities
-    complete, get_history = store.complete_activity_and_claim, store.get_history
-    commit = store.commit_episode
+    complete, get_history = store.complete_activity, store.get_history
+    assert isinstance(store, InstanceHolder)
+    commit = store.commit_episode_holding
 
     async def spy_commit(*args: Any, **kwargs: Any) -> Any:
         if kwargs.get("completes") is not None:
@@ -198,9 +199,11 @@ async def test_a_chain_runs_without_claim_rounds_or_history_reloads(
         return tasks
 
     async def spy_complete(*args: Any, **kwargs: Any) -> Any:
-        done, work = await complete(*args, **kwargs)
-        seen["chained"].append(None if work is None else work.history_start)
-        return done, work
+        done = await complete(*args, **kwargs)
+        if len(args) + len(kwargs) > 2:  # with a claim
+            work = None if done is None else done.work
+            seen["chained"].append(None if work is None else work.history_start)
+        return done
 
     async def spy_get_history(instance_id: str) -> Any:
         seen["loads"].append(instance_id)
@@ -208,9 +211,9 @@ async def test_a_chain_runs_without_claim_rounds_or_history_reloads(
 
     store.claim_episodes = spy_claim_episodes  # type: ignore[method-assign]
     store.claim_activities = spy_claim_activities  # type: ignore[method-assign]
-    store.complete_activity_and_claim = spy_complete  # type: ignore[method-assign]
+    store.complete_activity = spy_complete  # type: ignore[method-assign]
     store.get_history = spy_get_history  # type: ignore[method-assign]
-    store.commit_episode = spy_commit  # type: ignore[method-assign]
+    store.commit_episode_holding = spy_commit  # type: ignore[method-assign]
     status = await run(client, "chain")
     assert status.output == '["Hello Tokyo!", "Hello Seattle!", "Hello London!"]'
     assert seen["claimed"] == [0]  # only the first episode waited for a claim round
@@ -218,11 +221,22 @@ async def test_a_chain_runs_without_claim_rounds_or_history_reloads(
     assert seen["loads"] == []
     # An episode adds 4 events (OrchestratorStarted, the ExecutionStarted or TaskCompleted it
     # delivers, TaskScheduled, OrchestratorCompleted).
-    assert store.holds_instances
     # The instance stays leased to the host while its activity runs, and the episode that
     # takes the result commits with it: no transaction to record the result or lease again.
     assert seen["held"] == [4, 8, 12]
     assert seen["chained"] == []
+
+
+class WithoutHolds:
+    """A store seen without its `InstanceHolder` side."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "commit_episode_holding":
+            raise AttributeError(name)
+        return getattr(self._store, name)
 
 
 async def test_a_chain_without_holds_claims_each_episode_with_its_result(
@@ -233,19 +247,20 @@ async def test_a_chain_without_holds_claims_each_episode_with_its_result(
     it checks its cached session against)."""
     os.environ["DFHOST_E2E_STATE"] = str(tmp_path)
     store = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
-    store.holds_instances = False  # type: ignore[misc]
     await store.start()
-    engine = Engine(app, store)
+    engine = Engine(app, WithoutHolds(store))  # type: ignore[arg-type]
     await engine.start()
     chained: list[int | None] = []
-    complete = store.complete_activity_and_claim
+    complete = store.complete_activity
 
     async def spy_complete(*args: Any, **kwargs: Any) -> Any:
-        done, work = await complete(*args, **kwargs)
-        chained.append(None if work is None else work.history_start)
-        return done, work
+        done = await complete(*args, **kwargs)
+        if len(args) + len(kwargs) > 2:  # with a claim
+            work = None if done is None else done.work
+            chained.append(None if work is None else work.history_start)
+        return done
 
-    store.complete_activity_and_claim = spy_complete  # type: ignore[method-assign]
+    store.complete_activity = spy_complete  # type: ignore[method-assign]
     try:
         status = await run(DurableClient(store, app), "chain")
     finally:
@@ -280,7 +295,8 @@ async def test_a_failed_commit_releases_the_instance_and_the_episode_runs_again(
     hub: tuple[Store, DurableClient],
 ) -> None:
     store, client = hub
-    commit = store.commit_episode
+    assert isinstance(store, InstanceHolder)  # the engine commits with the holding variant
+    commit = store.commit_episode_holding
     failures: list[str] = []
 
     async def flaky_commit(owner: str, work: Any, outcome: Any, **kwargs: Any) -> Any:
@@ -289,7 +305,7 @@ async def test_a_failed_commit_releases_the_instance_and_the_episode_runs_again(
             raise StoreError("disk I/O error")
         return await commit(owner, work, outcome, **kwargs)
 
-    store.commit_episode = flaky_commit  # type: ignore[method-assign]
+    store.commit_episode_holding = flaky_commit  # type: ignore[method-assign]
     status = await run(client, "chain")  # within 60 s: far less than the 5-minute lease
     assert status.output == '["Hello Tokyo!", "Hello Seattle!", "Hello London!"]'
     assert failures == [status.instance_id]

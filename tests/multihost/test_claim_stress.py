@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
-from dfhost.store import LeaseLostError, Store, open_store
+from dfhost.store import Claim, LeaseLostError, Store, open_store
 from dfhost.work import EpisodeOutcome, Message, StartRequest
 from tests.waiting import eventually
 
@@ -39,7 +39,10 @@ async def test_interleaved_claims_never_commit_two_episodes_for_one_position(
         nonlocal lost
         while not done.is_set():
             lease = timedelta(seconds=rng.uniform(0.01, 0.08))
-            works = await store.claim_episodes(name, utcnow(), utcnow() + lease, 1)
+            now = utcnow()
+            works = await store.claim_episodes(
+                Claim(owner=name, now=now, lease_until=now + lease), 1
+            )
             if not works:
                 await store.wait_for_work(utcnow() + timedelta(seconds=0.02))
                 continue

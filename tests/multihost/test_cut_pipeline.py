@@ -12,7 +12,7 @@ import pytest
 from psycopg import errors
 
 from dfhost.store import StoreError, open_store
-from dfhost.store.postgres import store as store_module
+from dfhost.store.postgres import connections
 from dfhost.store.postgres.store import PostgresStore
 
 
@@ -49,7 +49,7 @@ SHUTDOWN = errors.AdminShutdown("terminating connection due to administrator com
 )
 def test_what_counts_as_a_lost_connection(exc: psycopg.Error, broken: bool, lost: bool) -> None:
     conn: Any = SimpleNamespace(broken=broken)
-    assert store_module._connection_lost(conn, exc) is lost
+    assert connections.connection_lost(conn, exc) is lost
 
 
 async def test_a_pipeline_cut_off_mid_transaction_is_retried(
@@ -73,10 +73,10 @@ async def test_a_pipeline_cut_off_mid_transaction_is_retried(
 
     try:
         with caplog.at_level(logging.INFO, logger="dfhost.store.postgres"):
-            assert await store._transact(body, patient=True, pipelined=True) == "claimed"
+            assert await store.db.transact(body, patient=True, pipelined=True) == "claimed"
         assert attempts == [False, True]  # the retry knows: it looks for what the cut one took
         assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]  # lost, then back
         with pytest.raises(StoreError, match="cannot exit pipeline mode while busy"):
-            await store._transact(failing, patient=True, pipelined=True)
+            await store.db.transact(failing, patient=True, pipelined=True)
     finally:
         await store.close()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dfhost.app.loader import FunctionApp
 from dfhost.client import DurableClient
 from dfhost.runtime.engine import Engine
-from dfhost.store import LeaseLostError, Store, open_store
+from dfhost.store import Claim, LeaseLostError, Store, open_store
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork
 from tests.multihost.ledger import (
     assert_recorded_once,
@@ -49,9 +48,9 @@ class WatchedStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def claim_episodes(self, owner: str, *args: Any, **kwargs: Any) -> list[EpisodeWork]:
-        # Whatever else the engine passes (what history it already has) goes through as is.
-        works = await self._store.claim_episodes(owner, *args, **kwargs)
+    async def claim_episodes(self, claim: Claim, limit: int) -> list[EpisodeWork]:
+        works = await self._store.claim_episodes(claim, limit)
+        owner = claim.owner
         for work in works:
             instance_id = work.instance.instance_id
             if instance_id in self._watch.held:
@@ -80,11 +79,9 @@ class WatchedStore:
         self._release(work)
         await self._store.abandon_episode(owner, work)
 
-    async def claim_activities(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
-    ) -> list[ActivityTask]:
-        tasks = await self._store.claim_activities(owner, now, lease_until, limit)
-        self._watch.activities[owner] += len(tasks)
+    async def claim_activities(self, claim: Claim, limit: int) -> list[ActivityTask]:
+        tasks = await self._store.claim_activities(claim, limit)
+        self._watch.activities[claim.owner] += len(tasks)
         return tasks
 
 

@@ -15,7 +15,7 @@ import pytest
 from dfhost.client import DurableClient
 from dfhost.history import utcnow
 from dfhost.runtime.timer_triggers import TimerRunner
-from dfhost.store import Store, TimerStatus, open_store
+from dfhost.store import Claim, Store, TimerStatus, open_store
 from dfhost.web import build_app
 from tests.timers.conftest import load_timers_app, read_runs
 from tests.waiting import eventually
@@ -128,9 +128,8 @@ async def test_a_run_cut_short_by_a_crash_still_gets_its_catch_up(
         last=occurrence - timedelta(minutes=1), next=occurrence, last_updated=occurrence
     )
     await hub.set_timer_status("every_minute", before)
-    assert await hub.claim_timer_run(
-        "every_minute", occurrence, "dead", occurrence, occurrence + timedelta(minutes=5)
-    )
+    crashed = Claim(owner="dead", now=occurrence, lease_until=occurrence + timedelta(minutes=5))
+    assert await hub.claim_timer_run("every_minute", occurrence, crashed)
 
     later = shifted(occurrence + timedelta(minutes=30, seconds=20) - utcnow())
     await hub.open_host("host", later())  # frees the dead host's run

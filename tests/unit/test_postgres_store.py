@@ -18,9 +18,16 @@ import psycopg
 import pytest
 
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
-from dfhost.store import EpisodeClaim, LeaseLostError, Store, StoreError, open_store, postgres
-from dfhost.store.postgres import claims
-from dfhost.store.postgres import store as store_module
+from dfhost.store import (
+    Claim,
+    Completion,
+    LeaseLostError,
+    Store,
+    StoreError,
+    open_store,
+    postgres,
+)
+from dfhost.store.postgres import claims, connections
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 from tests.conftest import selected_backends
 
@@ -122,9 +129,18 @@ async def test_hubs_in_one_database_are_isolated(database: str, opened: list[Sto
     assert await billing.get_instance("same-id") is None
     assert await billing.create_instance(request("same-id"))
     now = utcnow()
-    [work] = await orders.claim_episodes("a", now, now + timedelta(minutes=1), 10)
+    [work] = await orders.claim_episodes(
+        Claim(owner="a", now=now, lease_until=now + timedelta(minutes=1)), 10
+    )
     assert work.instance.instance_id == "same-id"
-    assert len(await billing.claim_episodes("b", now, now + timedelta(minutes=1), 10)) == 1
+    assert (
+        len(
+            await billing.claim_episodes(
+                Claim(owner="b", now=now, lease_until=now + timedelta(minutes=1)), 10
+            )
+        )
+        == 1
+    )
 
 
 async def test_hosts_starting_together_create_the_schema_once(
@@ -164,9 +180,16 @@ async def test_a_silent_hosts_work_is_taken_over_after_the_window(
     await survivor.open_host("survivor", utcnow())
     await survivor.create_instance(request("x"))
     now = utcnow()
-    [held] = await ghost.claim_episodes("ghost", now, now + timedelta(hours=1), 10)
+    [held] = await ghost.claim_episodes(
+        Claim(owner="ghost", now=now, lease_until=now + timedelta(hours=1)), 10
+    )
 
-    assert await survivor.claim_episodes("survivor", now, now + timedelta(hours=1), 10) == []
+    assert (
+        await survivor.claim_episodes(
+            Claim(owner="survivor", now=now, lease_until=now + timedelta(hours=1)), 10
+        )
+        == []
+    )
     due = await survivor.next_due_at(utcnow())
     assert due is not None
     assert timedelta(0) < due - utcnow() <= timedelta(seconds=window)  # not the lease's hour
@@ -176,7 +199,7 @@ async def test_a_silent_hosts_work_is_taken_over_after_the_window(
     async with asyncio.timeout(5):
         while not (
             works := await survivor.claim_episodes(
-                "survivor", utcnow(), utcnow() + timedelta(hours=1), 10
+                Claim(owner="survivor", now=utcnow(), lease_until=utcnow() + timedelta(hours=1)), 10
             )
         ):
             await survivor.wait_for_work(await survivor.next_due_at(utcnow()))
@@ -202,13 +225,22 @@ async def test_live_hosts_keep_their_work_and_closing_frees_it_at_once(
     await first.open_host("first", utcnow())
     await first.create_instance(request("x"))
     now = utcnow()
-    [held] = await first.claim_episodes("first", now, now + timedelta(hours=1), 10)
+    [held] = await first.claim_episodes(
+        Claim(owner="first", now=now, lease_until=now + timedelta(hours=1)), 10
+    )
     await second.open_host("second", utcnow())  # "first" is alive: its lease stays
     await asyncio.sleep(1.0)  # twice the window: heartbeats keep "first" alive
-    assert await second.claim_episodes("second", utcnow(), utcnow() + timedelta(hours=1), 10) == []
+    assert (
+        await second.claim_episodes(
+            Claim(owner="second", now=utcnow(), lease_until=utcnow() + timedelta(hours=1)), 10
+        )
+        == []
+    )
 
     await first.close()
-    [again] = await second.claim_episodes("second", utcnow(), utcnow() + timedelta(hours=1), 10)
+    [again] = await second.claim_episodes(
+        Claim(owner="second", now=utcnow(), lease_until=utcnow() + timedelta(hours=1)), 10
+    )
     assert [m.message_id for m in again.messages] == [m.message_id for m in held.messages]
 
 
@@ -299,7 +331,9 @@ async def test_an_outage_is_ridden_out_and_logged_once(
     await cut.cut()
     now = utcnow()
     # Engine work waits for the database; a client call too, within its patience.
-    claim = asyncio.create_task(store.claim_episodes("host", now, now + timedelta(hours=1), 10))
+    claim = asyncio.create_task(
+        store.claim_episodes(Claim(owner="host", now=now, lease_until=now + timedelta(hours=1)), 10)
+    )
     create = asyncio.create_task(store.create_instance(request("during")))
     await asyncio.sleep(1.0)
     assert not claim.done() and not create.done()
@@ -322,7 +356,7 @@ async def test_client_calls_give_up_after_their_patience(
 ) -> None:
     cut, database = proxy
     store = await started(opened, hub_url(database))
-    monkeypatch.setattr(store_module, "CLIENT_PATIENCE", 0.5)
+    monkeypatch.setattr(connections, "CLIENT_PATIENCE", 0.5)
     await cut.cut()
     with pytest.raises(StoreError, match="is unreachable"):
         await store.get_instance("x")
@@ -349,7 +383,9 @@ async def test_a_claim_whose_commit_was_lost_is_handed_out_on_retry(
 
     monkeypatch.setattr(claims, "claim_episodes_txn", claim_then_lose_the_answer)
     now = utcnow()
-    works = await store.claim_episodes("host", now, now + timedelta(hours=1), 10)
+    works = await store.claim_episodes(
+        Claim(owner="host", now=now, lease_until=now + timedelta(hours=1)), 10
+    )
     # The retry found the committed claim instead of claiming again (the instance is leased).
     assert [(w.instance.instance_id, w.lease_token) for w in works] == [("x", claimed[0])]
     assert len(claimed) == 1
@@ -393,8 +429,8 @@ def result_of(task: ActivityTask) -> Message:
     return Message(instance_id=task.instance_id, execution_id=task.execution_id, event=done)
 
 
-def grab(owner: str, known: dict[str, tuple[str, int]] | None = None) -> EpisodeClaim:
-    return EpisodeClaim(owner=owner, now=utcnow(), lease_until=later(), known=known)
+def grab(owner: str, known: dict[str, tuple[str, int]] | None = None) -> Claim:
+    return Claim(owner=owner, now=utcnow(), lease_until=later(), known=known)
 
 
 def lose_the_answer(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Any]:
@@ -423,25 +459,26 @@ async def test_a_completion_whose_commit_was_lost_hands_out_its_lease_on_retry(
     store = await started(opened, hub_url(database))
     await store.open_host("host", utcnow())
     await store.create_instance(request("x"))
-    [work] = await store.claim_episodes("host", utcnow(), later(), 10)
+    [work] = await store.claim_episodes(grab("host"), 10)
     await store.commit_episode("host", work, scheduling(work, 1))
-    [task] = await store.claim_activities("host", utcnow(), later(), 10)
+    [task] = await store.claim_activities(grab("host"), 10)
     attempts = lose_the_answer(monkeypatch, "complete_and_claim_txn")
 
     known = {"x": (work.instance.execution_id, 2)}
     result = result_of(task)
-    done, leased = await store.complete_activity_and_claim(task, result, grab("host", known))
+    done = await store.complete_activity(task, result, grab("host", known))
     # The retry found the task gone and the lease the lost attempt took, tagged as its own.
     [(first_done, first_work)] = attempts
     assert first_done and first_work is not None
-    assert done and leased is not None
+    assert done is not None and done.work is not None
+    leased = done.work
     assert leased.lease_token == first_work.lease_token
     assert [m.event for m in leased.messages] == [result.event]  # delivered once
     assert (leased.history_start, len(leased.history)) == (1, 1)  # the known tail
     await store.commit_episode(
         "host", leased, EpisodeOutcome(instance=leased.instance, new_events=[])
     )
-    assert await store.claim_episodes("host", utcnow(), later(), 10) == []
+    assert await store.claim_episodes(grab("host"), 10) == []
 
 
 async def test_a_commit_whose_answer_was_lost_hands_out_the_activities_it_leased(
@@ -450,7 +487,7 @@ async def test_a_commit_whose_answer_was_lost_hands_out_the_activities_it_leased
     store = await started(opened, hub_url(database))
     await store.open_host("host", utcnow())
     await store.create_instance(request("x"))
-    [work] = await store.claim_episodes("host", utcnow(), later(), 10)
+    [work] = await store.claim_episodes(grab("host"), 10)
     attempts = lose_the_answer(monkeypatch, "commit_txn")
 
     leased = await store.commit_episode(
@@ -461,7 +498,7 @@ async def test_a_commit_whose_answer_was_lost_hands_out_the_activities_it_leased
     assert [t.task_id for t in leased] == [t.task_id for t in first_leased]
     assert [t.task_scheduled_id for t in leased] == [0, 1]
     assert all(t.lease_token == 1 for t in leased)
-    [other] = await store.claim_activities("other", utcnow(), later(), 10)
+    [other] = await store.claim_activities(grab("other"), 10)
     assert other.task_scheduled_id == 2
     assert len(await store.get_history("x")) == 2
 
@@ -476,18 +513,15 @@ async def test_a_completion_claims_an_instance_only_from_a_dead_host(
     await ghost.open_host("ghost", utcnow())
     ghost._heartbeat.cancel()  # type: ignore[attr-defined]
     await live.create_instance(request("x"))
-    [work] = await live.claim_episodes("live", utcnow(), later(), 10)
+    [work] = await live.claim_episodes(grab("live"), 10)
     await live.commit_episode("live", work, scheduling(work, 2))
-    first, second = await live.claim_activities("live", utcnow(), later(), 10)
+    first, second = await live.claim_activities(grab("live"), 10)
     raised = HistoryEvent(type=EventType.EVENT_RAISED, timestamp=utcnow(), name="go", input="1")
     assert await live.send_message(Message(instance_id="x", event=raised)) == "sent"
-    [held] = await ghost.claim_episodes("ghost", utcnow(), later(), 10)
+    [held] = await ghost.claim_episodes(grab("ghost"), 10)
 
     # The ghost is alive: its lease holds, and the result waits for it.
-    assert await live.complete_activity_and_claim(first, result_of(first), grab("live")) == (
-        True,
-        None,
-    )
+    assert await live.complete_activity(first, result_of(first), grab("live")) == Completion()
     async with await psycopg.AsyncConnection.connect(
         live.conninfo,  # type: ignore[attr-defined]
         autocommit=True,
@@ -496,8 +530,9 @@ async def test_a_completion_claims_an_instance_only_from_a_dead_host(
             "UPDATE hosts SET heartbeat_at = now() - interval '1 day' WHERE owner = 'ghost'"
         )
     # Silent for the takeover window, it is dead: the completion takes its lease over.
-    done, taken = await live.complete_activity_and_claim(second, result_of(second), grab("live"))
-    assert done and taken is not None
+    done = await live.complete_activity(second, result_of(second), grab("live"))
+    assert done is not None and done.work is not None
+    taken = done.work
     assert taken.lease_token != held.lease_token
     assert [m.event.type for m in taken.messages] == [
         EventType.EVENT_RAISED,

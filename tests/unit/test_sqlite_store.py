@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dfhost.history import format_time
-from dfhost.store import StoreError, TimerStatus, open_store
+from dfhost.store import Claim, StoreError, TimerStatus, open_store
 from dfhost.store.sqlite.store import SCHEMA_VERSION
 from dfhost.work import StartRequest
 
@@ -55,12 +55,12 @@ async def test_hosts_share_a_file_and_leave_each_others_live_work_alone(tmp_path
         await first.open_host("a", T0)
         await client.create_instance(_start("x"))
         await client.create_instance(_start("y"))
-        [held] = await first.claim_episodes("a", T0, T0 + timedelta(hours=1), 1)
+        [held] = await first.claim_episodes(_claim("a"), 1)
 
         await second.open_host("b", T0)  # "a" is alive: its lease stays
-        [other] = await second.claim_episodes("b", T0, T0 + timedelta(hours=1), 10)
+        [other] = await second.claim_episodes(_claim("b"), 10)
         assert {held.instance.instance_id, other.instance.instance_id} == {"x", "y"}
-        assert await first.claim_episodes("a", T0, T0 + timedelta(hours=1), 10) == []
+        assert await first.claim_episodes(_claim("a"), 10) == []
         assert await client.get_instance("nothing") is None
     finally:
         for store in (first, second, client):
@@ -79,18 +79,18 @@ async def test_a_running_host_takes_over_a_dead_hosts_work_at_its_next_claim(
         await first.open_host("a", T0)
         await second.open_host("b", T0)
         await first.create_instance(_start("x"))
-        [claimed] = await first.claim_episodes("a", T0, T0 + timedelta(hours=1), 1)
-        assert await first.claim_timer_run("tick", T0, "a", T0, T0 + timedelta(hours=1))
-        assert await second.claim_episodes("b", T0, T0 + timedelta(hours=1), 10) == []
+        [claimed] = await first.claim_episodes(_claim("a"), 1)
+        assert await first.claim_timer_run("tick", T0, _claim("a"))
+        assert await second.claim_episodes(_claim("b"), 10) == []
         lock_files = sorted(p.name for p in db.with_name(db.name + ".hosts").iterdir())
         assert lock_files == ["a.lock", "b.lock"]
 
         await first.close()  # the kernel unlocks the file, as when the process dies
 
         # Long before the lease expires:
-        [taken] = await second.claim_episodes("b", T0, T0 + timedelta(hours=1), 10)
+        [taken] = await second.claim_episodes(_claim("b"), 10)
         assert taken.instance.instance_id == claimed.instance.instance_id
-        assert await second.claim_timer_run("tick", None, "b", T0, T0 + timedelta(hours=1))
+        assert await second.claim_timer_run("tick", None, _claim("b"))
         assert [p.name for p in db.with_name(db.name + ".hosts").iterdir()] == ["b.lock"]
     finally:
         for store in (first, second):
@@ -126,6 +126,10 @@ async def test_schema_1_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
 
 def _start(instance_id: str) -> StartRequest:
     return StartRequest(instance_id=instance_id, name="Orch", execution_id="e1", created_at=T0)
+
+
+def _claim(owner: str) -> Claim:
+    return Claim(owner=owner, now=T0, lease_until=T0 + timedelta(hours=1))
 
 
 # Schema version 1 as dfhost 0.1 created it: the migration's starting point, frozen here.

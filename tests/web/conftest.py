@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from dfhost.app.loader import FunctionApp, load_app
 from dfhost.client import DurableClient
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
-from dfhost.store import Store
+from dfhost.store import Claim, Store
 from dfhost.web import build_app
 from dfhost.work import EpisodeOutcome, Message
 from tests.waiting import eventually
@@ -103,7 +103,9 @@ async def finish(
 ) -> None:
     """Play the engine for one episode: consume the instance's messages and end it."""
     now = utcnow()
-    works = await store.claim_episodes("tests", now, now + timedelta(minutes=1), 100)
+    works = await store.claim_episodes(
+        Claim(owner="tests", now=now, lease_until=now + timedelta(minutes=1)), 100
+    )
     work = None
     for w in works:
         if w.instance.instance_id == instance_id:
@@ -127,7 +129,9 @@ async def finish(
 async def pending(store: Store, instance_id: str) -> list[Message]:
     """The instance's undelivered messages (claimed and released again)."""
     now = utcnow()
-    works = await store.claim_episodes("peek", now, now + timedelta(minutes=1), 100)
+    works = await store.claim_episodes(
+        Claim(owner="peek", now=now, lease_until=now + timedelta(minutes=1)), 100
+    )
     found: list[Message] = []
     for w in works:
         if w.instance.instance_id == instance_id:

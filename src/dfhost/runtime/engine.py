@@ -35,7 +35,7 @@ from dfhost.orchestration.session import SessionCache
 from dfhost.runtime.activities import ActivityRunner
 from dfhost.runtime.retention import Retention, RetentionPolicy, report_startup
 from dfhost.runtime.worker_threads import WorkerThreads
-from dfhost.store import EpisodeClaim, LeaseLostError, Store, StoreError
+from dfhost.store import Claim, InstanceHolder, LeaseLostError, Store, StoreError
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message
 
 __all__ = ["Engine", "WaitForWork"]
@@ -84,6 +84,8 @@ class Engine:
     ) -> None:
         self.app = app
         self.store = store
+        self._holder = store if isinstance(store, InstanceHolder) else None
+        """The store, if it can hold an instance between episodes (`_HOLD`)."""
         self.inline_orchestrators = inline_orchestrators
         """Run orchestrator and entity code on the event loop's thread (a test host: its
         episodes take microseconds and nothing else waits on the loop) instead of a pool."""
@@ -202,8 +204,12 @@ class Engine:
         # A virtual clock moves only when nothing is in flight: it asks for the due time after.
         ask_due = self._wait is None
         works, tasks, due = await asyncio.gather(
-            self.store.claim_episodes(self.owner, now, until, episode_room, known),
-            self.store.claim_activities(self.owner, now, until, activity_room),
+            self.store.claim_episodes(
+                Claim(owner=self.owner, now=now, lease_until=until, known=known), episode_room
+            ),
+            self.store.claim_activities(
+                Claim(owner=self.owner, now=now, lease_until=until), activity_room
+            ),
             self.store.next_due_at(now) if ask_due else _nothing(),
             return_exceptions=True,
         )
@@ -285,14 +291,19 @@ class Engine:
         hold_until = self.clock() + _HOLD if lease and self._may_hold(consumed, outcome) else None
         committing = time.perf_counter()
         try:
-            leased = await self.store.commit_episode(
-                self.owner,
-                consumed,
-                outcome,
-                lease_activities=lease,
-                hold_until=hold_until,
-                completes=completes,
-            )
+            if self._holder is not None:
+                leased = await self._holder.commit_episode_holding(
+                    self.owner,
+                    consumed,
+                    outcome,
+                    lease_activities=lease,
+                    hold_until=hold_until,
+                    completes=completes,
+                )
+            else:
+                leased = await self.store.commit_episode(
+                    self.owner, consumed, outcome, lease_activities=lease
+                )
         except StoreError as exc:
             iid = work.instance.instance_id
             if self.sessions is not None:
@@ -337,7 +348,7 @@ class Engine:
         """Whether to keep the instance leased after this commit (`_HOLD`): it waits for
         nothing but the one activity it schedules, and its session stays cached here."""
         return (
-            self.store.holds_instances
+            self._holder is not None
             and self.sessions is not None
             and len(outcome.activities) == 1
             and not outcome.messages
@@ -505,15 +516,13 @@ class Engine:
             # at once, unless another host or episode holds the instance.
             now = self.clock()
             known = None if self.sessions is None else self.sessions.known()
-            claim = EpisodeClaim(
-                owner=self.owner, now=now, lease_until=now + self.lease, known=known
-            )
-            _, work = await self.store.complete_activity_and_claim(task, result, claim)
+            claim = Claim(owner=self.owner, now=now, lease_until=now + self.lease, known=known)
+            done = await self.store.complete_activity(task, result, claim)
         except Exception:
             log.exception("dfhost: could not record the result of activity '%s'", task.name)
             return
-        if work is not None:
-            self._start_episode(work)
+        if done is not None and done.work is not None:
+            self._start_episode(done.work)
 
 
 async def _nothing() -> None:

@@ -34,7 +34,7 @@ from dfhost.app.loader import Function, FunctionApp, expand_app_settings, invoca
 from dfhost.history import utcnow
 from dfhost.logs import Invocation, log_invocation
 from dfhost.runtime.schedule import Schedule, ScheduleError, parse_schedule, time_zone_named
-from dfhost.store import Store, TimerStatus
+from dfhost.store import Claim, Store, TimerStatus
 from dfhost.wire import client_binding
 
 __all__ = ["RunNowResult", "TimerFunction", "TimerRunner"]
@@ -260,9 +260,8 @@ class TimerRunner:
             return "busy"
         now = self.clock()
         try:
-            token = await self.store.claim_timer_run(
-                name, due_at, self.owner, now, now + self.lease
-            )
+            claim = Claim(owner=self.owner, now=now, lease_until=now + self.lease)
+            token = await self.store.claim_timer_run(name, due_at, claim)
         except Exception:
             log.exception("dfhost: timer '%s': could not reach the task hub", name)
             return "busy"

@@ -12,28 +12,30 @@ The store is the only channel between clients and engines. Its rules:
 - Timer-triggered functions have one record each: the latest occurrence claimed (so every
   occurrence runs once across hosts) and the run in progress (so runs never overlap).
 - Time is always passed in (`now`), never read from the wall clock, so a virtual clock works.
+
+`Store` is what every backend does; `InstanceHolder` is an optimisation only some offer.
+`query` holds the instance listing every backend shares, `wakeup` the in-process wake-ups.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from dfhost.config import StorageProvider
-from dfhost.history import HistoryEvent, Instance, OrchestrationStatus, parse_time
+from dfhost.history import TERMINAL_STATUSES, HistoryEvent, Instance, OrchestrationStatus
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 __all__ = [
+    "Claim",
+    "Completion",
     "DeliveryResult",
-    "EpisodeClaim",
     "HubSummary",
+    "InstanceHolder",
     "InstancePage",
     "InstanceQuery",
     "KnownHistory",
@@ -60,14 +62,24 @@ so a claim may return the history from position n - 1 on (one overlapping event 
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EpisodeClaim:
-    """Asks a completing call to lease, in the same transaction, the instance it delivered to,
-    so the caller runs its next episode at once instead of waiting for a claim round."""
+class Claim:
+    """A host asking for work: what is due at `now` may be leased to `owner` until
+    `lease_until`. Claims of episodes (`claim_episodes`, `complete_activity`) may send only the
+    history tail the host lacks, by `known`; the other claims ignore it."""
 
     owner: str
     now: datetime
     lease_until: datetime
     known: KnownHistory | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """An activity result that `complete_activity` recorded."""
+
+    work: EpisodeWork | None = None
+    """The episode that takes the result, leased in the same transaction, when the call asked
+    with a `claim` and the instance could be leased; else None."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,12 +140,16 @@ DeliveryResult = Literal["sent", "not_found", "gone"]
 
 
 class Store(Protocol):
-    """The task hub contract. All backends pass `tests/contract`."""
+    """The task hub contract. All backends pass `tests/contract`.
+
+    Its methods by job: lifecycle; clients (start, signal, read, list and purge instances);
+    maintenance (retention, the startup report, status pages); episodes; activities;
+    wake-ups; timer triggers. A backend may offer more (`InstanceHolder`).
+    """
 
     url: str
-    holds_instances: bool
-    """Whether `commit_episode` takes `hold_until` and `completes` (see there)."""
 
+    # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Open connections and create or migrate the schema."""
 
@@ -166,16 +182,17 @@ class Store(Protocol):
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
         """The current execution's history, in order; empty for unknown instances."""
 
-    async def query_instances(self, query: InstanceQuery) -> InstancePage: ...
+    async def query_instances(self, query: InstanceQuery) -> InstancePage:
+        """One page of the instances matching the filters (see `dfhost.store.query`)."""
+
+    async def count_instances(self, query: InstanceQuery) -> int:
+        """How many instances match the filters (`top` and `continuation` are ignored)."""
 
     async def purge_instance(self, instance_id: str) -> int:
         """Delete an instance with its history, inbox and work; returns 0 or 1."""
 
     async def purge_instances(self, query: InstanceQuery) -> int:
         """Delete every instance matching the filters (ignoring paging); returns the count."""
-
-    async def count_instances(self, query: InstanceQuery) -> int:
-        """How many instances match the filters (`top` and `continuation` are ignored)."""
 
     # --- maintenance ---------------------------------------------------------------------
     async def purge_finished(
@@ -202,20 +219,13 @@ class Store(Protocol):
         instances, inbox and activity tables, so call it for a status page, not per episode.
         Counts may be approximate on backends without transactions across tables."""
 
-    # --- engines -------------------------------------------------------------------------
-    async def claim_episodes(
-        self,
-        owner: str,
-        now: datetime,
-        lease_until: datetime,
-        limit: int,
-        known: KnownHistory | None = None,
-    ) -> list[EpisodeWork]:
-        """Lease up to `limit` unlocked instances that have messages visible at `now`.
+    # --- episodes ------------------------------------------------------------------------
+    async def claim_episodes(self, claim: Claim, limit: int) -> list[EpisodeWork]:
+        """Lease up to `limit` unlocked instances that have messages visible at `claim.now`.
 
-        Each work item carries every message of that instance visible at `now`, oldest first.
+        Each work item carries every message of that instance visible then, oldest first.
         Suspended instances are claimed only for messages that resume or terminate them.
-        For instances in `known`, the history may start at the position `known` allows
+        For instances in `claim.known`, the history may start at the position it allows
         (`EpisodeWork.history_start`); otherwise it is complete.
         """
 
@@ -226,8 +236,6 @@ class Store(Protocol):
         outcome: EpisodeOutcome,
         *,
         lease_activities: tuple[datetime, int] | None = None,
-        hold_until: datetime | None = None,
-        completes: ActivityTask | None = None,
     ) -> list[ActivityTask]:
         """Apply `outcome`, delete the messages of `work`, and release the lease, atomically.
 
@@ -235,42 +243,33 @@ class Store(Protocol):
         With `lease_activities` = (until, limit), up to `limit` of the outcome's activity tasks
         are created already leased to `owner` until then, and returned for the caller to run
         at once (a backend may lease none); the others wait for `claim_activities`.
-
-        Only where `holds_instances`: with `hold_until`, the lease is kept (same token) until
-        then instead of released, unless messages wait for the instance; so that when the
-        activity it leased to `owner` completes soon, the next episode can run on its result
-        with no claim in between, committed with `completes` = that task: `work.messages`
-        then carry its result unstored (no `message_id`), and the task is deleted in the same
-        transaction (`LeaseLostError`, writing nothing, if it is gone).
         """
 
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
         """Release the lease without consuming anything."""
 
-    async def claim_activities(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
-    ) -> list[ActivityTask]:
+    # --- activities ----------------------------------------------------------------------
+    async def claim_activities(self, claim: Claim, limit: int) -> list[ActivityTask]:
         """Lease up to `limit` activity tasks that are unclaimed or whose lease expired."""
 
-    async def complete_activity(self, task: ActivityTask, result: Message) -> bool:
+    async def complete_activity(
+        self, task: ActivityTask, result: Message, claim: Claim | None = None
+    ) -> Completion | None:
         """Delete the task and enqueue its result in one transaction.
 
-        Returns False, enqueuing nothing, if the task no longer exists (already completed by
-        another claim, or dropped because its execution ended).
+        Returns None, enqueuing nothing, if the task no longer exists (already completed by
+        another claim, or dropped because its execution ended). With a `claim`, the same
+        transaction leases the result's instance to `claim.owner` if it is unlocked and has
+        messages visible at `claim.now`, and the `Completion` carries its work as
+        `claim_episodes` would (a backend may always leave it None).
         """
-
-    async def complete_activity_and_claim(
-        self, task: ActivityTask, result: Message, claim: EpisodeClaim
-    ) -> tuple[bool, EpisodeWork | None]:
-        """`complete_activity`, and in the same transaction lease the result's instance to
-        `claim.owner` if it is unlocked and has messages visible at `claim.now`, returning its
-        work as `claim_episodes` would (a backend may always return None)."""
 
     async def renew_activity_leases(
         self, owner: str, tasks: Sequence[ActivityTask], lease_until: datetime
     ) -> None:
         """Extend the leases of long-running activities this owner still holds."""
 
+    # --- wake-ups ------------------------------------------------------------------------
     async def next_due_at(self, now: datetime) -> datetime | None:
         """The earliest time after `now` at which work becomes claimable (a timer falls due or
         a lease expires), or None. Work already due at `now` is not reported: it is either
@@ -290,23 +289,18 @@ class Store(Protocol):
 
     # --- timer triggers ------------------------------------------------------------------
     async def claim_timer_run(
-        self,
-        function: str,
-        due_at: datetime | None,
-        owner: str,
-        now: datetime,
-        lease_until: datetime,
+        self, function: str, due_at: datetime | None, claim: Claim
     ) -> int | None:
         """Take the right to run the timer-triggered `function` once, among every host sharing
         the task hub; returns the run's token, or None.
 
         Atomically refuses (None; no visible change) when a run of `function` is in progress,
-        i.e. claimed, not finished, and its lease not expired at `now`, whoever holds it (this
-        owner too); or when `due_at` is given and an occurrence at or after `due_at` was
+        i.e. claimed, not finished, and its lease not expired at `claim.now`, whoever holds it
+        (this owner too); or when `due_at` is given and an occurrence at or after `due_at` was
         already claimed, so each occurrence runs once and never after a later one. Otherwise
-        leases the run to `owner` until `lease_until` and, if `due_at` is given, records it as
-        the latest claimed occurrence. `due_at` None (run on startup, run now) skips the
-        occurrence check. A function's tokens increase with every successful claim.
+        leases the run to `claim.owner` until `claim.lease_until` and, if `due_at` is given,
+        records it as the latest claimed occurrence. `due_at` None (run on startup, run now)
+        skips the occurrence check. A function's tokens increase with every successful claim.
         """
 
     async def renew_timer_run(
@@ -331,41 +325,51 @@ class Store(Protocol):
         and claimed occurrences are left alone."""
 
 
-def prefix_upper_bound(prefix: str) -> str | None:
-    """The least string greater than every string starting with `prefix` (None: unbounded).
+@runtime_checkable
+class InstanceHolder(Protocol):
+    """A store that can hold an instance between two episodes (SQLite can): an optimisation
+    the engine uses where `isinstance(store, InstanceHolder)`.
 
-    Backends filter `instance_id_prefix` as a range, so LIKE-style wildcards need no escaping.
+    An instance that waits for nothing but the one activity its episode leased to this host
+    can stay leased to the host (held) while the activity runs here. Its next episode then
+    takes the activity's result as it comes, unstored: no transaction records the result and
+    none claims the instance; the episode's commit consumes the task. Backends without it
+    release the instance at every commit, and the result's episode is leased by
+    `complete_activity` with a `claim`.
     """
-    chars = list(prefix)
-    while chars:
-        code = ord(chars[-1])
-        if code < 0x10FFFF:
-            code += 1
-            if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored; skip past them
-                code = 0xE000
-            chars[-1] = chr(code)
-            return "".join(chars)
-        chars.pop()
-    return None
+
+    async def commit_episode_holding(
+        self,
+        owner: str,
+        work: EpisodeWork,
+        outcome: EpisodeOutcome,
+        *,
+        lease_activities: tuple[datetime, int] | None = None,
+        hold_until: datetime | None = None,
+        completes: ActivityTask | None = None,
+    ) -> list[ActivityTask]:
+        """`Store.commit_episode`, with two more things in the same transaction.
+
+        `hold_until`: the lease is kept (same token) until then instead of released, unless
+        messages wait for the instance or the commit enqueued work (messages, starts,
+        activities it did not lease); a claim takes the instance once the hold ends.
+        `completes`: `work` is the episode of a held instance that takes this task's result,
+        which `work.messages` carry unstored (no `message_id`); the task is deleted. Raises
+        `LeaseLostError`, writing nothing, if the task is gone (another run completed it) or
+        the instance was claimed after the hold ended.
+        """
 
 
-def encode_continuation(created_at: str, instance_id: str) -> str:
-    """The opaque token for keyset paging after (created_at, instance_id)."""
-    return base64.urlsafe_b64encode(json.dumps([created_at, instance_id]).encode()).decode()
+def require_same_instance(work: EpisodeWork, outcome: EpisodeOutcome) -> None:
+    """ValueError unless `outcome` is for the instance `work` leased (every backend's check)."""
+    if outcome.instance.instance_id != work.instance.instance_id:
+        raise ValueError("an episode's outcome must be for the instance it claimed")
 
 
-def decode_continuation(token: str) -> tuple[str, str]:
-    """Inverse of `encode_continuation`; StoreError for anything else."""
-    try:
-        data = json.loads(base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True))
-        if not (
-            isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)
-        ):
-            raise ValueError("not a [created_at, instance_id] pair")
-        parse_time(data[0])
-    except (ValueError, binascii.Error, UnicodeError):
-        raise StoreError("invalid continuation token") from None
-    return data[0], data[1]
+def require_finished(status: OrchestrationStatus) -> None:
+    """ValueError unless `status` is a finished one (`purge_finished`'s check)."""
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"retention purges finished instances only, not {status.value}")
 
 
 def default_store_url(app_dir: Path) -> str:

@@ -1,4 +1,4 @@
-"""The in-process wake-up behind every store's `notify` and `wait_for_work`."""
+"""The in-process wake-ups of every store: `notify`, `wait_for_work` and `watch_finish`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from dfhost.history import utcnow
+from dfhost.history import TERMINAL_STATUSES, Instance, utcnow
 
-__all__ = ["FinishWatchers", "Wakeup"]
+__all__ = ["FinishWatchers", "Wakeup", "Wakeups"]
 
 
 class Wakeup:
@@ -73,3 +73,28 @@ class FinishWatchers:
             waiting.discard(future)
             if not waiting:
                 del self._waiting[instance_id]
+
+
+class Wakeups:
+    """The `Store` methods that wake this process, as every backend has them: `notify` and
+    `wait_for_work` over one `Wakeup`, `watch_finish` over `FinishWatchers`. A backend
+    inherits them, extends `notify` when others must hear it too, and calls `committed` after
+    each episode it commits."""
+
+    def __init__(self, longest: timedelta | None = None) -> None:
+        self._wake = Wakeup(longest)
+        self._finishes = FinishWatchers()
+
+    async def wait_for_work(self, until: datetime | None) -> None:
+        await self._wake.wait(until)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def watch_finish(self, instance_id: str) -> asyncio.Future[None]:
+        return self._finishes.watch(instance_id)
+
+    def committed(self, instance: Instance) -> None:
+        """An episode left `instance` so: resolve its watchers if that is its end."""
+        if instance.status in TERMINAL_STATUSES:
+            self._finishes.finished(instance.instance_id)

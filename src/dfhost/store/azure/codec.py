@@ -1,7 +1,7 @@
 """How the Azure Storage task hub lays out its data: object names, keys, rows, queue messages.
 
-Pure functions and records only; `azure_account`, `azure_instances` and `azure_queues` do the
-I/O. Every text written to a queue is ASCII JSON, so its size in bytes is its length.
+Pure functions and records only; `account`, `instances` and `queues` do the I/O.
+Every text written to a queue is ASCII JSON, so its size in bytes is its length.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ _PROPERTY_OF = {
 @dataclass(slots=True, kw_only=True)
 class InstanceRow:
     """An instance's row in the Instances table: the queryable state and everything the task
-    hub needs to keep episodes exactly-once (see `dfhost.store.azure.store`)."""
+    hub needs to keep episodes exactly-once (see `dfhost.store.azure`)."""
 
     instance: Instance
     generation: str

@@ -1,6 +1,6 @@
 """Which held control-queue messages an episode gets (the consumer side of exactly-once).
 
-A message can arrive twice (see `dfhost.store.azure.store`). It is dropped as void when it
+A message can arrive twice (see `dfhost.store.azure`). It is dropped as void when it
 belongs to another generation (the instance was replaced), epoch (its timers and activities were
 dropped) or execution of the instance, or is a timer the instance cancelled; and as a
 duplicate when its result is already in the history (a task or sub-orchestration answered,

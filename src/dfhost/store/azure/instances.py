@@ -30,13 +30,8 @@ from dfhost.history import (
     format_time,
     parse_time,
 )
-from dfhost.store import (
-    InstancePage,
-    InstanceQuery,
-    decode_continuation,
-    encode_continuation,
-    prefix_upper_bound,
-)
+from dfhost.store import InstancePage, InstanceQuery
+from dfhost.store import query as listing
 from dfhost.store.azure.account import AzureAccount, bounded
 from dfhost.store.azure.codec import (
     BIG_FIELDS,
@@ -296,8 +291,11 @@ class InstanceTables:
         return [entity async for entity in pages]
 
     async def query(self, query: InstanceQuery) -> InstancePage:
-        top = max(1, min(1000, query.top))
-        after = None if query.continuation is None else decode_continuation(query.continuation)
+        """One page, sorted here: the table knows no order but its keys'."""
+        after = None
+        if query.continuation is not None:
+            created_at, instance_id = listing.decode_continuation(query.continuation)
+            after = (format_time(created_at), instance_id)
         rows = await self.scan(query, _LIST_COLUMNS)
         keys = sorted(
             ((str(e["CreatedAt"]), decode_key(str(e["PartitionKey"])), e) for e in rows),
@@ -305,12 +303,9 @@ class InstanceTables:
         )
         if after is not None:
             keys = [k for k in keys if k[0] < after[0] or (k[0] == after[0] and k[1] > after[1])]
-        page = keys[:top]
-        instances = await bounded(self._listed(entity) for _, _, entity in page)
-        token = None
-        if len(keys) > top:
-            token = encode_continuation(page[-1][0], page[-1][1])
-        return InstancePage(instances=instances, continuation=token)
+        wanted = keys[: listing.page_size(query) + 1]
+        instances = await bounded(self._listed(entity) for _, _, entity in wanted)
+        return listing.page(instances, query)
 
     async def _listed(self, entity: Any) -> Instance:
         row, blob_fields = row_from_entity({"Partition": 0, **entity})
@@ -393,7 +388,7 @@ def _filter(query: InstanceQuery) -> tuple[str, dict[str, Any]]:
         low = encode_key(query.instance_id_prefix)
         clauses.append("PartitionKey ge @plow")
         parameters["plow"] = low
-        high = prefix_upper_bound(low)
+        high = listing.prefix_upper_bound(low)
         if high is not None:
             clauses.append("PartitionKey lt @phigh")
             parameters["phigh"] = high

@@ -1,6 +1,6 @@
 """Everything an Azure Storage task hub sends: new instance rows, control-queue messages, work
 items, and the outboxes of committed episodes (delivered after the commit, and again by
-whoever finds one left pending: every delivery is idempotent, see `dfhost.store.azure.store`)."""
+whoever finds one left pending: every delivery is idempotent, see `dfhost.store.azure`)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ work items (activities) it runs.
 A received message stays invisible to everyone else while this host holds it: a keeper
 extends its visibility timeout before it runs out, for as long as the process lives. When the
 process dies, the message reappears after its visibility timeout and another host takes it;
-consumers dedupe (see `dfhost.store.azure.store`), so it is processed once. Messages whose time is
+consumers dedupe (see `dfhost.store.azure`), so it is processed once. Messages whose time is
 far off (durable timers) are not held: they go back to the queue, hidden until their time.
 """
 

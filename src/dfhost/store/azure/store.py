@@ -1,50 +1,11 @@
-"""The Azure Storage task hub: tables, queues and blobs in one storage account (or Azurite).
-
-URL: `azure[:SETTING][?hub=NAME&partitions=N&control_timeout=S&workitem_timeout=S&max_poll=S]`.
-The connection string is read from the app setting (environment variable) SETTING, default
-`AzureWebJobsStorage`; `UseDevelopmentStorage=true` means Azurite on its default ports.
-
-Layout (hub H; see `azure_codec`): tables `HdfhInstances` (one row per instance: its state),
-`HdfhHistory` (history chunks) and `HdfhTimers`; control queues `h-dfh-control-NN`
-(`partitions`, default 4; an instance belongs to one by a hash of its id) and the work-item
-queue `h-dfh-workitems`; containers `h-dfh-leases` (partition and host leases, see
-`azure_partitions`) and `h-dfh-payloads` (texts too long for a queue message or a property).
-The `dfh` tag keeps dfhost's objects apart from a Functions host's own hub of the same name.
-
-What a commit guarantees. Azure Storage has no transaction spanning tables and queues, so an
-episode commits as DTFx's Azure Storage provider does, in steps, and consumers dedupe:
-1. The episode's new history events and its outbox (activities, timers, messages, starts) are
-   written as one new history chunk, reachable from nothing yet.
-2. The instance row is replaced if its ETag is the one read at the claim: the new state, the
-   chunk as the new head of the history, the ids of the messages consumed, `PendingOutbox`.
-   This single-entity write is the commit point. It fails (LeaseLostError, nothing visible)
-   when anything else wrote the row meanwhile, or when this host no longer holds the
-   instance's partition (fencing).
-3. The outbox is delivered (work items, control-queue messages, sub-orchestration rows), then
-   `PendingOutbox` is cleared.
-4. The consumed queue messages are deleted.
-A host that dies after 2 leaves the outbox pending: whoever next claims the instance, or takes
-its partition over, delivers it again, with the same message ids. A host that dies before 4
-leaves messages that reappear after their visibility timeout. Either way a message can arrive
-twice; the consumer drops it when the instance row lists its id as consumed (kept 15 minutes),
-or when the history already holds its result (a task or sub-orchestration answered, a timer
-fired: deduped by event id, at any age), or when it belongs to another generation, epoch or
-execution of the instance. An activity runs at least once; its result is recorded once.
-
-Dispatch latency: messages this process sends wake its engine at once (`notify`) and are read
-by the next claim. Messages sent by other processes are found by a poller that reads the owned
-control queues and peeks at the work-item queue with a back-off from 0.1 s doubling to
-`max_poll` (default 1 s) while idle, back to 0.1 s when it finds something. Timers this host
-knows of wake it at their due time. Crash recovery: a dead host's partitions are free after at
-most 15 s; its held messages reappear after the visibility timeout (`control_timeout`,
-`workitem_timeout`, default 30 s; a live host keeps extending them).
-"""
+"""`AzureStore`: the `Store` for Azure Storage (see the package docstring for the design):
+hosting (partitions, polling, keeping held messages hidden), clients, activities and timer
+triggers; `episodes` claims and commits episodes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import json
 import logging
@@ -52,15 +13,10 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import (
-    AzureError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
+from azure.core.exceptions import AzureError
 
 from dfhost.history import (
     TERMINAL_STATUSES,
@@ -70,26 +26,26 @@ from dfhost.history import (
     OrchestrationStatus,
 )
 from dfhost.store import (
+    Claim,
+    Completion,
     DeliveryResult,
-    EpisodeClaim,
     HubSummary,
     InstancePage,
     InstanceQuery,
-    KnownHistory,
-    LeaseLostError,
     StoreError,
     TimerStatus,
+    require_same_instance,
 )
 from dfhost.store.azure.account import AzureAccount, bounded, describe_account
 from dfhost.store.azure.codec import Envelope, HubNames, InstanceRow, WorkItem
 from dfhost.store.azure.config import parse_url
-from dfhost.store.azure.dedupe import consumed_ids, sift
-from dfhost.store.azure.instances import Chunk, InstanceTables, chunk_key
+from dfhost.store.azure.episodes import CACHE, Episodes
+from dfhost.store.azure.instances import InstanceTables
 from dfhost.store.azure.outbox import Courier
 from dfhost.store.azure.partitions import Partitions
-from dfhost.store.azure.queues import ControlInbox, Held, HeldTask, WorkItems
+from dfhost.store.azure.queues import ControlInbox, HeldTask, WorkItems
 from dfhost.store.azure.timers import TimerTable
-from dfhost.store.wakeup import FinishWatchers, Wakeup
+from dfhost.store.wakeup import Wakeups
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 __all__ = ["MIN_POLL", "AzureStore"]
@@ -97,35 +53,14 @@ __all__ = ["MIN_POLL", "AzureStore"]
 log = logging.getLogger(__name__)
 
 MIN_POLL = 0.1
-_CACHE = 1000
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
-_WAKES_SUSPENDED = (EventType.EXECUTION_RESUMED, EventType.EXECUTION_TERMINATED)
 
 
-@dataclass(eq=False, slots=True, kw_only=True)
-class _Claim:
-    """An episode in flight: what commit needs to finish it."""
-
-    owner: str
-    token: int
-    lock_until: datetime
-    row: InstanceRow
-    history: list[HistoryEvent] | None
-    """None when it did not decode (then it is not cached)."""
-    held: list[Held]
-    wakes: list[Held]
-    start_number: int | None
-    tenure: int | None
-    """The partition tenure it was claimed in (see `Partitions.tenure`)."""
-    dropped_timers: set[int] = field(default_factory=set)
-
-
-class AzureStore:
+class AzureStore(Wakeups):
     """The `Store` for `azure` URLs. Use it from one event loop."""
 
-    holds_instances = False
-
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url = url
         target = parse_url(url)
         self.hub = target.hub
@@ -149,16 +84,20 @@ class AzureStore:
             spawn=self._spawn,
         )
         self.partitions = Partitions(self.account, self._lost, self._drain, self._acquired)
-        self._claims: dict[str, _Claim] = {}
-        self._claiming: set[str] = set()
-        self._start_numbers: dict[tuple[str, str], int] = {}
-        self._cache: OrderedDict[str, tuple[str, list[HistoryEvent]]] = OrderedDict()
+        self.episodes = Episodes(
+            self.rows,
+            self.inbox,
+            self.courier,
+            self.partitions,
+            self._numbers,
+            know=self._know,
+            wake=self.notify,
+            spawn=self._spawn,
+        )
         self._known: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._owners: set[str] = set()
         self._dirty: set[int] = set()
         self._work_dirty = True
-        self._wake = Wakeup()
-        self._finishes = FinishWatchers()
         self._release_event: asyncio.Event | None = None
         self._hosting = False
         self._becoming_host = asyncio.Lock()
@@ -208,9 +147,10 @@ class AzureStore:
             await self.partitions.register(owner)
             await self._host()
             live = await self.partitions.live_owners() | self._owners
-            for instance_id, claim in list(self._claims.items()):
+            in_flight = self.episodes.in_flight
+            for instance_id, claim in list(in_flight.items()):
                 if claim.owner not in self._owners:
-                    del self._claims[instance_id]
+                    del in_flight[instance_id]
             for held in self.work.held.values():
                 if held.owner not in self._owners:
                     held.lease_until = _LONG_AGO
@@ -275,27 +215,10 @@ class AzureStore:
             row = await self.rows.read(instance_id)
             if row is None:
                 return []
-            events, error = await self._history(row)
+            events, error = await self.episodes.history(row)
         if error is not None:
             raise StoreError(error)
         return events
-
-    async def _history(self, row: InstanceRow) -> tuple[list[HistoryEvent], str | None]:
-        instance_id = row.instance.instance_id
-        cached = self._cache.get(instance_id)
-        if cached is not None and cached[0] == row.etag:
-            self._cache.move_to_end(instance_id)
-            return list(cached[1]), None
-        events, error = await self.rows.read_history(row)
-        if error is None:
-            self._remember(instance_id, row.etag, events)
-        return events, error
-
-    def _remember(self, instance_id: str, etag: str, events: list[HistoryEvent]) -> None:
-        self._cache[instance_id] = (etag, list(events))
-        self._cache.move_to_end(instance_id)
-        while len(self._cache) > _CACHE:
-            self._cache.popitem(last=False)
 
     async def query_instances(self, query: InstanceQuery) -> InstancePage:
         with self.account.errors():
@@ -334,7 +257,7 @@ class AzureStore:
 
         with self.account.errors():
             found = await self.rows.finished_before(status, finished_before)
-            ids = [i for _, i in found if i not in self._claims][: max(1, limit)]
+            ids = [i for _, i in found if i not in self.episodes.in_flight][: max(1, limit)]
             counts = await bounded(self.rows.purge(i, keep) for i in ids)
         return sum(counts)
 
@@ -410,40 +333,14 @@ class AzureStore:
                         found.append(Envelope.from_dict(data))
         return found
 
-    # --- engines: episodes ---------------------------------------------------------------
-    async def claim_episodes(
-        self,
-        owner: str,
-        now: datetime,
-        lease_until: datetime,
-        limit: int,
-        known: KnownHistory | None = None,
-    ) -> list[EpisodeWork]:
+    # --- episodes ------------------------------------------------------------------------
+    async def claim_episodes(self, claim: Claim, limit: int) -> list[EpisodeWork]:
         if limit <= 0:
             return []
         with self.account.errors():
             await self._host()
-            partitions = await self._ingest(now)
-            works: list[EpisodeWork] = []
-            candidates = [
-                i
-                for i in self.inbox.candidates(now, partitions)
-                if i not in self._claiming and not self._locked(i, now)
-            ]
-            while candidates and len(works) < limit:
-                batch, candidates = (
-                    candidates[: limit - len(works)],
-                    candidates[limit - len(works) :],
-                )
-                self._claiming.update(batch)
-                try:
-                    found = await asyncio.gather(
-                        *(self._claim(i, owner, now, lease_until) for i in batch)
-                    )
-                finally:
-                    self._claiming.difference_update(batch)
-                works.extend(w for w in found if w is not None)
-        return works
+            partitions = await self._ingest(claim.now)
+            return await self.episodes.claim(claim, limit, partitions)
 
     async def _ingest(self, now: datetime) -> set[int]:
         """Read the queues this process sent to, and those with timers due; returns the
@@ -455,63 +352,6 @@ class AzureStore:
             await self.inbox.ingest(dirty)
         return partitions
 
-    def _locked(self, instance_id: str, now: datetime) -> bool:
-        claim = self._claims.get(instance_id)
-        return claim is not None and claim.lock_until > now
-
-    async def _claim(
-        self, instance_id: str, owner: str, now: datetime, lease_until: datetime
-    ) -> EpisodeWork | None:
-        row = await self.rows.read(instance_id)
-        self._know(instance_id, row)
-        if row is None:  # DTFx drops messages for unknown instances; keeping them would wedge
-            await self.inbox.delete(self.inbox.visible(instance_id, now))
-            return None
-        if row.pending_outbox:
-            await self.courier.deliver_pending(row)
-        history, error = await self._history(row)
-        visible = self.inbox.visible(instance_id, now)
-        wakes = [h for h in visible if h.envelope.kind == "w"]
-        keep, drop, dropped_timers = sift(row, history, [h for h in visible if h not in wakes])
-        starting = row.start_pending and (row.scheduled_start is None or row.scheduled_start <= now)
-        if drop or (wakes and not row.start_pending):
-            await self.inbox.delete([*drop, *(wakes if not row.start_pending else [])])
-        if not keep and not starting:
-            return None
-        if row.instance.status is OrchestrationStatus.SUSPENDED and not any(
-            h.envelope.event is not None and h.envelope.event.type in _WAKES_SUSPENDED for h in keep
-        ):
-            return None
-        messages: list[Message] = []
-        start_number = None
-        if starting:
-            key = (instance_id, row.generation)
-            start_number = self._start_numbers.setdefault(key, next(self._numbers))
-            while len(self._start_numbers) > _CACHE:
-                del self._start_numbers[next(iter(self._start_numbers))]
-            messages.append(row.started_message(start_number))
-        messages.extend(h.envelope.message(h.number) for h in keep)
-        token = next(self._tokens)
-        self._claims[instance_id] = _Claim(
-            owner=owner,
-            token=token,
-            lock_until=lease_until,
-            row=row,
-            history=None if error else history,
-            held=keep,
-            wakes=wakes if row.start_pending else [],
-            start_number=start_number,
-            tenure=self.partitions.tenure(row.partition),
-            dropped_timers=dropped_timers,
-        )
-        return EpisodeWork(
-            instance=row.instance,
-            history=[] if error else history,
-            messages=messages,
-            lease_token=token,
-            history_error=error,
-        )
-
     async def commit_episode(
         self,
         owner: str,
@@ -519,121 +359,28 @@ class AzureStore:
         outcome: EpisodeOutcome,
         *,
         lease_activities: tuple[datetime, int] | None = None,
-        hold_until: datetime | None = None,
-        completes: ActivityTask | None = None,
     ) -> list[ActivityTask]:
         """Activity work items go through the work-item queue: none is leased here."""
-        instance_id = work.instance.instance_id
-        if outcome.instance.instance_id != instance_id:
-            raise ValueError("an episode's outcome must be for the instance it claimed")
-        if completes is not None:  # hold_until is a hint: this backend always releases
-            raise NotImplementedError("this task hub does not hold instances between episodes")
-        claim = self._claims.get(instance_id)
-        if claim is None or claim.token != work.lease_token or claim.owner != owner:
-            raise LeaseLostError(
-                f"lease on instance {instance_id!r} was lost; episode not committed"
-            )
-        try:
-            with self.account.errors():
-                await self._commit(claim, work, outcome)
-        finally:
-            if self._claims.get(instance_id) is claim:
-                del self._claims[instance_id]
-            self.notify()
-        if outcome.instance.status in TERMINAL_STATUSES:
-            self._finishes.finished(instance_id)
+        require_same_instance(work, outcome)
+        with self.account.errors():
+            await self.episodes.commit(owner, work, outcome)
+        self.committed(outcome.instance)
         return []
 
-    async def _commit(self, claim: _Claim, work: EpisodeWork, outcome: EpisodeOutcome) -> None:
-        old = claim.row
-        instance_id = old.instance.instance_id
-        if claim.tenure is None or self.partitions.tenure(old.partition) != claim.tenure:
-            raise LeaseLostError(
-                f"partition {old.partition} of {instance_id!r} was lost; episode not committed"
-            )
-        numbers = {m.message_id for m in work.messages}
-        used = [h for h in claim.held if h.number in numbers]
-        new = dataclasses.replace(
-            old,
-            instance=outcome.instance,
-            commit=uuid.uuid4().hex,
-            start_pending=old.start_pending and claim.start_number not in numbers,
-            consumed=consumed_ids(old.consumed, used),
-        )
-        if outcome.drop_pending_work:
-            new.epoch, new.cancelled = old.epoch + 1, []
-        else:
-            new.cancelled = [c for c in old.cancelled if c not in claim.dropped_timers]
-        new.cancelled = [*new.cancelled, *outcome.cancelled_timer_ids]
-        prev = old.history_head
-        if outcome.reset_history:
-            new.history_epoch, new.history_seq, prev = old.history_epoch + 1, 0, ""
-        cid = uuid.uuid4().hex[:12]
-        outbox = self.courier.outbox(new, cid, outcome)
-        new.history_head = prev
-        if outcome.new_events or outbox:
-            new.history_seq += 1
-            new.history_head = chunk_key(new.history_epoch, new.history_seq, cid)
-            await self.rows.write_chunk(
-                new, new.history_head, prev, Chunk(outcome.new_events, outbox)
-            )
-        new.pending_outbox = new.history_head if outbox else ""
-        try:
-            await self.rows.replace(new, old)
-        except (ResourceModifiedError, ResourceNotFoundError):
-            landed = await self.rows.read(instance_id)
-            if landed is None or landed.commit != new.commit:
-                self._cache.pop(instance_id, None)
-                raise LeaseLostError(
-                    f"instance {instance_id!r} changed during the episode; not committed"
-                ) from None
-            new.etag = landed.etag  # our write landed; its reply was lost
-        self._know(instance_id, new)
-        consumed = asyncio.ensure_future(self.inbox.delete([*used, *claim.wakes]))
-        try:
-            if outbox:
-                await self.courier.deliver(new, outbox)
-                await self.courier.mark_delivered(new)
-        except AzureError as exc:
-            log.warning("dfhost: outbox of %r not delivered yet: %s", instance_id, exc)
-            self._spawn(self._redeliver(instance_id))
-        finally:
-            await consumed
-        if claim.history is not None:
-            base = [] if outcome.reset_history else claim.history
-            self._remember(instance_id, new.etag, [*base, *outcome.new_events])
-        if outcome.reset_history and old.history_head:
-            self._spawn(self.rows.delete_history(instance_id, below_epoch=new.history_epoch))
-
-    async def _redeliver(self, instance_id: str) -> None:
-        for attempt in range(30):
-            await asyncio.sleep(min(2**attempt, 30))
-            if instance_id in self._claims:
-                continue
-            row = await self.rows.read(instance_id)
-            if row is None or not row.pending_outbox:
-                return
-            with contextlib.suppress(AzureError):
-                await self.courier.deliver_pending(row)
-                return
-
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
-        claim = self._claims.get(work.instance.instance_id)
-        if claim is not None and claim.owner == owner and claim.token == work.lease_token:
-            del self._claims[work.instance.instance_id]
+        if self.episodes.abandon(owner, work):
             self.notify()  # its messages are claimable again
 
-    # --- engines: activities -------------------------------------------------------------
-    async def claim_activities(
-        self, owner: str, now: datetime, lease_until: datetime, limit: int
-    ) -> list[ActivityTask]:
+    # --- activities ----------------------------------------------------------------------
+    async def claim_activities(self, claim: Claim, limit: int) -> list[ActivityTask]:
         if limit <= 0:
             return []
+        owner, lease_until = claim.owner, claim.lease_until
         with self.account.errors():
             await self._host()
             tasks: list[ActivityTask] = []
             expired = sorted(
-                (h for h in self.work.held.values() if h.lease_until <= now),
+                (h for h in self.work.held.values() if h.lease_until <= claim.now),
                 key=lambda h: h.task_id,
             )
             for held in expired[:limit]:
@@ -676,15 +423,18 @@ class AzureStore:
             return
         self._known[instance_id] = (row.generation, row.epoch)
         self._known.move_to_end(instance_id)
-        while len(self._known) > 10 * _CACHE:
+        while len(self._known) > 10 * CACHE:
             self._known.popitem(last=False)
 
-    async def complete_activity(self, task: ActivityTask, result: Message) -> bool:
+    async def complete_activity(
+        self, task: ActivityTask, result: Message, claim: Claim | None = None
+    ) -> Completion | None:
         """The result goes out before the work item is deleted: a crash in between runs the
-        activity again, and its result (same id) is deduped."""
+        activity again, and its result (same id) is deduped. Its episode is never leased here:
+        the result's message goes to its instance's control queue."""
         held = None if task.task_id is None else self.work.held.pop(task.task_id, None)
         if held is None:
-            return False
+            return None
         item = held.item
         own = result.instance_id == item.instance_id
         envelope = Envelope(
@@ -706,12 +456,7 @@ class AzureStore:
             raise
         with contextlib.suppress(AzureError):
             await self.work.delete(held.handle)
-        return True
-
-    async def complete_activity_and_claim(
-        self, task: ActivityTask, result: Message, claim: EpisodeClaim
-    ) -> tuple[bool, EpisodeWork | None]:
-        return await self.complete_activity(task, result), None
+        return Completion()
 
     async def renew_activity_leases(
         self, owner: str, tasks: Sequence[ActivityTask], lease_until: datetime
@@ -728,21 +473,15 @@ class AzureStore:
             with self.account.errors():
                 await self._ingest(now)
             times += [self.inbox.next_visible(now), self.inbox.next_deferred(now)]
-        times += [c.lock_until for c in self._claims.values() if c.lock_until > now]
+        times += [c.lock_until for c in self.episodes.in_flight.values() if c.lock_until > now]
         times += [h.lease_until for h in self.work.held.values() if h.lease_until > now]
         return min((t for t in times if t is not None), default=None)
 
     # --- wake-ups ------------------------------------------------------------------------
-    async def wait_for_work(self, until: datetime | None) -> None:
-        await self._wake.wait(until)
-
     def notify(self) -> None:
-        self._wake.set()
+        super().notify()
         if self._release_event is not None:
             self._release_event.set()
-
-    def watch_finish(self, instance_id: str) -> asyncio.Future[None]:
-        return self._finishes.watch(instance_id)
 
     def _released(self) -> asyncio.Event:
         """Set when an episode may have ended (see `notify`)."""
@@ -791,7 +530,7 @@ class AzureStore:
         """Before handing `partition` back: let its episodes in flight commit, then hand back
         its held messages so the next owner sees them at once."""
         deadline = time.monotonic() + 5
-        while any(c.row.partition == partition for c in self._claims.values()):
+        while any(c.row.partition == partition for c in self.episodes.in_flight.values()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -815,20 +554,15 @@ class AzureStore:
         self.notify()
 
     def _replaced(self, instance_id: str) -> None:
-        self._cache.pop(instance_id, None)
+        self.episodes.forget(instance_id)
         self._known.pop(instance_id, None)
 
     # --- timer triggers ------------------------------------------------------------------
     async def claim_timer_run(
-        self,
-        function: str,
-        due_at: datetime | None,
-        owner: str,
-        now: datetime,
-        lease_until: datetime,
+        self, function: str, due_at: datetime | None, claim: Claim
     ) -> int | None:
         with self.account.errors():
-            return await self.timers.claim_run(function, due_at, owner, now, lease_until)
+            return await self.timers.claim_run(function, due_at, claim)
 
     async def renew_timer_run(
         self, function: str, owner: str, token: int, lease_until: datetime

@@ -14,7 +14,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from dfhost.history import format_time, parse_time
-from dfhost.store import TimerStatus
+from dfhost.store import Claim, TimerStatus
 from dfhost.store.azure.codec import decode_key, encode_key
 
 __all__ = ["TimerTable"]
@@ -56,32 +56,25 @@ class TimerTable:
                 continue  # someone else wrote first: decide again on what they wrote
             return new
 
-    async def claim_run(
-        self,
-        function: str,
-        due_at: datetime | None,
-        owner: str,
-        now: datetime,
-        lease_until: datetime,
-    ) -> int | None:
+    async def claim_run(self, function: str, due_at: datetime | None, claim: Claim) -> int | None:
         due = None if due_at is None else format_time(due_at)
 
-        def claim(row: dict[str, Any]) -> dict[str, Any] | None:
-            if row.get("RunOwner") and str(row.get("RunUntil")) > format_time(now):
+        def take(row: dict[str, Any]) -> dict[str, Any] | None:
+            if row.get("RunOwner") and str(row.get("RunUntil")) > format_time(claim.now):
                 return None
             last = row.get("LastDueAt")
             if due is not None and last and due <= str(last):
                 return None
             row.update(
-                RunOwner=owner,
-                RunUntil=format_time(lease_until),
+                RunOwner=claim.owner,
+                RunUntil=format_time(claim.lease_until),
                 RunToken=int(row.get("RunToken") or 0) + 1,
             )
             if due is not None:
                 row["LastDueAt"] = due
             return row
 
-        written = await self._change(function, claim)
+        written = await self._change(function, take)
         return None if written is None else int(written["RunToken"])
 
     def _held(self, row: dict[str, Any], owner: str, token: int) -> bool:

@@ -27,9 +27,10 @@ advisory lock, so hosts may start together.
   committed: claims are tagged so a retry hands out what the lost attempt took, commits are
   fenced, and only `send_message` reports the doubt instead of risking a duplicate event.
 
-Modules: `config` (URL options and host.json; no psycopg), `store` (the `Store`: connections,
-retries, wake-ups), `schema` (tables, migrations, rows), `clients`, `claims` (hosts, episodes,
-activities) and `timers` hold the transactions. The store's names are imported on first use,
+Modules: `config` (URL options and host.json; no psycopg), `store` (the `Store`, heartbeats,
+wake-ups), `connections` (the pool, retries through outages, the listener), `schema` (tables,
+migrations, rows); `clients`, `hosts`, `claims` (episodes, activities) and `timers` hold the
+transactions. The store's names are imported on first use,
 so `config` works where the optional driver is not installed.
 """
 

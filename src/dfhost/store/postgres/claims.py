@@ -1,11 +1,11 @@
-"""The PostgreSQL task hub's engine transactions: hosts, episode claims and commits, activities.
+"""The PostgreSQL task hub's engine transactions: episode claims and commits, activities.
 
-Claims lock with `SKIP LOCKED` and never wait. A dead host's leases (see `schema.DEAD`) are
+Claims lock with `SKIP LOCKED` and never wait. A dead host's leases (see `hosts`) are
 claimable as if they had expired.
 
-Every transaction that takes a lease tags it with a claim id (`lock_claim`, `lease_claim`), fresh
-per call: when the connection dies in COMMIT, the retry looks the tag up and hands out what the
-lost attempt took, so a lease that went through unseen never sits with a host that does not
+Every transaction that takes a lease tags it (`lock_claim`, `lease_claim`) with a claim tag,
+fresh per call: when the connection dies in COMMIT, the retry looks the tag up and hands out
+what the lost attempt took, so a lease that went through unseen never sits with a host that does not
 know it holds it. That covers the shortcuts too: the activities a commit leases
 (`leased_activities_txn`) and the episode an activity's completion claims (`reload_claim_txn`).
 """
@@ -20,12 +20,11 @@ from typing import Any
 import psycopg
 
 from dfhost.history import EventType
-from dfhost.store import EpisodeClaim, KnownHistory, LeaseLostError
+from dfhost.store import Claim, KnownHistory, LeaseLostError
 from dfhost.store.postgres.clients import start_txn
 from dfhost.store.postgres.schema import (
     DEAD,
     INSTANCE_COLUMNS,
-    LIVE,
     MESSAGE_COLUMNS,
     UPDATE_INSTANCE,
     VISIBLE,
@@ -82,7 +81,7 @@ def _activity_from_row(row: Sequence[Any]) -> ActivityTask:
 
 
 ActivityLease = tuple[str, datetime, str]
-"""(owner, until, claim id): how `commit_txn` leases the activities it creates."""
+"""(owner, until, claim tag): how `commit_txn` leases the activities it creates."""
 
 
 async def _insert_activities(
@@ -93,7 +92,7 @@ async def _insert_activities(
     sent."""
     if not tasks:
         return None
-    owner, until, claim = lease if lease is not None else (None, None, None)
+    owner, until, tag = lease if lease is not None else (None, None, None)
     cur = await conn.execute(
         "INSERT INTO activity_tasks AS t (instance_id, execution_id, task_scheduled_id, name, "
         "input, scheduled_at, lease_owner, lease_until, lease_token, lease_claim) "
@@ -104,7 +103,7 @@ async def _insert_activities(
             owner,
             None if until is None else utc(until),
             0 if lease is None else 1,  # a claim's first lease of a task
-            claim,
+            tag,
             [t.instance_id for t in tasks],
             [t.execution_id for t in tasks],
             [t.task_scheduled_id for t in tasks],
@@ -116,84 +115,14 @@ async def _insert_activities(
     return None if lease is None else cur
 
 
-# --- hosts ---------------------------------------------------------------------------------
-
-
-async def register_host_txn(conn: Conn, owner: str, window: timedelta) -> bool:
-    """Register `owner`, free the work of every owner that is not a live host, and forget dead
-    hosts; returns whether anything was freed.
-
-    Owners that never registered count as dead too: every host registers before it claims."""
-    await conn.execute(
-        "INSERT INTO hosts (owner, registered_at, heartbeat_at) VALUES (%s, now(), now()) "
-        "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
-        (owner,),
-    )
-    params = {"window": window}
-    freed = 0
-    # Rows locked right now belong to a transaction that is still going: skip them rather than
-    # wait (the claims take them over later, as any dead host's).
-    for table, key, owner_column, until in (
-        ("instances", "instance_id", "lock_owner", "lock_until"),
-        ("activity_tasks", "id", "lease_owner", "lease_until"),
-        ("timer_functions", "function", "run_owner", "run_until"),
-    ):
-        cur = await conn.execute(
-            f"UPDATE {table} SET {owner_column} = NULL, {until} = NULL WHERE {key} IN "
-            f"(SELECT {key} FROM {table} WHERE {owner_column} IS NOT NULL "
-            f"AND {owner_column} NOT IN {LIVE} FOR UPDATE SKIP LOCKED)",
-            params,
-        )
-        freed += cur.rowcount
-    await conn.execute("DELETE FROM hosts WHERE heartbeat_at <= now() - %(window)s", params)
-    return freed > 0
-
-
-async def heartbeat_txn(conn: Conn, owners: Sequence[str]) -> None:
-    # An upsert: a host declared dead (and forgotten) while cut off comes back to life.
-    await conn.execute(
-        "INSERT INTO hosts (owner, registered_at, heartbeat_at) "
-        "SELECT owner, now(), now() FROM unnest(%s::text[]) AS owner "
-        "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
-        (list(owners),),
-    )
-
-
-async def unregister_hosts_txn(conn: Conn, owners: Sequence[str]) -> None:
-    """A host that stops cleanly frees its work at once rather than after the window."""
-    owners = list(owners)
-    await conn.execute("DELETE FROM hosts WHERE owner = ANY(%s)", (owners,))
-    await conn.execute(
-        "UPDATE instances SET lock_owner = NULL, lock_until = NULL WHERE lock_owner = ANY(%s)",
-        (owners,),
-    )
-    await conn.execute(
-        "UPDATE activity_tasks SET lease_owner = NULL, lease_until = NULL "
-        "WHERE lease_owner = ANY(%s)",
-        (owners,),
-    )
-    await conn.execute(
-        "UPDATE timer_functions SET run_owner = NULL, run_until = NULL WHERE run_owner = ANY(%s)",
-        (owners,),
-    )
-
-
 # --- episodes ------------------------------------------------------------------------------
 
 
 async def claim_episodes_txn(
-    conn: Conn,
-    owner: str,
-    now: datetime,
-    lease_until: datetime,
-    limit: int,
-    *,
-    claim: str,
-    window: timedelta,
-    known: KnownHistory | None = None,
+    conn: Conn, claim: Claim, limit: int, *, tag: str, window: timedelta
 ) -> list[EpisodeWork]:
     """Runs pipelined: only fetches wait for the server."""
-    now = utc(now)
+    now = utc(claim.now)
     # DTFx drops events for unknown instances; kept, they would be scanned forever.
     await conn.execute(
         "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages AS m "
@@ -212,30 +141,29 @@ async def claim_episodes_txn(
             "now": now,
             "limit": limit,
             "window": window,
-            "owner": owner,
-            "until": utc(lease_until),
-            "claim": claim,
+            "owner": claim.owner,
+            "until": utc(claim.lease_until),
+            "claim": tag,
         },
     )
     rows = sorted(await cur.fetchall(), key=lambda row: row[-1])
     if not rows:
         return []
-    return await _load_work(conn, rows, now, known)
+    return await _load_work(conn, rows, now, claim.known)
 
 
-async def reload_claim_txn(
-    conn: Conn, owner: str, now: datetime, claim: str, known: KnownHistory | None = None
-) -> list[EpisodeWork] | None:
-    """The work of an earlier attempt at claim `claim` that committed unseen, or None."""
+async def reload_claim_txn(conn: Conn, claim: Claim, tag: str) -> list[EpisodeWork] | None:
+    """The work of an earlier attempt at `claim`, tagged `tag`, that committed unseen, or
+    None."""
     cur = await conn.execute(
         f"SELECT {_CLAIMED_COLUMNS} FROM instances AS i "
         "WHERE i.lock_claim = %s AND i.lock_owner = %s",
-        (claim, owner),
+        (tag, claim.owner),
     )
     rows = await cur.fetchall()
     if not rows:
         return None
-    work = await _load_work(conn, rows, utc(now), known)
+    work = await _load_work(conn, rows, utc(claim.now), claim.known)
     work.sort(key=lambda item: min((m.message_id or 0 for m in item.messages), default=0))
     return work
 
@@ -269,19 +197,13 @@ _COMPLETE_AND_CLAIM = f"""
 
 
 async def complete_and_claim_txn(
-    conn: Conn,
-    task_id: int,
-    result: Message,
-    request: EpisodeClaim,
-    *,
-    claim: str,
-    window: timedelta,
+    conn: Conn, task_id: int, result: Message, claim: Claim, *, tag: str, window: timedelta
 ) -> tuple[bool, EpisodeWork | None]:
     """Delete the task and enqueue its result; if the task was there, lease the result's
-    instance to `request.owner` when it is unlocked (or held by a dead host), not Suspended,
-    and has messages visible at `request.now`, tagged with `claim` as `claim_episodes_txn`
+    instance to `claim.owner` when it is unlocked (or held by a dead host), not Suspended,
+    and has messages visible at `claim.now`, tagged with `tag` as `claim_episodes_txn`
     tags its leases. Returns (completed, the leased work or None). Runs pipelined."""
-    now = utc(request.now)
+    now = utc(claim.now)
     cur = await conn.execute(
         _COMPLETE_AND_CLAIM,
         {
@@ -295,9 +217,9 @@ async def complete_and_claim_txn(
             "visible": result.visible_at is None or utc(result.visible_at) <= now,
             "now": now,
             "window": window,
-            "owner": request.owner,
-            "until": utc(request.lease_until),
-            "claim": claim,
+            "owner": claim.owner,
+            "until": utc(claim.lease_until),
+            "claim": tag,
         },
     )
     row = await cur.fetchone()
@@ -305,7 +227,7 @@ async def complete_and_claim_txn(
         return False, None
     if row[1] is None:  # not leased
         return True, None
-    work = await _load_work(conn, [row[1:]], now, request.known)
+    work = await _load_work(conn, [row[1:]], now, claim.known)
     return True, work[0] if work else None
 
 
@@ -421,7 +343,7 @@ async def commit_txn(
 ) -> tuple[bool, list[ActivityTask]]:
     """Apply the outcome; returns whether the instance or others now have work to wake for,
     and the activities created leased to `owner` as `lease_activities` = (until, at most,
-    claim id) asks.
+    claim tag) asks.
 
     Runs pipelined: the writes go out behind the lease check without waiting for it, and a
     failed check rolls them all back."""
@@ -464,11 +386,9 @@ async def commit_txn(
             "AND timer_id = ANY(%s)",
             (instance_id, int(EventType.TIMER_FIRED), list(outcome.cancelled_timer_ids)),
         )
-    until, limit, claim = lease_activities if lease_activities is not None else (None, 0, "")
+    until, limit, tag = lease_activities if lease_activities is not None else (None, 0, "")
     leasing = outcome.activities[: max(limit, 0)]
-    leased = await _insert_activities(
-        conn, leasing, None if until is None else (owner, until, claim)
-    )
+    leased = await _insert_activities(conn, leasing, None if until is None else (owner, until, tag))
     await _insert_activities(conn, outcome.activities[len(leasing) :])
     await insert_messages(conn, outcome.messages)
     enqueued = len(outcome.activities) > len(leasing) or bool(outcome.messages)
@@ -499,18 +419,10 @@ def _check_lease(row: Sequence[Any] | None, owner: str, work: EpisodeWork) -> No
 
 
 async def claim_activities_txn(
-    conn: Conn,
-    owner: str,
-    now: datetime,
-    lease_until: datetime,
-    limit: int,
-    *,
-    claim: str,
-    window: timedelta,
-    retrying: bool,
+    conn: Conn, claim: Claim, limit: int, *, tag: str, window: timedelta, retrying: bool
 ) -> list[ActivityTask]:
     # An earlier attempt may have committed unseen: hand out what it took.
-    if retrying and (taken := await leased_activities_txn(conn, owner, claim)):
+    if retrying and (taken := await leased_activities_txn(conn, claim.owner, tag)):
         return taken
     cur = await conn.execute(
         "WITH picked AS (SELECT id FROM activity_tasks "
@@ -521,12 +433,12 @@ async def claim_activities_txn(
         "lease_token = t.lease_token + 1, lease_claim = %(claim)s "
         f"FROM picked WHERE t.id = picked.id RETURNING {_ACTIVITY_COLUMNS}",
         {
-            "now": utc(now),
+            "now": utc(claim.now),
             "limit": limit,
             "window": window,
-            "owner": owner,
-            "until": utc(lease_until),
-            "claim": claim,
+            "owner": claim.owner,
+            "until": utc(claim.lease_until),
+            "claim": tag,
         },
     )
     return sorted(
@@ -534,12 +446,13 @@ async def claim_activities_txn(
     )
 
 
-async def leased_activities_txn(conn: Conn, owner: str, claim: str) -> list[ActivityTask]:
-    """The activities that claim (or commit) `claim` leased to `owner` and it still holds."""
+async def leased_activities_txn(conn: Conn, owner: str, tag: str) -> list[ActivityTask]:
+    """The activities that the claim (or commit) tagged `tag` leased to `owner` and it still
+    holds."""
     cur = await conn.execute(
         f"SELECT {_ACTIVITY_COLUMNS} FROM activity_tasks AS t "
         "WHERE t.lease_claim = %s AND t.lease_owner = %s ORDER BY t.id",
-        (claim, owner),
+        (tag, owner),
     )
     return [_activity_from_row(row) for row in await cur.fetchall()]
 
@@ -568,31 +481,3 @@ async def complete_activity_txn(
         ),
     )
     return bool(await cur.fetchall())
-
-
-async def next_due_txn(
-    conn: Conn, now: datetime, window: timedelta, own: Sequence[str]
-) -> datetime | None:
-    now = utc(now)
-    cur = await conn.execute(
-        """SELECT
-            (SELECT MIN(visible_at) FROM messages WHERE visible_at > %(now)s),
-            (SELECT MIN(lock_until) FROM instances WHERE lock_until > %(now)s),
-            (SELECT MIN(lease_until) FROM activity_tasks WHERE lease_until > %(now)s),
-            (SELECT MIN(h.heartbeat_at) + %(window)s - now() FROM hosts AS h
-             WHERE h.owner <> ALL(%(own)s) AND (
-                EXISTS (SELECT 1 FROM instances
-                        WHERE lock_owner = h.owner AND lock_until > %(now)s)
-                OR EXISTS (SELECT 1 FROM activity_tasks
-                           WHERE lease_owner = h.owner AND lease_until > %(now)s)))""",
-        {"now": now, "window": window, "own": list(own)},
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    times: list[datetime] = [value for value in row[:3] if value is not None]
-    # Another host's leases become claimable when it misses its heartbeats for the window:
-    # wake then (measured on the database's clock, so it does not matter if ours is off).
-    takeover_in: timedelta | None = row[3]
-    if takeover_in is not None and takeover_in > timedelta(0):
-        times.append(now + takeover_in)
-    return min(times) if times else None

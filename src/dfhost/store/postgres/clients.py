@@ -1,11 +1,9 @@
-"""The PostgreSQL task hub's client transactions: create, send, read, query and purge."""
+"""The PostgreSQL task hub's client and maintenance transactions: create, send, read, list,
+purge, and the reads of retention, the startup report and status pages."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dfhost.history import (
     TERMINAL_STATUSES,
@@ -13,11 +11,11 @@ from dfhost.history import (
     HistoryEvent,
     Instance,
     OrchestrationStatus,
-    format_time,
-    parse_time,
 )
-from dfhost.store import DeliveryResult, InstanceQuery, StoreError, prefix_upper_bound
+from dfhost.store import DeliveryResult, HubSummary, InstancePage, InstanceQuery
+from dfhost.store import query as listing
 from dfhost.store.postgres.schema import (
+    DIALECT,
     INSERT_INSTANCE,
     INSTANCE_COLUMNS,
     MESSAGE_COLUMNS,
@@ -126,74 +124,23 @@ async def send_txn(conn: Conn, message: Message) -> DeliveryResult:
     return "sent"
 
 
-def query_filters(query: InstanceQuery) -> tuple[str, list[object]]:
-    """A WHERE clause (a range for the id prefix, so LIKE wildcards need no escaping)."""
-    clauses: list[str] = ["TRUE"]
-    params: list[object] = []
-    if query.created_from is not None:
-        clauses.append("created_at >= %s")
-        params.append(utc(query.created_from))
-    if query.created_to is not None:
-        clauses.append("created_at <= %s")
-        params.append(utc(query.created_to))
-    if query.statuses:
-        clauses.append("status = ANY(%s)")
-        params.append([OrchestrationStatus(status).value for status in query.statuses])
-    if query.instance_id_prefix:
-        clauses.append("instance_id >= %s")
-        params.append(query.instance_id_prefix)
-        upper = prefix_upper_bound(query.instance_id_prefix)
-        if upper is not None:
-            clauses.append("instance_id < %s")
-            params.append(upper)
-    if query.name is not None:
-        clauses.append("name = %s")
-        params.append(query.name)
-    return " AND ".join(clauses), params
+async def query_txn(conn: Conn, query: InstanceQuery) -> InstancePage:
+    sql, params = listing.select_page(query, DIALECT, INSTANCE_COLUMNS)
+    cur = await conn.execute(sql, params)
+    return listing.page([instance_from_row(row) for row in await cur.fetchall()], query)
 
 
-def encode_token(created_at: datetime, instance_id: str) -> str:
-    payload = json.dumps([format_time(created_at), instance_id])
-    return base64.urlsafe_b64encode(payload.encode()).decode()
-
-
-def decode_token(token: str) -> tuple[datetime, str]:
-    try:
-        data = json.loads(base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True))
-        if not (
-            isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)
-        ):
-            raise ValueError("not a [created_at, instance_id] pair")
-        created_at = parse_time(data[0])
-    except (ValueError, binascii.Error):
-        raise StoreError("invalid continuation token") from None
-    return created_at, data[1]
-
-
-async def query_txn(conn: Conn, query: InstanceQuery) -> tuple[list[Instance], str | None]:
-    top = max(1, min(1000, query.top))
-    where, params = query_filters(query)
-    if query.continuation is not None:
-        created_at, instance_id = decode_token(query.continuation)
-        where += " AND (created_at < %s OR (created_at = %s AND instance_id > %s))"
-        params += [created_at, created_at, instance_id]
-    cur = await conn.execute(
-        f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {where} "
-        "ORDER BY created_at DESC, instance_id LIMIT %s",
-        [*params, top + 1],
-    )
-    rows = await cur.fetchall()
-    page = [instance_from_row(row) for row in rows[:top]]
-    token = None
-    if len(rows) > top:
-        token = encode_token(page[-1].created_at, page[-1].instance_id)
-    return page, token
+async def count_txn(conn: Conn, query: InstanceQuery) -> int:
+    sql, params = listing.select_count(query, DIALECT)
+    cur = await conn.execute(sql, params)
+    row = await cur.fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 async def purge_batch_txn(conn: Conn, query: InstanceQuery) -> int:
-    where, params = query_filters(query)
+    condition, params = listing.where(query, DIALECT)
     cur = await conn.execute(
-        f"SELECT instance_id FROM instances WHERE {where} ORDER BY instance_id "
+        f"SELECT instance_id FROM instances WHERE {condition} ORDER BY instance_id "
         f"LIMIT {_PURGE_BATCH} FOR UPDATE",
         params,
     )
@@ -219,3 +166,40 @@ async def overdue_timers_txn(conn: Conn, now: datetime, limit: int) -> list[Mess
         (utc(now), int(EventType.TIMER_FIRED), max(0, limit)),
     )
     return [m for row in await cur.fetchall() if (m := message_from_row(row)) is not None]
+
+
+async def hub_summary_txn(conn: Conn, now: datetime, window: timedelta) -> HubSummary:
+    """The summary at `now`; hosts are live if heard from within the takeover `window`."""
+    params = {"now": now, "window": window}
+    cur = await conn.execute("SELECT name, status, COUNT(*) FROM instances GROUP BY 1, 2")
+    counts = {(r[0], OrchestrationStatus(r[1])): int(r[2]) for r in await cur.fetchall()}
+    cur = await conn.execute(
+        "SELECT COUNT(*) FILTER (WHERE visible_at IS NULL OR visible_at <= %(now)s), "
+        "MIN(COALESCE(visible_at, (event::jsonb ->> 'timestamp')::timestamptz)) "
+        "FILTER (WHERE visible_at IS NULL OR visible_at <= %(now)s), "
+        "MIN(visible_at) FILTER (WHERE visible_at > %(now)s) FROM messages",
+        params,
+    )
+    ready, oldest_message, next_timer = await cur.fetchone() or (0, None, None)
+    cur = await conn.execute(
+        "SELECT COUNT(*) FILTER (WHERE lease_until IS NULL OR lease_until <= %(now)s), "
+        "COUNT(*) FILTER (WHERE lease_until > %(now)s), "
+        "MIN(scheduled_at) FILTER (WHERE lease_until IS NULL OR lease_until <= %(now)s) "
+        "FROM activity_tasks",
+        params,
+    )
+    waiting, running, oldest_task = await cur.fetchone() or (0, 0, None)
+    cur = await conn.execute(
+        "SELECT COUNT(*) FROM hosts WHERE heartbeat_at > now() - %(window)s", params
+    )
+    hosts = await cur.fetchone()
+    oldest = min((t for t in (oldest_message, oldest_task) if t is not None), default=None)
+    return HubSummary(
+        instances=counts,
+        ready_messages=int(ready),
+        ready_activities=int(waiting),
+        running_activities=int(running),
+        oldest_ready=oldest,
+        next_timer=next_timer,
+        live_hosts=int(hosts[0]) if hosts is not None else 0,
+    )

@@ -13,11 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from dfhost.history import HistoryEvent, Instance, OrchestrationStatus
+from dfhost.store import StoreError
+from dfhost.store.query import SqlDialect
 from dfhost.work import Message
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Conn"]
+__all__ = ["DIALECT", "MIGRATIONS", "SCHEMA_VERSION", "Conn", "migrate"]
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -73,6 +76,44 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 """`MIGRATIONS[v]` takes the schema from version v to v + 1."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
+
+async def migrate(conn: Conn, schema: str, label: str) -> None:
+    """Create the hub's schema or bring it to `SCHEMA_VERSION`, in one transaction; StoreError
+    if it is newer than this dfhost's."""
+    async with conn.transaction():
+        # Hosts starting together take turns; the loser finds the schema up to date.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"dfhost:{schema}",)
+        )
+        # Look before creating: a role may use a schema prepared for it without the right
+        # to create one.
+        cur = await conn.execute(
+            "SELECT to_regnamespace(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            (schema, f"{schema}.schema_version"),
+        )
+        row = await cur.fetchone()
+        has_schema, has_version = row if row is not None else (False, False)
+        if not has_schema:
+            await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        if not has_version:
+            await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        cur = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        row = await cur.fetchone()
+        version = int(row[0]) if row is not None else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"task hub {label} has schema version {version}, newer than this "
+                f"dfhost supports ({SCHEMA_VERSION})"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        for step in MIGRATIONS[version:]:
+            for statement in step:
+                await conn.execute(statement)
+        await conn.execute("DELETE FROM schema_version")
+        await conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
+
+
 INSTANCE_COLUMNS = (
     "instance_id, name, execution_id, status, version, input, output, custom_status, "
     "parent_instance_id, failure_details, tags, created_at, last_updated_at"
@@ -105,6 +146,10 @@ LIVE = "(SELECT owner FROM hosts WHERE heartbeat_at > now() - %(window)s)"
 def utc(value: datetime) -> datetime:
     """Naive datetimes are UTC (as `format_time` takes them)."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+DIALECT = SqlDialect(placeholder="%s", time=utc, status_beside_prefix="status")
+"""How `dfhost.store.query` writes instance listings for PostgreSQL."""
 
 
 def instance_params(instance: Instance) -> dict[str, object]:

@@ -9,18 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from dfhost.store import TimerStatus
+from dfhost.store import Claim, TimerStatus
 from dfhost.store.postgres.schema import DEAD, Conn, utc
 
 
 async def claim_timer_run_txn(
-    conn: Conn,
-    function: str,
-    due_at: datetime | None,
-    owner: str,
-    now: datetime,
-    lease_until: datetime,
-    window: timedelta,
+    conn: Conn, function: str, due_at: datetime | None, claim: Claim, window: timedelta
 ) -> int | None:
     await conn.execute(
         "INSERT INTO timer_functions (function) VALUES (%s) ON CONFLICT DO NOTHING", (function,)
@@ -29,7 +23,7 @@ async def claim_timer_run_txn(
         "SELECT last_due_at, run_owner IS NOT NULL AND run_until > %(now)s "
         f"AND run_owner NOT IN {DEAD} FROM timer_functions WHERE function = %(function)s "
         "FOR UPDATE",
-        {"now": utc(now), "window": window, "function": function},
+        {"now": utc(claim.now), "window": window, "function": function},
     )
     row = await cur.fetchone()
     assert row is not None
@@ -41,7 +35,7 @@ async def claim_timer_run_txn(
     cur = await conn.execute(
         "UPDATE timer_functions SET run_owner = %s, run_until = %s, run_token = run_token + 1, "
         "last_due_at = COALESCE(%s, last_due_at) WHERE function = %s RETURNING run_token",
-        (owner, utc(lease_until), None if due_at is None else utc(due_at), function),
+        (claim.owner, utc(claim.lease_until), None if due_at is None else utc(due_at), function),
     )
     token = await cur.fetchone()
     assert token is not None

@@ -12,7 +12,7 @@ import sqlite3
 from datetime import datetime
 
 from dfhost.history import format_time, parse_time
-from dfhost.store import TimerStatus
+from dfhost.store import Claim, TimerStatus
 
 __all__ = [
     "SCHEMA_V2",
@@ -35,12 +35,7 @@ SCHEMA_V2 = (
 
 
 def claim_timer_run(
-    conn: sqlite3.Connection,
-    function: str,
-    due_at: datetime | None,
-    owner: str,
-    now: datetime,
-    lease_until: datetime,
+    conn: sqlite3.Connection, function: str, due_at: datetime | None, claim: Claim
 ) -> int | None:
     row = conn.execute(
         "SELECT last_due_at, run_owner, run_until FROM timer_functions WHERE function = ?",
@@ -48,7 +43,7 @@ def claim_timer_run(
     ).fetchone()
     due_text = None if due_at is None else format_time(due_at)
     if row is not None:
-        if row["run_owner"] is not None and row["run_until"] > format_time(now):
+        if row["run_owner"] is not None and row["run_until"] > format_time(claim.now):
             return None
         last_due = row["last_due_at"]
         if due_text is not None and last_due is not None and due_text <= last_due:
@@ -58,7 +53,7 @@ def claim_timer_run(
     conn.execute(
         "UPDATE timer_functions SET run_owner = ?, run_until = ?, run_token = run_token + 1, "
         "last_due_at = COALESCE(?, last_due_at) WHERE function = ?",
-        (owner, format_time(lease_until), due_text, function),
+        (claim.owner, format_time(claim.lease_until), due_text, function),
     )
     (token,) = conn.execute(
         "SELECT run_token FROM timer_functions WHERE function = ?", (function,)
