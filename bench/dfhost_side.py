@@ -24,7 +24,8 @@ from typing import Any
 
 from process_stats import emit, percentile, rss_bytes, sqlite_files_bytes
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
 from dfhost.history import TERMINAL_STATUSES, EventType, Instance, OrchestrationStatus
 from dfhost.runtime.engine import Engine

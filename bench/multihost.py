@@ -52,7 +52,8 @@ from urllib.parse import urlsplit
 from run import PG_URL, RESULTS, Postgres, machine
 
 import dfhost
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
 from dfhost.history import OrchestrationStatus
 from dfhost.store import InstanceQuery, Store, open_store

@@ -32,7 +32,7 @@ from dfhost.store import DeliveryResult, InstancePage, InstanceQuery, Store, Tim
 from dfhost.work import Message, StartRequest
 
 if TYPE_CHECKING:
-    from dfhost.app.loader import FunctionApp
+    from dfhost.app.functions import FunctionApp
 
 __all__ = [
     "DurableClient",

@@ -13,7 +13,8 @@ from typing import Literal
 import httpx
 import pytest
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
 from dfhost.store import Store
 from dfhost.web import build_app

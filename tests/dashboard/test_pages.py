@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 import pytest
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.runtime.engine import Engine

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
 from dfhost.logs import configure_console

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
 from dfhost.history import Instance
 from dfhost.runtime.engine import Engine

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.store import Store, open_store
 from tests.conftest import selected_backends
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dfhost.app.loader import FunctionApp
+from dfhost.app.functions import FunctionApp
 from dfhost.client import DurableClient
 from dfhost.runtime.engine import Engine
 from dfhost.store import Claim, LeaseLostError, Store, open_store

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dfhost.app.loader import FunctionApp
+from dfhost.app.functions import FunctionApp
 from dfhost.client import DurableClient
 from dfhost.store import Store
 from tests.e2e.harness import HostProcess

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
 from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus
 from dfhost.runtime.engine import Engine

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dfhost.app.loader import FunctionApp
+from dfhost.app.functions import FunctionApp
 from dfhost.client import DurableClient
 from dfhost.config import (
     EnsureSpec,

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
 from dfhost.store import Store
 from dfhost.web import build_app

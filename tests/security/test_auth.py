@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from dfhost.app.loader import FunctionApp
+from dfhost.app.functions import FunctionApp
 from dfhost.client import DurableClient
 from dfhost.store import InstanceQuery, Store
 from dfhost.web import build_app

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.store import Store, open_store
 from tests.e2e.conftest import sdk_session  # noqa: F401  (the e2e tests' fixture)
 

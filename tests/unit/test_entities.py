@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient, InvalidInstanceIdError, UnknownEntityError
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
 from dfhost.orchestration.entities import EntityId, Operation, run_batch

@@ -12,16 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dfhost.app.loader import (
-    AppLoadError,
-    AppNotFoundError,
-    Binding,
-    Function,
-    FunctionApp,
-    LoadError,
-    expand_app_settings,
-    load_app,
-)
+from dfhost.app.functions import Binding, Function, FunctionApp
+from dfhost.app.loader import load_app
+from dfhost.config import AppLoadError, AppNotFoundError, LoadError, expand_app_settings
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "apps"

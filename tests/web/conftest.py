@@ -16,7 +16,8 @@ import uvicorn
 from azure.durable_functions.models.utils import http_utils
 from starlette.applications import Starlette
 
-from dfhost.app.loader import FunctionApp, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.store import Claim, Store

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from azure.durable_functions import DurableOrchestrationContext
 
-from dfhost.app.loader import FunctionApp
+from dfhost.app.functions import FunctionApp
 from dfhost.client import DurableClient
 from dfhost.history import EventType, HistoryEvent, OrchestrationStatus
 from dfhost.store import InstanceQuery, Store

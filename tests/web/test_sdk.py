@@ -16,7 +16,7 @@ from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrc
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 from dfhost import __version__
-from dfhost.app.loader import FunctionApp
+from dfhost.app.functions import FunctionApp
 from dfhost.client import DurableClient
 from dfhost.runtime.engine import Engine
 from dfhost.store import Store

@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from dfhost.app.loader import AppSettings, Binding, Function, FunctionApp, load_app
+from dfhost.app.functions import Binding, Function, FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
+from dfhost.config import AppSettings
 from dfhost.store import Store
 from dfhost.web import build_app
 

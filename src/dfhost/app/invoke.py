@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
-from dfhost.app.loader import Function
+from dfhost.app.functions import Function
 
 __all__ = ["FunctionTimeoutError", "ThreadRunner", "call_function", "within"]
 

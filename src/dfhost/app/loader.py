@@ -21,51 +21,28 @@ import importlib.util
 import inspect
 import os
 import sys
-import threading
 import traceback
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Any, cast
 
-import azure.functions as func
 from azure.functions import FunctionRegister
 
+from dfhost.app.functions import Binding, Function, FunctionApp, FunctionKind
 from dfhost.config import (
-    AppLoadError,
-    AppNotFoundError,
-    AppSettings,
     LoadError,
     LoadErrors,
     app_root,
     describe_exception,
-    expand_app_settings,
-    load_settings,
     read_json_object,
     read_settings,
     truthy,
 )
 
-__all__ = [
-    "AppLoadError",
-    "AppNotFoundError",
-    "AppSettings",
-    "Binding",
-    "Function",
-    "FunctionApp",
-    "FunctionKind",
-    "InvocationContext",
-    "LoadError",
-    "OutBinding",
-    "expand_app_settings",
-    "invocation_arguments",
-    "load_app",
-    "load_settings",
-]
-
-FunctionKind = Literal["orchestrator", "activity", "entity", "http", "timer", "other"]
+__all__ = ["load_app"]
 
 _KIND_BY_TRIGGER: dict[str, FunctionKind] = {
     "orchestrationTrigger": "orchestrator",
@@ -80,88 +57,6 @@ _CANONICAL_TYPES = {t.lower(): t for t in (*_KIND_BY_TRIGGER, "durableClient", "
 _CANONICAL_TYPES["orchestrationclient"] = "durableClient"
 _DIRECTIONS = {0: "in", 1: "out", 2: "inout"}  # azure.functions BindingDirection values
 _APP_PACKAGE = "__app__"
-
-
-@dataclass(frozen=True, slots=True)
-class Binding:
-    type: str  # canonical spelling for the types dfhost knows, else as written
-    name: str
-    direction: str  # "in" | "out" | "inout"
-    # Every other key, camelCase as in function.json; read-only. Mappings are unhashable.
-    settings: Mapping[str, Any] = field(default_factory=dict, hash=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Function:
-    name: str
-    kind: FunctionKind
-    trigger: Binding
-    bindings: tuple[Binding, ...]
-    handler: Callable[..., Any]
-    source: str
-    aliases: tuple[str, ...] = ()
-    # Computed once: engines ask per invocation and inspect.signature is not free.
-    _params: frozenset[str] = field(init=False, repr=False, compare=False, hash=False)
-    _async: bool = field(init=False, repr=False, compare=False, hash=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_params", _parameter_names(self.handler))
-        object.__setattr__(self, "_async", _is_async(self.handler))
-
-    @property
-    def is_async(self) -> bool:
-        """Whether calling the handler returns an awaitable (still check the result)."""
-        return self._async
-
-    def parameter_names(self) -> frozenset[str]:
-        """Named parameters of the handler (not *args/**kwargs), following `__wrapped__`."""
-        return self._params
-
-    @property
-    def orchestrator_function(self) -> Callable[..., Any]:
-        """An orchestrator's generator function, which `df.Orchestrator.create` wrapped into
-        the handler (`load_app` refuses orchestrators made otherwise)."""
-        return self.handler.orchestrator_function  # type: ignore[attr-defined, no-any-return]
-
-    @property
-    def input_type(self) -> type | None:
-        """The type an orchestrator's input is deserialized to (its parameter's annotation in
-        a v2 app), or None."""
-        return getattr(self.handler, "_df_input_type", None)
-
-
-@dataclass
-class FunctionApp:
-    root: Path
-    functions: dict[str, Function]
-    settings: AppSettings
-    errors: list[LoadError]
-
-    def orchestrator(self, name: str) -> Function | None:
-        return self._lookup("orchestrator", name, fold=False)
-
-    def activity(self, name: str) -> Function | None:
-        return self._lookup("activity", name, fold=False)
-
-    def entity(self, name: str) -> Function | None:
-        # Case-insensitive: the extension lower-cases entity names in instance ids (@name@key).
-        return self._lookup("entity", name, fold=True)
-
-    def of_kind(self, kind: FunctionKind) -> list[Function]:
-        return [f for f in self.functions.values() if f.kind == kind]
-
-    def _lookup(self, kind: FunctionKind, name: str, *, fold: bool) -> Function | None:
-        # Names before aliases. load_app resolved alias clashes, so the first match is the only
-        # one; a scan is fine for apps of tens of functions and survives edits to `functions`.
-        found = self.functions.get(name)
-        if found is not None and found.kind == kind:
-            return found
-        key = name.lower() if fold else name
-        for f in self.functions.values():
-            names = (f.name, *f.aliases)
-            if f.kind == kind and key in ([n.lower() for n in names] if fold else names):
-                return f
-        return None
 
 
 def load_app(app_dir: str | Path) -> FunctionApp:
@@ -495,24 +390,6 @@ def _source_file(handler: Callable[..., Any]) -> str | None:
         return None
 
 
-def _parameter_names(handler: Callable[..., Any]) -> frozenset[str]:
-    try:
-        params = inspect.signature(handler).parameters.values()
-    except (TypeError, ValueError):
-        return frozenset()
-    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    return frozenset(p.name for p in params if p.kind not in variadic)
-
-
-def _is_async(handler: Callable[..., Any]) -> bool:
-    try:
-        inner = inspect.unwrap(handler)  # a functools.wraps wrapper may return the coroutine
-    except ValueError:
-        inner = handler
-    call = type(handler).__call__  # objects with `async def __call__`
-    return any(inspect.iscoroutinefunction(f) for f in (handler, inner, call))
-
-
 def _is_disabled_by_env(name: str) -> bool:
     # App setting AzureWebJobs.<name>.Disabled; Azure app setting names are case-insensitive.
     wanted = f"azurewebjobs.{name}.disabled".lower()
@@ -553,70 +430,3 @@ def _reset_import_state(root: Path) -> None:
     spec = importlib.machinery.ModuleSpec(_APP_PACKAGE, None, is_package=True)
     spec.submodule_search_locations = [str(root)]
     sys.modules[_APP_PACKAGE] = importlib.util.module_from_spec(spec)
-
-
-class OutBinding(func.Out[Any]):
-    """The `func.Out` an output binding parameter receives; the function calls `.set(...)`.
-
-    dfhost reads back only the `http` output; other output bindings (e.g. `twilioSms`) are
-    accepted and kept, not sent anywhere.
-    """
-
-    def __init__(self) -> None:
-        self._value: Any = None
-
-    def set(self, val: Any) -> None:
-        self._value = val
-
-    def get(self) -> Any:
-        return self._value
-
-
-@dataclass(frozen=True, slots=True)
-class InvocationContext:
-    """The `context` argument a function may declare (the worker's `func.Context`)."""
-
-    invocation_id: str
-    function_name: str
-    function_directory: str
-    trace_context: Any = None
-    retry_context: Any = None
-    thread_local_storage: threading.local = field(default_factory=threading.local)
-
-
-def invocation_arguments(
-    function: Function,
-    *,
-    invocation_id: str,
-    trigger_value: Any,
-    client_starter: str | None = None,
-) -> tuple[dict[str, Any], dict[str, OutBinding]]:
-    """The keyword arguments of one call, as the Python worker passes them, and the outputs.
-
-    The trigger binding gets `trigger_value`; a `durableClient` binding the starter JSON; each
-    output binding an `OutBinding` (also returned, by name, to read what the function set);
-    input bindings dfhost does not provide get None; `context` only if the function declares
-    it (the SDK's v2 client wrapper rejects it otherwise).
-    """
-    declared = function.parameter_names()
-    kwargs: dict[str, Any] = {}
-    outputs: dict[str, OutBinding] = {}
-    for binding in function.bindings:
-        if binding.name == "$return":
-            continue
-        value: Any = None
-        if binding is function.trigger:
-            value = trigger_value
-        elif binding.direction in ("out", "inout"):
-            value = outputs[binding.name] = OutBinding()
-        elif binding.type == "durableClient":
-            value = client_starter
-        if not declared or binding.name in declared:
-            kwargs[binding.name] = value
-    if "context" in declared:
-        kwargs["context"] = InvocationContext(
-            invocation_id=invocation_id,
-            function_name=function.name,
-            function_directory=str(Path(function.source).parent),
-        )
-    return kwargs, outputs

@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dfhost.app.loader import AppLoadError, load_settings
+from dfhost.config import AppLoadError, load_settings
 from dfhost.store import app_store_url, default_store_url
 
 if TYPE_CHECKING:
-    from dfhost.app.loader import AppSettings
+    from dfhost.config import AppSettings
 
 __all__ = [
     "STORE_HELP",

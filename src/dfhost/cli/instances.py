@@ -43,7 +43,7 @@ from dfhost.store import (
 from dfhost.wire import api_history, api_status
 
 if TYPE_CHECKING:
-    from dfhost.app.loader import FunctionApp
+    from dfhost.app.functions import FunctionApp
 
 __all__ = [
     "add_instances_command",
@@ -204,7 +204,8 @@ async def _run(args: argparse.Namespace) -> int:
 def _client_with_app(store: Store, app_dir: Path) -> DurableClient:
     """A client that checks orchestrator names against the app, when the folder has one."""
     # Imported here: loading apps pulls in azure.functions, which no other command needs.
-    from dfhost.app.loader import AppLoadError, load_app
+    from dfhost.app.loader import load_app
+    from dfhost.config import AppLoadError
 
     try:
         app = load_app(app_dir)

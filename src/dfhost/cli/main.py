@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dfhost import __version__, telemetry
-from dfhost.app.loader import AppLoadError, FunctionApp, LoadError, load_app
+from dfhost.app.functions import FunctionApp
+from dfhost.app.loader import load_app
 from dfhost.cli.common import command_store_url, sqlite_file
 from dfhost.cli.instances import (
     add_instances_command,
@@ -27,6 +28,7 @@ from dfhost.cli.instances import (
 from dfhost.cli.replay import add_replay_commands, run_replay_command
 from dfhost.cli.status import add_status_command, run_status_command
 from dfhost.client import DurableClient
+from dfhost.config import AppLoadError, LoadError
 from dfhost.logs import configure_console, set_host_id
 from dfhost.runtime.retention import OpsConfigError
 from dfhost.store import StoreError, open_store

@@ -42,7 +42,7 @@ def add_replay_commands(commands: Any) -> None:
 
 def run_replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run `dfhost replay` or `dfhost history export`; errors are one line on stderr."""
-    from dfhost.app.loader import AppLoadError
+    from dfhost.config import AppLoadError
 
     out = out or sys.stdout
     try:

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from dfhost.app.bindings import invocation_arguments
+from dfhost.app.functions import FunctionApp
 from dfhost.app.invoke import call_function, within
-from dfhost.app.loader import FunctionApp, invocation_arguments
 from dfhost.history import EventType, HistoryEvent
 from dfhost.logs import Invocation, log_invocation
 from dfhost.orchestration import limits

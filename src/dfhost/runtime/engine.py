@@ -25,7 +25,7 @@ from functools import partial
 from typing import TypeVar
 
 from dfhost import metrics, telemetry
-from dfhost.app.loader import Function, FunctionApp
+from dfhost.app.functions import Function, FunctionApp
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
 from dfhost.logs import Invocation, log_invocation
 from dfhost.orchestration import entities, limits, replay

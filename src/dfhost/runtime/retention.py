@@ -35,7 +35,7 @@ from dfhost.store import InstanceQuery, Store
 from dfhost.work import Message
 
 if TYPE_CHECKING:
-    from dfhost.app.loader import FunctionApp
+    from dfhost.app.functions import FunctionApp
 
 __all__ = [
     "OpsConfigError",

@@ -29,8 +29,10 @@ from urllib.parse import urlsplit
 from azure.functions.timer import TimerRequest
 
 from dfhost import telemetry
+from dfhost.app.bindings import invocation_arguments
+from dfhost.app.functions import Function, FunctionApp
 from dfhost.app.invoke import call_function
-from dfhost.app.loader import Function, FunctionApp, expand_app_settings, invocation_arguments
+from dfhost.config import expand_app_settings
 from dfhost.history import utcnow
 from dfhost.logs import Invocation, log_invocation
 from dfhost.runtime.schedule import Schedule, ScheduleError, parse_schedule, time_zone_named

@@ -29,7 +29,7 @@ from dfhost.store import (
 )
 
 if TYPE_CHECKING:
-    from dfhost.app.loader import FunctionApp
+    from dfhost.app.functions import FunctionApp
     from dfhost.orchestration.episode import EpisodeResult, Pitfall
 
 

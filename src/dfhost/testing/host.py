@@ -41,7 +41,7 @@ if TYPE_CHECKING:
         DurableOrchestrationStatus,
     )
 
-    from dfhost.app.loader import FunctionApp
+    from dfhost.app.functions import FunctionApp
     from dfhost.client import DurableClient
     from dfhost.runtime.engine import Engine
 

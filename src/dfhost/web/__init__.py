@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from dfhost import __version__
-from dfhost.app.loader import FunctionApp
+from dfhost.app.functions import FunctionApp
 from dfhost.client import DurableClient
 from dfhost.web.api import BASE_PATH, ManagementApi
 from dfhost.web.auth import Access, AccessGuard, login_routes

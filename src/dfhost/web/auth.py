@@ -51,7 +51,7 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dfhost.app.loader import Function
+from dfhost.app.functions import Function
 from dfhost.web.api import BASE_PATH
 from dfhost.web.common import BadRequestError, BodyTooLargeError, read_body
 from dfhost.web.csrf import CSRF_SCOPE_KEY

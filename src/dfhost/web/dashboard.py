@@ -34,8 +34,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dfhost import __version__
-from dfhost.app.loader import Function, FunctionApp, expand_app_settings
+from dfhost.app.functions import Function, FunctionApp
 from dfhost.client import DurableClient
+from dfhost.config import expand_app_settings
 from dfhost.history import (
     TERMINAL_STATUSES,
     EventType,

@@ -21,8 +21,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from dfhost import telemetry
+from dfhost.app.bindings import invocation_arguments
+from dfhost.app.functions import Binding, Function, FunctionApp
 from dfhost.app.invoke import call_function, within
-from dfhost.app.loader import Binding, Function, FunctionApp, invocation_arguments
 from dfhost.logs import Invocation, log_invocation
 from dfhost.web.common import (
     BadRequestError,
