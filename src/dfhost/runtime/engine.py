@@ -34,6 +34,7 @@ from dfhost.orchestration.outcome import Rewind, Settled, failure, plan_episode
 from dfhost.orchestration.session import SessionCache
 from dfhost.runtime.activities import ActivityRunner
 from dfhost.runtime.retention import Retention, RetentionPolicy, report_startup
+from dfhost.runtime.shutdown import cancel_and_wait, finish_within
 from dfhost.runtime.worker_threads import WorkerThreads
 from dfhost.store import Claim, InstanceHolder, LeaseLostError, Store, StoreError
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message
@@ -147,8 +148,7 @@ class Engine:
         outlasts them is not taken over by another host while it runs here."""
         self._stopping = True
         self.store.notify()
-        for task in (self._loop_task, self._retention_task):
-            await _cancelled(task)
+        await cancel_and_wait((self._loop_task, self._retention_task))
         while pending := [*self._episodes, *self._activities]:
             await asyncio.wait(pending)
 
@@ -160,15 +160,8 @@ class Engine:
         """
         self._stopping = True
         self.store.notify()
-        for task in (self._loop_task, self._renew_task, self._retention_task):
-            await _cancelled(task)
-        pending = [*self._episodes, *self._activities]
-        if pending:
-            _, still_running = await asyncio.wait(pending, timeout=grace)
-            for task in still_running:
-                task.cancel()
-            if still_running:
-                await asyncio.wait(still_running)
+        await cancel_and_wait((self._loop_task, self._renew_task, self._retention_task))
+        await finish_within([*self._episodes, *self._activities], grace)
         self._orchestrator_threads.shutdown()
         self._activity_threads.shutdown()
 
@@ -561,13 +554,6 @@ def _terminate_reason(text: str | None) -> str | None:
     except ValueError:
         return text
     return reason if isinstance(reason, str) else None
-
-
-async def _cancelled(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class _EpisodeFailed(Exception):

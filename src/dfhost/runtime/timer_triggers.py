@@ -16,7 +16,6 @@ not once per missed occurrence; `runOnStartup` runs it once at every host start 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from dfhost.config import expand_app_settings
 from dfhost.history import utcnow
 from dfhost.logs import Invocation, log_invocation
 from dfhost.runtime.schedule import Schedule, ScheduleError, parse_schedule, time_zone_named
+from dfhost.runtime.shutdown import cancel_and_wait, finish_within
 from dfhost.store import Claim, Store, TimerStatus
 from dfhost.wire import client_binding
 
@@ -170,19 +170,9 @@ class TimerRunner:
         it. The claim is freed when this host's process ends (or its lease expires).
         """
         self._stopping = True
-        for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._loops)
         self._loops.clear()
-        runs = [run.task for run in self._running.values()]
-        if runs:
-            _, still_running = await asyncio.wait(runs, timeout=grace)
-            for task in still_running:
-                task.cancel()
-            if still_running:
-                await asyncio.wait(still_running)
+        await finish_within([run.task for run in self._running.values()], grace)
 
     async def run_now(self, name: str) -> RunNowResult:
         """Invoke a timer-triggered function once, now (the admin API's "run now")."""
