@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from dfhost import telemetry
+from dfhost.config import Limits
 from dfhost.history import (
     TERMINAL_STATUSES,
     EventType,
@@ -27,7 +28,7 @@ from dfhost.history import (
     utcnow,
 )
 from dfhost.orchestration.entities import EntityId, EntityStatus, Operation, creation_request
-from dfhost.orchestration.limits import Limits, check_payload
+from dfhost.orchestration.limits import check_payload
 from dfhost.store import DeliveryResult, InstancePage, InstanceQuery, Store, TimerStatus
 from dfhost.work import Message, StartRequest
 

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dfhost.app.loader import load_app
+from dfhost.config import Limits, SettingsError
 from dfhost.history import EventType, HistoryEvent
-from dfhost.orchestration.limits import Limits, LimitsError
 from dfhost.runtime.schedule import ScheduleError, parse_schedule
 from dfhost.web.route_templates import RouteTemplateError, parse_template
 from dfhost.wire import api_history, dtfx_event
@@ -126,7 +126,7 @@ def test_app_loader_reports_bad_json_files_as_load_errors(
             assert error.message
         try:
             Limits.from_host_json(app.settings.host_json)
-        except LimitsError as exc:
+        except SettingsError as exc:
             assert str(exc)
     finally:
         shutil.rmtree(root, ignore_errors=True)

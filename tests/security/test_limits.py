@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from dfhost.orchestration.limits import Limits, LimitsError
+from dfhost.config import Limits, SettingsError
 from dfhost.testing import TestHost
 from tests.security.conftest import APP_DIR, BASE
 
@@ -113,5 +113,5 @@ def test_limits_from_host_json_and_their_errors() -> None:
         {"extensions": {"durableTask": {"dfhost": {"limits": []}}}},
         {"extensions": "none"},
     ):
-        with pytest.raises(LimitsError):
+        with pytest.raises(SettingsError):
             Limits.from_host_json(bad)

@@ -30,9 +30,8 @@ from dfhost.client import (
     UnknownOrchestratorError,
     validate_instance_id,
 )
-from dfhost.config import EnsureSpec, OpsSettings, parse_ensure_flag
+from dfhost.config import EnsureSpec, OpsSettings, SettingsError, parse_ensure_flag
 from dfhost.history import Instance, parse_statuses, parse_time
-from dfhost.runtime.retention import OpsConfigError
 from dfhost.store import (
     DeliveryResult,
     InstanceQuery,
@@ -62,7 +61,7 @@ _PAGE = 1000
 
 def operations_settings(app: FunctionApp, ensure_flags: Sequence[str]) -> OpsSettings:
     """host.json's operations settings with `--ensure` flags added (a flag wins over host.json
-    for the same instance id). Raises `OpsConfigError` naming the bad flag or instance (a bad
+    for the same instance id). Raises `SettingsError` naming the bad flag or instance (a bad
     host.json setting is already one of the app's fatal load errors)."""
     settings = app.settings.operations
     specs = {spec.instance_id: spec for spec in settings.ensure}
@@ -70,7 +69,7 @@ def operations_settings(app: FunctionApp, ensure_flags: Sequence[str]) -> OpsSet
     for text in ensure_flags:
         spec = parse_ensure_flag(text)
         if spec.instance_id in flagged:
-            raise OpsConfigError(f"--ensure {spec.instance_id!r} is given twice")
+            raise SettingsError(f"--ensure {spec.instance_id!r} is given twice")
         flagged.add(spec.instance_id)
         specs[spec.instance_id] = spec
     known = sorted(f.name for f in app.of_kind("orchestrator"))
@@ -78,9 +77,9 @@ def operations_settings(app: FunctionApp, ensure_flags: Sequence[str]) -> OpsSet
         try:
             validate_instance_id(spec.instance_id)
         except InvalidInstanceIdError as exc:
-            raise OpsConfigError(f"ensure {spec.instance_id!r}: {exc}") from None
+            raise SettingsError(f"ensure {spec.instance_id!r}: {exc}") from None
         if app.orchestrator(spec.orchestrator) is None:
-            raise OpsConfigError(
+            raise SettingsError(
                 f"ensure {spec.instance_id!r}: '{spec.orchestrator}' is not an orchestrator of "
                 f"this app (known: {', '.join(known) or 'none'})"
             )

@@ -28,9 +28,8 @@ from dfhost.cli.instances import (
 from dfhost.cli.replay import add_replay_commands, run_replay_command
 from dfhost.cli.status import add_status_command, run_status_command
 from dfhost.client import DurableClient
-from dfhost.config import AppLoadError, LoadError
+from dfhost.config import AppLoadError, LoadError, SettingsError
 from dfhost.logs import configure_console, set_host_id
-from dfhost.runtime.retention import OpsConfigError
 from dfhost.store import StoreError, open_store
 
 if TYPE_CHECKING:
@@ -129,7 +128,7 @@ async def _start(args: argparse.Namespace) -> int:
         return 2  # a limit, retention or ensure setting, logged above: no guessing at those
     try:
         operations = operations_settings(app, args.ensure)
-    except OpsConfigError as exc:
+    except SettingsError as exc:
         log.error("dfhost: %s", exc)
         return 2
     port = args.port if args.port is not None else (app.settings.local_http_port or 7071)

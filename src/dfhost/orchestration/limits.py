@@ -22,20 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dfhost.config import Limits, SettingsError
+from dfhost.config import Limits
 from dfhost.orchestration.episode import EpisodeResult, Payload
 
-__all__ = [
-    "Limits",
-    "LimitsError",
-    "PayloadTooLargeError",
-    "check_payload",
-    "episode_problem",
-]
-
-
-LimitsError = SettingsError
-"""A limit in host.json is malformed (the name `dfhost.config` reads them under)."""
+__all__ = ["PayloadTooLargeError", "check_payload", "episode_problem"]
 
 
 class PayloadTooLargeError(ValueError):

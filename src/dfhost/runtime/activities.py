@@ -14,6 +14,7 @@ from typing import Any
 from dfhost.app.bindings import invocation_arguments
 from dfhost.app.functions import FunctionApp
 from dfhost.app.invoke import call_function, within
+from dfhost.config import Limits
 from dfhost.history import EventType, HistoryEvent
 from dfhost.logs import Invocation, log_invocation
 from dfhost.orchestration import limits
@@ -30,7 +31,7 @@ class ActivityRunner:
     def __init__(
         self,
         app: FunctionApp,
-        limits_: limits.Limits,
+        limits_: Limits,
         threads: WorkerThreads,
         clock: Callable[[], datetime],
     ) -> None:

@@ -33,8 +33,9 @@ from dfhost.orchestration.episode import EpisodeInput, EpisodeResult, Failed, Ru
 from dfhost.orchestration.outcome import Rewind, Settled, failure, plan_episode
 from dfhost.orchestration.session import SessionCache
 from dfhost.runtime.activities import ActivityRunner
-from dfhost.runtime.retention import Retention, RetentionPolicy, report_startup
+from dfhost.runtime.retention import Retention, RetentionPolicy
 from dfhost.runtime.shutdown import cancel_and_wait, finish_within
+from dfhost.runtime.startup import report_startup
 from dfhost.runtime.worker_threads import WorkerThreads
 from dfhost.store import Claim, InstanceHolder, LeaseLostError, Store, StoreError
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message
