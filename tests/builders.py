@@ -19,7 +19,7 @@ from dfhost.orchestration.episode import EpisodeInput, EpisodeResult
 from dfhost.orchestration.replay import run_episode
 from dfhost.orchestration.session import SessionCache
 
-__all__ = ["T0", "HistoryBuilder"]
+__all__ = ["T0", "HistoryBuilder", "fixed_clock"]
 
 INCREMENTAL = False
 """New builders keep a session cache, so episodes after the first continue the suspended
@@ -27,6 +27,11 @@ generator instead of replaying (tests/unit/test_replay.py runs every test both w
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 """The default start of every builder's clock."""
+
+
+def fixed_clock(moment: datetime) -> Callable[[], datetime]:
+    """A clock that always reads `moment` (a client whose instances get that creation time)."""
+    return lambda: moment
 
 
 class HistoryBuilder:

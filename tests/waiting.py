@@ -10,33 +10,53 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, overload
 
 __all__ = ["eventually", "eventually_blocking"]
 
 T = TypeVar("T")
 
-Probe = Callable[[], Awaitable[T]] | Callable[[], T]
+
+@overload
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    accept: Callable[[T], object] = ...,
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T],
+    accept: Callable[[T], object] = ...,
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
 
 
 async def eventually(
-    probe: Probe[T],
-    accept: Callable[[T], object] = bool,
+    probe: Callable[[], Any],
+    accept: Callable[[Any], object] = bool,
     *,
     timeout: float = 10.0,
     interval: float = 0.05,
     what: str = "condition",
-) -> T:
+) -> Any:
     """Call `probe` (sync or async) until `accept` holds for what it returns (by default: until
     that is truthy); that value. After `timeout` seconds, fail with the last value seen. An
     exception from `probe` or `accept` ends the wait at once (a probe may assert)."""
     deadline = time.monotonic() + timeout
     while True:
-        value: Any = probe()
+        value = probe()
         if inspect.isawaitable(value):
             value = await value
-        if accept(cast(T, value)):
-            return cast(T, value)
+        if accept(value):
+            return value
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout:g} s; last value: {value!r}")
         await asyncio.sleep(interval)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from dfhost.client import DurableClient
 from dfhost.history import EventType, OrchestrationStatus
+from tests.builders import fixed_clock
 from tests.web.conftest import finish, pending
 
 from .conftest import FORM, JSON, Dash, flash_of
@@ -161,7 +162,7 @@ async def test_bulk_actions_leave_out_instances_created_after_the_page_was_shown
     shown_at = datetime(2026, 3, 1, tzinfo=UTC)
     for n, iid in enumerate(("old", "new")):
         client = DurableClient(
-            dash.store, dash.client.app, clock=lambda n=n: shown_at + timedelta(seconds=2 * n - 1)
+            dash.store, dash.client.app, clock=fixed_clock(shown_at + timedelta(seconds=2 * n - 1))
         )
         await client.start_new("waiter", iid)
     message = await dash.act_json(

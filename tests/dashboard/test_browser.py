@@ -9,6 +9,8 @@ A browser that cannot start fails the test: it is how the dashboard is verified.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -90,8 +92,8 @@ async def test_browse_filter_follow_and_terminate_in_chromium(
         await start(api, "approval", "approval-1", '{"timeout": 600}')
         for done, status in (("chain-1", "Completed"), ("failing-1", "Failed")):
             await eventually(
-                lambda done=done: status_of(api, done),
-                lambda found, status=status: found == status,
+                functools.partial(status_of, api, done),
+                functools.partial(operator.eq, status),
                 timeout=20,
                 interval=0.1,
             )

@@ -11,6 +11,7 @@ from pathlib import Path
 from dfhost.client import DurableClient
 from dfhost.history import OrchestrationStatus
 from dfhost.store import InstanceQuery, Store, open_store
+from tests.builders import fixed_clock
 from tests.web.conftest import finish
 
 Status = OrchestrationStatus
@@ -21,7 +22,7 @@ async def test_counts_per_status_follow_the_other_filters(store: Store) -> None:
     for n, (iid, name) in enumerate(
         (("a1", "alpha"), ("a2", "alpha"), ("a3", "alpha"), ("b1", "beta"), ("b2", "beta"))
     ):
-        client = DurableClient(store, clock=lambda n=n: T0 + timedelta(minutes=n))
+        client = DurableClient(store, clock=fixed_clock(T0 + timedelta(minutes=n)))
         await client.start_new(name, iid)
     await finish(store, "a1", Status.COMPLETED)
     await finish(store, "b1", Status.FAILED)

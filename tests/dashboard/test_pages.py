@@ -20,6 +20,7 @@ from dfhost.runtime.engine import Engine
 from dfhost.store import Claim, Store, TimerStatus
 from dfhost.web import build_app
 from dfhost.work import EpisodeOutcome, StartRequest
+from tests.builders import fixed_clock
 from tests.web.conftest import asgi, finish
 
 from .conftest import APPS, Dash, FakeTimers, history_table, instance_links, text_of
@@ -34,7 +35,7 @@ async def some_instances(dash: Dash) -> None:
         (("pending", "chain"), ("done", "chain"), ("broken", "failing"))
     ):
         client = DurableClient(
-            dash.store, dash.client.app, clock=lambda n=n: T0 + timedelta(seconds=n)
+            dash.store, dash.client.app, clock=fixed_clock(T0 + timedelta(seconds=n))
         )
         await client.start_new(name, iid)
     await finish(dash.store, "done", Status.COMPLETED, '"ok"')
@@ -101,7 +102,7 @@ async def test_a_bad_filter_is_refused_with_one_line(dash: Dash) -> None:
 async def test_pages_through_many_instances_by_continuation(dash: Dash) -> None:
     for n in range(45):
         client = DurableClient(
-            dash.store, dash.client.app, clock=lambda n=n: T0 + timedelta(seconds=n)
+            dash.store, dash.client.app, clock=fixed_clock(T0 + timedelta(seconds=n))
         )
         await client.start_new("chain", f"i{n:02d}")
     html = await dash.page("/dashboard/?top=20")

@@ -181,7 +181,7 @@ async def test_terminate_suspend_resume_and_purge_each_log_one_line(
             ):
                 assert (await http.post(f"{base}/{action}")).status_code == 202
                 expected = f"dfhost: durable-orchestrator ({iid}) {line}"
-                await eventually(lambda: host.output, lambda out, e=expected: e in out, timeout=20)
+                await _said(host, expected)
             assert (await http.delete(base)).status_code == 200
             await eventually(
                 lambda: host.output,
@@ -192,3 +192,7 @@ async def test_terminate_suspend_resume_and_purge_each_log_one_line(
         host.stop()
     for line in ("suspended", "resumed", "terminated", "purged instance"):
         assert sum(line in x for x in host.lines if x.startswith("[")) == 1, line
+
+
+async def _said(host: HostProcess, text: str) -> None:
+    await eventually(lambda: text in host.output, timeout=20, what=f"the line {text!r}")

@@ -125,7 +125,7 @@ async def test_paging_with_continuation_tokens(e2e_host: HostProcess) -> None:
     token = None
     async with httpx.AsyncClient(base_url=e2e_host.origin) as http:
         while True:
-            headers = {"x-ms-continuation-token": token} if token else {}
+            headers: dict[str, str] = {"x-ms-continuation-token": token} if token else {}
             response = await http.get(
                 "/runtime/webhooks/durabletask/instances",
                 params={"top": 3, "instanceIdPrefix": "page-"},

@@ -249,7 +249,7 @@ async def test_a_chain_without_holds_claims_each_episode_with_its_result(
     os.environ["DFHOST_E2E_STATE"] = str(tmp_path)
     store = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
     await store.start()
-    engine = Engine(app, WithoutHolds(store))  # type: ignore[arg-type]
+    engine = Engine(app, WithoutHolds(store))
     await engine.start()
     chained: list[int | None] = []
     complete = store.complete_activity

@@ -187,7 +187,7 @@ async def test_without_retry_after_polls_wait_the_default_interval(remote: Remot
     assert event.type is EventType.TASK_COMPLETED
     assert json.loads(event.result or "")["statusCode"] == 200
     assert delays == [7, 7]
-    settings = {"extensions": {"durableTask": {"httpSettings": {}}}}
+    settings: dict[str, Any] = {"extensions": {"durableTask": {"httpSettings": {}}}}
     assert durable_http.HttpSettings.from_host_json(settings).poll_interval == 30
     settings["extensions"]["durableTask"]["httpSettings"] = {
         "defaultAsyncRequestSleepTimeMilliseconds": 1500

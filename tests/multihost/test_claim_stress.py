@@ -88,7 +88,11 @@ async def test_interleaved_claims_never_commit_two_episodes_for_one_position(
     assert names == [f"e{i}" for i in range(EVENTS)], seed  # each once, in the order sent
     assert [e.type for e in history].count(EventType.EXECUTION_STARTED) == 1, seed
     # One marker per successful commit, in the order the leases were granted.
-    tokens = [int(e.name) for e in history if e.type is EventType.ORCHESTRATOR_STARTED]
+    tokens = [
+        int(e.name if e.name is not None else -1)
+        for e in history
+        if e.type is EventType.ORCHESTRATOR_STARTED
+    ]
     assert tokens == sorted(committed), seed
     assert tokens == sorted(set(tokens)), seed
     assert lost > 0, f"no lease was ever lost: the test did not interleave (seed {seed})"

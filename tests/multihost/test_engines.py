@@ -91,7 +91,7 @@ async def test_three_engines_share_fan_outs_and_chains(
     watch = EpisodeWatch()
     stores = [open_store(hub_url) for _ in range(3)]
     engines = [
-        Engine(app, WatchedStore(store, watch), owner=f"engine-{i}")  # type: ignore[arg-type]
+        Engine(app, WatchedStore(store, watch), owner=f"engine-{i}")
         for i, store in enumerate(stores)
     ]
     for store in stores:

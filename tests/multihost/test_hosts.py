@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from dfhost.store import Store
 from tests.e2e.harness import HostProcess
 from tests.multihost.conftest import APP
 from tests.multihost.ledger import (
+    Spec,
     assert_recorded_once,
     chain_output,
     fanout_output,
@@ -69,14 +70,14 @@ def explained_by(running: list[HostProcess], lines: int = 60) -> Iterator[None]:
         raise AssertionError(f"{exc}\n{logs}") from None
 
 
-async def check_outputs(store: Store, specs: list[tuple[str, str, dict[str, int]]]) -> None:
+async def check_outputs(store: Store, specs: Sequence[Spec]) -> None:
     for name, instance_id, spec in specs:
         instance = await store.get_instance(instance_id)
         assert instance is not None, instance_id
         expected = (
-            fanout_output(spec["width"])
+            fanout_output(int(spec["width"]))
             if name == "fanout"
-            else chain_output(spec["start"], spec["steps"])
+            else chain_output(int(spec["start"]), int(spec["steps"]))
         )
         assert json.loads(instance.output or "null") == expected, instance_id
 
@@ -124,7 +125,7 @@ async def test_sigkill_one_of_two_hosts_the_other_takes_over_within_the_window(
     window = 3  # from host.json, as a user would set it
     app_dir = app_with_window(tmp_path, window)
     # 12 one-second activities at a time, 8 slots a host: the survivor has room to take over.
-    specs = [("fanout", f"slow-{i}", {"width": 3, "sleep": 1}) for i in range(4)]
+    specs: list[Spec] = [("fanout", f"slow-{i}", {"width": 3, "sleep": 1}) for i in range(4)]
     specs += [("chain", f"step-{i}", {"start": i, "steps": 3, "sleep": 0.3}) for i in range(4)]
     async with hosts(2, hub_url, state_dir, app_dir) as pair:
         await start_many(DurableClient(client_store, app), specs)
@@ -170,7 +171,9 @@ async def test_sigkill_one_of_two_hosts_the_other_takes_over_within_the_window(
             assert takeover <= window + 2.0
 
             await restarting
-            more = [("chain", f"after-{i}", {"start": i, "steps": 2}) for i in range(20)]
+            more: list[Spec] = [
+                ("chain", f"after-{i}", {"start": i, "steps": 2}) for i in range(20)
+            ]
             await start_many(DurableClient(client_store, app), more)
             await wait_all_finished(client_store, len(specs) + len(more), timeout=60)
         finally:

@@ -31,7 +31,10 @@ async def scrape(host: TestHost) -> dict[tuple[str, tuple[tuple[str, str], ...]]
     }
 
 
-def delta(before: dict, after: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     key = (name, tuple(sorted(labels.items())))
     return after.get(key, 0.0) - before.get(key, 0.0)
 

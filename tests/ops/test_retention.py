@@ -151,7 +151,8 @@ def insert_finished(path: Path, count: int, prefix: str, finished_days_ago: floa
     finished = format_time(utcnow() - timedelta(days=finished_days_ago))
     statuses = [Status.COMPLETED, Status.FAILED, Status.TERMINATED]
     event = HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=utcnow()).to_json()
-    instances, history = [], []
+    instances: list[tuple[str, ...]] = []
+    history: list[tuple[str, str, int, str]] = []
     for i in range(count):
         instance_id = f"{prefix}-{i:06}"
         status = statuses[i % 3].value

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -103,6 +104,7 @@ def test_limits_from_host_json_and_their_errors() -> None:
     assert Limits.from_host_json({"functionTimeout": "1.00:00:30.5"}).function_timeout == 86430.5
     env_style = {"extensions": {"durableTask": {"maxOrchestrationActions": "7"}}}
     assert Limits.from_host_json(env_style).max_actions == 7
+    bad: dict[str, Any]
     for bad in (
         {"functionTimeout": "ten minutes"},
         {"functionTimeout": "00:00:00"},

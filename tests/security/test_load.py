@@ -118,7 +118,7 @@ async def _results(origin: str) -> dict[str, tuple[str, object]]:
         found: dict[str, tuple[str, object]] = {}
         token = None
         while True:
-            headers = {"x-ms-continuation-token": token} if token else {}
+            headers: dict[str, str] = {"x-ms-continuation-token": token} if token else {}
             page = await http.get(f"{BASE}/instances?top=1000&showInput=false", headers=headers)
             for body in page.json():
                 found[body["instanceId"]] = (body["runtimeStatus"], body["output"])

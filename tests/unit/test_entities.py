@@ -88,7 +88,7 @@ def responses(outcome: EpisodeOutcome) -> dict[str, Any]:
     for message in outcome.messages:
         assert (message.instance_id, message.execution_id) == ("caller", "exec-1")
         assert message.event.type is EventType.EVENT_RAISED
-        found[message.event.name] = json.loads(message.event.input or "")
+        found[message.event.name or ""] = json.loads(message.event.input or "")
     return found
 
 

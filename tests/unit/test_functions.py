@@ -7,8 +7,9 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,13 +40,13 @@ def isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     sys.path[:] = saved_path
 
 
-def write_app(root: Path, files: dict[str, str | dict[str, object]]) -> Path:
+def write_app(root: Path, files: Mapping[str, str | Mapping[str, Any]]) -> Path:
     """Create an app folder: dict values are written as JSON, strings dedented."""
     files = {"host.json": {"version": "2.0"}, **files}
     for rel, content in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(content) if isinstance(content, dict) else textwrap.dedent(content)
+        text = textwrap.dedent(content) if isinstance(content, str) else json.dumps(content)
         path.write_text(text, encoding="utf-8")
     return root
 
@@ -86,7 +87,7 @@ def test_the_example_app_loads_its_three_functions() -> None:
 
     orchestrator = app.orchestrator("durable-orchestrator")
     assert orchestrator is not None
-    assert orchestrator.handler.orchestrator_function.__name__ == "orchestrator_function"
+    assert orchestrator.orchestrator_function.__name__ == "orchestrator_function"
     assert not orchestrator.is_async
     assert orchestrator.aliases == ()
     # The activity imports `shared_code.clock` from the app root; it sleeps, so it is not called.
@@ -190,7 +191,7 @@ def test_v2_entity_lookup_is_case_insensitive(v2_app: FunctionApp) -> None:
     assert counter.aliases == ("Counter",)
     for name in ("counter", "Counter", "COUNTER"):
         assert v2_app.entity(name) is counter
-    assert callable(counter.handler.entity_function)
+    assert callable(getattr(counter.handler, "entity_function", None))
 
 
 def test_v2_http_and_client_bindings(v2_app: FunctionApp) -> None:
@@ -221,7 +222,7 @@ def test_v2_timer_settings(v2_app: FunctionApp) -> None:
 def test_v2_orchestrator_handler_is_the_sdk_handle(v2_app: FunctionApp) -> None:
     orchestrator = v2_app.orchestrator("hello_orchestrator")
     assert orchestrator is not None
-    assert orchestrator.handler.orchestrator_function.__name__ == "hello_orchestrator"
+    assert orchestrator.orchestrator_function.__name__ == "hello_orchestrator"
     assert orchestrator.parameter_names() == {"context"}
     assert orchestrator.aliases == ()
 
@@ -626,7 +627,7 @@ def test_function_introspection_follows_wrapped() -> None:
         return None
 
     @functools.wraps(user)
-    def wrapper(*args: object, **kwargs: object) -> object:
+    def wrapper(*args: Any, **kwargs: Any) -> object:
         return user(*args, **kwargs)
 
     trigger = Binding("httpTrigger", "req", "in")

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeAlias
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -26,7 +27,7 @@ from tests.waiting import eventually
 
 from .conftest import BASE, live_server
 
-Runtime = OrchestrationRuntimeStatus
+Runtime: TypeAlias = OrchestrationRuntimeStatus
 
 # The engine replays orchestrators in its own threads, where pytest's per-test `error` filter
 # would turn the SDK's one-time "df_loads was called without expected_type" advice into a
@@ -82,7 +83,7 @@ async def test_start_new_and_get_status(live: Live) -> None:
     detailed = await live.sdk.get_status(
         instance_id, show_history=True, show_history_output=True, show_input=True
     )
-    events = detailed.historyEvents  # type: ignore[attr-defined]
+    events = detailed.historyEvents
     assert [e["EventType"] for e in events] == ["ExecutionStarted", "ExecutionCompleted"]
     assert events[-1]["Result"] == {"a": 1}
 
