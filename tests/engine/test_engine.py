@@ -91,11 +91,20 @@ async def test_timers_fire_in_due_order(hub: tuple[Store, DurableClient]) -> Non
         assert event.fire_at is not None and episode.timestamp >= event.fire_at
 
 
-async def test_unknown_activity_is_a_task_failure(hub: tuple[Store, DurableClient]) -> None:
+async def test_calling_an_unknown_activity_fails_the_orchestration(
+    hub: tuple[Store, DurableClient],
+) -> None:
+    # As on Azure, where the extension refuses the call: no try/except can catch it.
     _, client = hub
     status = await run(client, "calls_unknown")
-    assert status.status is OrchestrationStatus.COMPLETED
-    assert "activity 'no_such_activity' not found" in (status.output or "")
+    assert status.status is OrchestrationStatus.FAILED
+    output = json.loads(status.output or "")
+    assert output.startswith(
+        "Orchestrator function 'calls_unknown' failed: The function 'no_such_activity' doesn't "
+        "exist, is disabled, or is not an activity function. Additional info: The following are "
+        "the known activity functions: '"
+    )
+    assert "'say_hello', 'double', 'boom'" in output
 
 
 async def test_unserializable_result_is_a_task_failure(hub: tuple[Store, DurableClient]) -> None:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from dfhost.app.functions import FunctionApp
 from dfhost.client import DurableClient
-from dfhost.history import EventType, OrchestrationStatus
+from dfhost.history import EventType, HistoryEvent, OrchestrationStatus
 from dfhost.runtime import durable_http
 from dfhost.runtime.engine import Engine
 from dfhost.store import open_store
@@ -37,6 +37,8 @@ class Remote:
     origin: str
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)
     """(method, path, X-Token header) of every request."""
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    """Lets requests to /stall answer."""
 
 
 def remote_app(remote: Remote) -> Starlette:
@@ -73,9 +75,14 @@ def remote_app(remote: Remote) -> Starlette:
             return accepted(job)
         return Response("done", status_code=200, media_type="text/plain")
 
+    async def stall(request: Request) -> Response:
+        await remote.release.wait()  # set when the server stops
+        return Response("late")
+
     return Starlette(
         routes=[
             Route("/plain", plain, methods=["GET", "POST"]),
+            Route("/stall", stall, methods=["GET"]),
             Route("/start/{job}", start, methods=["POST"]),
             Route("/status/{job}", status, methods=["GET"]),
         ]
@@ -95,6 +102,7 @@ async def remote() -> AsyncIterator[Remote]:
         found.origin = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         yield found
     finally:
+        found.release.set()
         server.should_exit = True
         await task
 
@@ -211,15 +219,36 @@ async def test_polling_gives_up_at_its_limit(remote: Remote) -> None:
     assert delays == []
 
 
-async def test_a_call_without_an_answer_fails_the_task(remote: Remote) -> None:
+def sdk_exception_text(event: HistoryEvent) -> str:
+    """What the orchestrator's caught exception says (the SDK's TaskFailed handling)."""
+    return f"{event.reason} \n {event.details}"
+
+
+async def test_a_call_without_an_answer_fails_the_task_as_on_azure(remote: Remote) -> None:
     closed = "http://127.0.0.1:9/"  # the discard port: nothing listens on loopback
     event, _ = await run({"method": "GET", "uri": closed})
     assert event.type is EventType.TASK_FAILED
-    assert (event.reason or "").startswith(
-        "Activity function 'BuiltIn::HttpActivity' failed: ConnectError"
-    )
+    # The extension's TaskHttpActivityShim: the HttpRequestException's message is the reason
+    # (no "Activity function ... failed:"), its JSON the details.
+    reason = event.reason or ""
+    assert reason.endswith(" (127.0.0.1:9)") and not reason.startswith("Activity function")
+    details = json.loads(sdk_exception_text(event).split("\n")[1])
+    assert details["$type"] == "System.Net.Http.HttpRequestException, System.Net.Http"
+    assert details["Message"] == reason
     event, _ = await run({"method": "GET", "uri": "ftp://example.com/x"})
     assert "not an absolute http:// or https:// URL" in (event.reason or "")
+    assert json.loads(event.details or "")["Message"] == event.reason
+
+
+async def test_a_call_over_the_request_timeout_fails_as_httpclient_does(remote: Remote) -> None:
+    event, _ = await run({"method": "GET", "uri": f"{remote.origin}/stall"}, request_timeout=0.2)
+    assert event.type is EventType.TASK_FAILED
+    reason = (
+        "The request was canceled due to the configured HttpClient.Timeout of 0.2 seconds elapsing."
+    )
+    assert event.reason == reason
+    canceled = "System.Threading.Tasks.TaskCanceledException"
+    assert event.details == f"Unhandled exception while executing task: {canceled}: {reason}"
 
 
 async def test_a_managed_identity_token_source_fails_clearly(

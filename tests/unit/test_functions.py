@@ -169,7 +169,8 @@ def test_v2_aliases_resolve_def_names_and_binding_names(v2_app: FunctionApp) -> 
     assert say_hello is not None
     assert say_hello.aliases == ("say_hello",)
     assert v2_app.activity("say_hello") is say_hello  # what call_activity(say_hello) sends
-    assert v2_app.activity("sayhellofn") is None  # activities are case-sensitive
+    # Case-insensitive, as the extension compares function names (FunctionName).
+    assert v2_app.activity("sayhellofn") is say_hello
     assert say_hello.handler(city="Tokyo") == "Hello Tokyo!"
     assert not say_hello.is_async
 

@@ -510,7 +510,10 @@ def test_continue_as_new_from_a_plain_function() -> None:
     assert HistoryBuilder(orchestrator).start() == EpisodeResult(ContinuedAsNew("5", []))
 
 
-def test_events_no_wait_consumed_are_carried_to_the_next_generation() -> None:
+def test_events_no_wait_consumed_before_continue_as_new_are_dropped_as_on_azure() -> None:
+    """The extension keeps events no wait asked for yet in a buffer that continue_as_new
+    discards; DTFx carries only the events that arrive after the orchestrator called it."""
+
     def orchestrator(ctx: Ctx) -> Orchestrator:
         value = yield ctx.wait_for_external_event("A")
         ctx.continue_as_new(value)
@@ -521,9 +524,39 @@ def test_events_no_wait_consumed_are_carried_to_the_next_generation() -> None:
     c = b.event_raised("C", "nobody waits for me")
     assert b.deliver(c) == NOTHING
     b.advance(1)
+    early = b.event_raised("B", 0)
     a1, other, a2 = b.event_raised("A", 1), b.event_raised("B", 2), b.event_raised("A", 3)
-    result = b.deliver(a1, other, a2)
-    assert result == EpisodeResult(ContinuedAsNew("1", [c, other, a2]))
+    result = b.deliver(early, a1, other, a2)
+    assert result == EpisodeResult(ContinuedAsNew("1", [other, a2], [c, early]))
+    # One warning line per dropped event, naming the instance and the event.
+    dropped = [p for p in result.pitfalls if p.kind == "event dropped"]
+    assert [p.every_time for p in dropped] == [True, True]
+    assert "instance 'inst-1' dropped its event 'C'" in dropped[0].message
+    assert "instance 'inst-1' dropped its event 'B'" in dropped[1].message
+    assert "continue_as_new" in dropped[0].message
+
+
+def test_events_after_an_immediate_continue_as_new_are_carried() -> None:
+    def generator(ctx: Ctx) -> Orchestrator:
+        ctx.continue_as_new(1)
+        yield ctx.call_activity("never")
+
+    def plain(ctx: Ctx) -> None:
+        ctx.continue_as_new(1)
+
+    for orchestrator in (generator, plain):
+        b = HistoryBuilder(orchestrator)
+        started = HistoryEvent(
+            type=EventType.EXECUTION_STARTED,
+            timestamp=T0,
+            name="orch",
+            instance_id="inst-1",
+            execution_id="exec-1",
+        )
+        raised = b.event_raised("A", 1)
+        result = b.deliver(started, raised)
+        assert result == EpisodeResult(ContinuedAsNew("1", [raised], []))
+        assert not [p for p in result.pitfalls if p.kind == "event dropped"]
 
 
 def test_an_event_that_lost_the_race_to_continue_as_new_is_carried() -> None:
@@ -702,10 +735,13 @@ def test_an_orchestrator_exception_fails_with_message_and_traceback() -> None:
     result = b.complete(0)
     assert isinstance(result.outcome, Failed)
     assert result.outcome.message == "Orchestrator function 'orch' failed: bad things"
-    assert result.outcome.details is not None
-    assert result.outcome.details.startswith("Traceback (most recent call last):")
-    assert "in exploding" in result.outcome.details
-    assert result.outcome.details.endswith("ValueError: bad things")
+    # As the extension reports it ("Message: {error}, StackTrace: {stack}"), the stack holding
+    # the orchestrator's frames and none of dfhost's or the SDK's.
+    details = result.outcome.details
+    assert details is not None
+    assert details.startswith("Message: bad things, StackTrace:   File ")
+    assert details.endswith(', in exploding\n    raise ValueError("bad things")\n')
+    assert details.count("File ") == 1
     assert result.custom_status == '"about to fail"'
     assert (result.events, result.work) == ([], [])
 
@@ -717,11 +753,14 @@ def test_a_plain_function_raising_fails() -> None:
     result = HistoryBuilder(exploding, name="plain").start()
     assert isinstance(result.outcome, Failed)
     assert result.outcome.message == "Orchestrator function 'plain' failed: 'missing'"
-    assert result.outcome.details is not None
-    assert "KeyError: 'missing'" in result.outcome.details
+    details = result.outcome.details
+    assert details is not None
+    assert details.startswith("Message: 'missing', StackTrace:   File ")
+    assert details.endswith(', in exploding\n    raise KeyError("missing")\n')
+    assert details.count("File ") == 1
 
 
-def test_an_exception_without_message_is_named_by_its_type() -> None:
+def test_an_exception_without_message_is_named_by_its_type_as_the_sdk_does() -> None:
     def exploding(ctx: Ctx) -> Orchestrator:
         yield ctx.call_activity("A")
         raise RuntimeError
@@ -730,7 +769,8 @@ def test_an_exception_without_message_is_named_by_its_type() -> None:
     b.start()
     outcome = b.complete(0).outcome
     assert isinstance(outcome, Failed)
-    assert outcome.message == "Orchestrator function 'orch' failed: RuntimeError"
+    # The SDK reports str(type(exception)) when the exception's text is empty.
+    assert outcome.message == "Orchestrator function 'orch' failed: <class 'RuntimeError'>"
 
 
 @pytest.mark.parametrize("plain", [False, True])
@@ -750,8 +790,9 @@ def test_a_non_json_return_value_fails_naming_its_type(plain: bool) -> None:
     if not plain:
         result = b.complete(0)
     assert isinstance(result.outcome, Failed)
-    assert result.outcome.message == (
-        "Orchestrator function 'orch' failed: Object of type Point is not JSON serializable"
+    message = "Object of type Point is not JSON serializable"
+    assert result.outcome == Failed(
+        f"Orchestrator function 'orch' failed: {message}", f"Message: {message}, StackTrace: "
     )
 
 

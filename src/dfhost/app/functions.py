@@ -70,29 +70,31 @@ class FunctionApp:
     settings: AppSettings
     errors: list[LoadError]
 
+    # Function names are case-insensitive, as the extension compares them (FunctionName); it
+    # also lower-cases entity names in instance ids (@name@key).
+
     def orchestrator(self, name: str) -> Function | None:
-        return self._lookup("orchestrator", name, fold=False)
+        return self._lookup("orchestrator", name)
 
     def activity(self, name: str) -> Function | None:
-        return self._lookup("activity", name, fold=False)
+        return self._lookup("activity", name)
 
     def entity(self, name: str) -> Function | None:
-        # Case-insensitive: the extension lower-cases entity names in instance ids (@name@key).
-        return self._lookup("entity", name, fold=True)
+        return self._lookup("entity", name)
 
     def of_kind(self, kind: FunctionKind) -> list[Function]:
         return [f for f in self.functions.values() if f.kind == kind]
 
-    def _lookup(self, kind: FunctionKind, name: str, *, fold: bool) -> Function | None:
+    def _lookup(self, kind: FunctionKind, name: str) -> Function | None:
         # Names before aliases. load_app resolved alias clashes, so the first match is the only
         # one; a scan is fine for apps of tens of functions and survives edits to `functions`.
         found = self.functions.get(name)
         if found is not None and found.kind == kind:
             return found
-        key = name.lower() if fold else name
+        key = name.lower()
         for f in self.functions.values():
             names = (f.name, *f.aliases)
-            if f.kind == kind and key in ([n.lower() for n in names] if fold else names):
+            if f.kind == kind and key in [n.lower() for n in names]:
                 return f
         return None
 

@@ -354,7 +354,10 @@ class Failed:
 class ContinuedAsNew:
     input: str | None
     carried_events: list[HistoryEvent]
-    """Raised events no wait consumed; they go to the next generation."""
+    """Raised events no wait consumed that arrived after continue_as_new was called: they go
+    to the next generation, as DTFx carries them."""
+    dropped_events: list[HistoryEvent] = field(default_factory=list)
+    """Raised events no wait consumed that arrived before it: lost, as on Azure."""
 
     def payloads(self) -> list[Payload]:
         return [("continue_as_new input", self.input)]
@@ -368,8 +371,11 @@ class Pitfall:
     """Orchestrator code that runs, but likely not as its author meant (logged, never fatal)."""
 
     kind: str
-    """"work after continue_as_new", "timer after continue_as_new" or "changed call"."""
+    """"work after continue_as_new", "timer after continue_as_new", "changed call" or
+    "event dropped"."""
     message: str
+    every_time: bool = False
+    """Log it each time, not once per orchestrator: it is about this instance's data."""
 
 
 @dataclass(slots=True)
@@ -382,6 +388,8 @@ class EpisodeResult:
     custom_status: str | None = None
     """JSON text of the latest custom status, None if never set."""
     pitfalls: list[Pitfall] = field(default_factory=list, compare=False)
+    actions: int = field(default=0, compare=False)
+    """Scheduling events the execution has after this episode (Azure's action count)."""
     replayed: int = field(default=0, compare=False)
     """Stored events replayed from scratch (0 when a cached session went on from its state)."""
     cached: bool | None = field(default=None, compare=False)

@@ -9,9 +9,9 @@ meant.
 from __future__ import annotations
 
 import json
-import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from azure.durable_functions.models.actions.CallActivityAction import CallActivityAction
 from azure.durable_functions.models.actions.CallActivityWithRetryAction import (
@@ -29,7 +29,8 @@ from azure.durable_functions.models.actions.CreateTimerAction import CreateTimer
 from azure.durable_functions.models.actions.NoOpAction import NoOpAction
 from azure.durable_functions.models.actions.SignalEntityAction import SignalEntityAction
 
-from dfhost.history import EventType, HistoryEvent
+from dfhost.history import EventType, HistoryEvent, format_time
+from dfhost.orchestration import failures
 from dfhost.orchestration.episode import (
     HTTP_ACTIVITY,
     ActivityCall,
@@ -86,6 +87,9 @@ class Reconciler:
             return EpisodeResult(Failed(message), custom_status=custom_status)
         except _UnsupportedError as exc:
             return EpisodeResult(Failed(str(exc)), custom_status=custom_status)
+        except _RefusedError as exc:
+            failed = failures.orchestrator_refused(self.episode.name, exc.exception)
+            return EpisodeResult(failed, custom_status=custom_status)
         outcome = self._outcome(crash)
         if not isinstance(outcome, Running):
             # Nothing an ended execution scheduled may run (e.g. a timer created after
@@ -93,7 +97,9 @@ class Reconciler:
             # sent before it ended are still delivered, as DTFx sends them with the episode.
             work = [w for w in work if isinstance(w, EntityMessage)]
             cancelled = []
-        return EpisodeResult(outcome, events, work, cancelled, custom_status, self.pitfalls)
+        result = EpisodeResult(outcome, events, work, cancelled, custom_status, self.pitfalls)
+        result.actions = len(self.scheduled) + len(events)
+        return result
 
     # -- status -----------------------------------------------------------------------------
 
@@ -110,16 +116,18 @@ class Reconciler:
         executor, ctx = self.executor, self.ctx
         error = crash or executor.exception
         if error is None and ctx.will_continue_as_new:
-            return ContinuedAsNew(self._continue_as_new_input(), self._unconsumed_events())
+            carried, dropped = self._unconsumed_events()
+            self._note_dropped(dropped)
+            return ContinuedAsNew(self._continue_as_new_input(), carried, dropped)
         if error is None and executor.orchestrator_returned:
             try:
                 return Completed(json.dumps(executor.output))
             except (TypeError, ValueError) as exc:
-                error = exc
+                # The SDK checks the output the same way, and reports the error without
+                # a stack of the orchestrator's.
+                return failures.orchestrator_failed(self.episode.name, exc, str(exc))
         if error is not None:
-            message = str(error) or type(error).__name__
-            details = "".join(traceback.format_exception(error)).rstrip()
-            return Failed(f"Orchestrator function '{self.episode.name}' failed: {message}", details)
+            return failures.orchestrator_failed(self.episode.name, error)
         return Running()
 
     def _continue_as_new_input(self) -> str | None:
@@ -129,18 +137,28 @@ class Reconciler:
                 return text if isinstance(text, str) else json.dumps(text)
         return None
 
-    def _unconsumed_events(self) -> list[HistoryEvent]:
+    def _unconsumed_events(self) -> tuple[list[HistoryEvent], list[HistoryEvent]]:
+        """(carried, dropped): the raised events no wait consumed, split as Azure splits
+        them. The extension replays the orchestrator's actions as DTFx goes through the
+        history; an event that arrives before it reaches continue_as_new waits in the
+        extension's buffer, which continue_as_new discards (out-of-process orchestrators
+        cannot ask to keep it), while DTFx carries the events that come after it to the next
+        execution. That point is where the SDK, going through the same history, had the
+        orchestrator call continue_as_new."""
         # The context's events are ours, one for one and in order (`orchestration_context`).
         delivered = self.executor.delivered_events
-        carried = [
-            e
-            for e, sdk_event in zip(self.session.events, self.ctx.histories, strict=True)
-            if e.type is EventType.EVENT_RAISED
-            and e.name is not None
-            and id(sdk_event) not in delivered
-        ]
-        carried.sort(key=lambda e: e.timestamp)
-        return carried
+        continued_at = self.executor.continued_at or 0
+        carried: list[HistoryEvent] = []
+        dropped: list[HistoryEvent] = []
+        events = zip(self.session.events, self.ctx.histories, strict=True)
+        for position, (e, sdk_event) in enumerate(events):
+            if (
+                e.type is EventType.EVENT_RAISED
+                and e.name is not None
+                and id(sdk_event) not in delivered
+            ):
+                (carried if position >= continued_at else dropped).append(e)
+        return carried, dropped
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -212,6 +230,14 @@ class Reconciler:
             return TimerRequest(entry.id, fire_at)
         if isinstance(action, CallSubOrchestratorAction | CallSubOrchestratorWithRetryAction):
             child_id = action.instance_id or f"{self.episode.execution_id}:{entry.id}"
+            own = (self.episode.instance_id, self.episode.parent_instance_id)
+            if child_id.lower() in (i.lower() for i in own if i is not None):
+                raise _RefusedError(
+                    failures.argument_error(
+                        "The instance ID of a sub-orchestration must be different than the "
+                        "instance ID of a parent orchestration."
+                    )
+                )
             return SubOrchestrationCall(
                 entry.id, action.function_name, child_id, action._input, action.version
             )
@@ -279,6 +305,20 @@ class Reconciler:
                 )
             self.pitfalls.append(Pitfall(kind, message))
 
+    def _note_dropped(self, dropped: Sequence[HistoryEvent]) -> None:
+        for e in dropped:
+            self.pitfalls.append(
+                Pitfall(
+                    "event dropped",
+                    f"instance '{self.episode.instance_id}' dropped its event '{e.name}' (raised "
+                    f"{format_time(e.timestamp)}): it arrived before orchestrator "
+                    f"'{self.episode.name}' called continue_as_new and no wait received it, "
+                    "and Azure discards such events at continue_as_new. Wait for it first "
+                    "to keep it.",
+                    every_time=True,
+                )
+            )
+
     def _describe_entry(self, entry: Assigned) -> str:
         action = entry.task.action_repr
         if isinstance(action, NoOpAction):
@@ -334,3 +374,11 @@ class Reconciler:
 
 class _UnsupportedError(Exception):
     """Orchestrator code that does what dfhost cannot run (fails the orchestration)."""
+
+
+class _RefusedError(Exception):
+    """An action the extension refuses with a .NET exception (fails the orchestration)."""
+
+    def __init__(self, exception: dict[str, Any]) -> None:
+        super().__init__(exception["Message"])
+        self.exception = exception

@@ -119,6 +119,17 @@ class Executor(TaskOrchestrationExecutor):  # type: ignore[misc]
         self.initialize()
         self.delivered_events: set[int] = set()
         """`id()`s of the SDK's EventRaised events that reached a wait."""
+        self.processed = 0
+        """History events processed so far, in order."""
+        self.continued_at: int | None = None
+        """How many history events had been processed when the orchestrator called
+        continue_as_new (0: before the first, as a plain function does), or None."""
+
+    def process_event(self, event: Any) -> None:
+        super().process_event(event)
+        self.processed += 1
+        if self.continued_at is None and self.context.will_continue_as_new:
+            self.continued_at = self.processed
 
     def get_orchestrator_state_str(self) -> str:
         # We read the executor's state directly; serialising every cumulative action each

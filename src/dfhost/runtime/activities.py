@@ -1,23 +1,23 @@
 """One activity execution: the function called with its input decoded as the Python worker
 decodes it, its result encoded as the SDK expects, and failures, timeouts and results that
-cannot be encoded turned into TaskFailed events. Durable HTTP calls run here too."""
+cannot be encoded turned into TaskFailed events, worded as on Azure
+(`dfhost.orchestration.failures`). Durable HTTP calls run here too."""
 
 from __future__ import annotations
 
 import json
 import logging
-import traceback
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from dfhost.app.bindings import invocation_arguments
 from dfhost.app.functions import FunctionApp
-from dfhost.app.invoke import call_function, within
+from dfhost.app.invoke import FunctionTimeoutError, call_function, within
 from dfhost.config import Limits
 from dfhost.history import EventType, HistoryEvent
 from dfhost.logs import Invocation, log_invocation
-from dfhost.orchestration import limits
+from dfhost.orchestration import failures, limits
 from dfhost.runtime import durable_http
 from dfhost.runtime.worker_threads import WorkerThreads
 from dfhost.work import ActivityTask
@@ -47,7 +47,7 @@ class ActivityRunner:
             return await durable_http.run(task, now, self.app.settings.http)
         function = self.app.activity(task.name)
         if function is None:
-            return task.failed_event(now(), f"activity '{task.name}' not found", None)
+            return _failed(task, now(), failures.activity_missing(task.name))
         inv = Invocation(
             function=function.name, instance_id=task.instance_id, execution_id=task.execution_id
         )
@@ -63,30 +63,27 @@ class ActivityRunner:
                     call_function(function, kwargs, self.threads.run),
                     f"activity '{function.name}'",
                 )
-                try:
-                    result = _df_dumps(value)
-                except (TypeError, ValueError) as exc:
-                    raise _ResultNotSerializableError(str(exc)) from exc
+                # The Python worker encodes the result after the call; on Azure, a value
+                # it cannot encode fails the activity like any exception of the function.
+                result = _df_dumps(value)
                 what = f"result of activity '{function.name}'"
                 limits.check_payload(result, what, self.limits.payload_bytes)
-        except _ResultNotSerializableError as exc:
-            reason = f"Activity function '{function.name}' failed: {exc}"
-            return task.failed_event(now(), reason, f"the result could not be serialized: {exc}")
+        except FunctionTimeoutError as exc:
+            assert self.limits.function_timeout is not None
+            failure = failures.activity_timed_out(function.name, self.limits.function_timeout)
+            logging.getLogger("function").error("%s", exc)
+            return _failed(task, now(), failure)
         except Exception as exc:
-            reason = f"Activity function '{function.name}' failed: {type(exc).__name__}: {exc}"
-            details = "".join(traceback.format_exception(exc)).rstrip()
-            logging.getLogger("function").error("%s\n%s", reason, details)
-            return task.failed_event(now(), reason, details)
+            failure = failures.activity_failed(function.name, exc)
+            trace = failures.python_traceback(exc)
+            logging.getLogger("function").error("%s\n%s", failure.reason, trace)
+            return _failed(task, now(), failure)
         return HistoryEvent(
             type=EventType.TASK_COMPLETED,
             timestamp=now(),
             task_scheduled_id=task.task_scheduled_id,
             result=result,
         )
-
-
-class _ResultNotSerializableError(Exception):
-    """The activity returned a value the SDK cannot encode."""
 
 
 _PLAIN_JSON = (type(None), bool, int, float, str)
@@ -111,6 +108,10 @@ def _decode_activity_input(text: str | None) -> Any:
         return df_loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _failed(task: ActivityTask, now: datetime, failure: failures.TaskFailure) -> HistoryEvent:
+    return task.failed_event(now, failure.reason, failure.details)
 
 
 def _df_dumps(value: Any) -> str:

@@ -15,6 +15,9 @@ task ids leave no room for extra timers), so a host that stops mid-poll sends th
 again, as for any activity (at least once). Polling gives up after a day with a failed task.
 
 Managed-identity token sources need Azure to issue tokens: such calls fail with a clear error.
+A failed call reads as on Azure: the reason is the error's message, without the "Activity
+function ... failed:" of other activities, and the details are the .NET exception's JSON
+(`dfhost.orchestration.failures`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,12 +38,16 @@ import httpx
 
 from dfhost.config import HttpSettings
 from dfhost.history import EventType, HistoryEvent
+from dfhost.orchestration import failures
 from dfhost.orchestration.episode import HTTP_ACTIVITY
 from dfhost.work import ActivityTask
 
 __all__ = ["ACTIVITY_NAME", "HttpSettings", "run"]
 
 log = logging.getLogger("dfhost.http")
+
+_HTTP_REQUEST_EXCEPTION = "System.Net.Http.HttpRequestException, System.Net.Http"
+_CANCELED = "System.Threading.Tasks.TaskCanceledException"
 
 ACTIVITY_NAME = HTTP_ACTIVITY
 
@@ -57,11 +65,20 @@ async def run(
     """Make the call (and its polls); the TaskCompleted or TaskFailed that answers the task."""
     try:
         result = await _call(_request(task.input), settings, sleep)
-    except _CallFailedError as exc:
-        return _failed(task, now(), str(exc), None)
-    except Exception as exc:  # no answer (refused, timed out, bad URL): the task fails
-        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return _failed(task, now(), message, _request_line(exc))
+    except _CallFailedError as exc:  # a call dfhost does not make
+        return _failed(task, now(), str(exc), _details(failures.SYSTEM_EXCEPTION, exc))
+    except httpx.TimeoutException:
+        # What .NET's HttpClient says at its timeout: not an HttpRequestException, so it reaches
+        # DTFx, which writes its own details.
+        reason = (
+            "The request was canceled due to the configured HttpClient.Timeout of "
+            f"{settings.request_timeout:g} seconds elapsing."
+        )
+        details = f"Unhandled exception while executing task: {_CANCELED}: {reason}"
+        return _failed(task, now(), reason, details)
+    except Exception as exc:  # no answer (refused, bad URL): an HttpRequestException
+        reason = _request_error(exc)
+        return _failed(task, now(), reason, _details(_HTTP_REQUEST_EXCEPTION, reason))
     return HistoryEvent(
         type=EventType.TASK_COMPLETED,
         timestamp=now(),
@@ -178,15 +195,24 @@ def _headers(response: httpx.Response) -> dict[str, str | list[str]]:
     return out
 
 
-def _request_line(exc: Exception) -> str | None:
+def _request_error(exc: Exception) -> str:
+    """The message .NET gives the same failure, e.g. "Connection refused (example.com:80)"."""
+    text = re.sub(r"^\[Errno -?\d+\] ", "", str(exc)) or type(exc).__name__
     try:
         request = exc.request if isinstance(exc, httpx.HTTPError) else None
     except RuntimeError:  # httpx raises when the error has no request attached
         request = None
-    return None if request is None else f"{request.method} {request.url}"
+    if request is None:
+        return text
+    url = request.url
+    return f"{text} ({url.host}:{url.port or (443 if url.scheme == 'https' else 80)})"
 
 
-def _failed(task: ActivityTask, now: datetime, message: str, details: str | None) -> HistoryEvent:
-    reason = f"Activity function '{ACTIVITY_NAME}' failed: {message}"
-    log.warning("dfhost: call_http of %s failed: %s", task.instance_id, message)
+def _details(type_name: str, message: object) -> str:
+    return failures.serialized(failures.net_exception(type_name, str(message)))
+
+
+def _failed(task: ActivityTask, now: datetime, reason: str, details: str) -> HistoryEvent:
+    # As the extension's TaskHttpActivityShim: the reason is the error's message alone.
+    log.warning("dfhost: call_http of %s failed: %s", task.instance_id, reason)
     return task.failed_event(now, reason, details)

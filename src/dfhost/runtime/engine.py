@@ -395,11 +395,11 @@ class Engine:
             return work, step.outcome(result, children, default_version=version)
         result = await self._replay(function, step.episode)
         size = step.history_length(result)
-        problem = limits.episode_problem(self.limits, inst.name, size, result)
+        problem = limits.episode_problem(self.limits, inst.name, size, result, self.app)
         if problem is not None:
             if self.sessions is not None:
                 self.sessions.forget(inst.instance_id)
-            return work, failure(work, now, problem, None)
+            return work, failure(work, now, problem.message, problem.details)
         return work, step.outcome(result, default_version=version)
 
     async def _replay(self, function: Function, episode: EpisodeInput) -> EpisodeResult:
@@ -440,7 +440,7 @@ class Engine:
                 result.outcome.message,
             )
         for pitfall in result.pitfalls:
-            if (function.name, pitfall.kind) not in self._warned:
+            if pitfall.every_time or (function.name, pitfall.kind) not in self._warned:
                 self._warned.add((function.name, pitfall.kind))
                 log.warning("dfhost: %s", pitfall.message)
         return result

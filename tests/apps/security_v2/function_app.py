@@ -63,6 +63,14 @@ def chain(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def ticks(context: df.DurableOrchestrationContext):
+    """Waits for n "tick" events: a history that grows without actions."""
+    for _ in range(context.get_input()):
+        yield context.wait_for_external_event("tick")
+    return "done"
+
+
+@app.orchestration_trigger(context_name="context")
 def inflate(context: df.DurableOrchestrationContext):
     return "y" * context.get_input()
 
@@ -85,7 +93,7 @@ def call_and_report(context: df.DurableOrchestrationContext):
     try:
         result = yield context.call_activity(name, value)
     except Exception as exc:
-        return f"failed: {exc}"
+        return f"failed: {str(exc).splitlines()[0]}"  # the reason, without the details
     return f"ok: {result}"
 
 
