@@ -239,7 +239,8 @@ def test_the_parent_of_a_first_episode_is_found_in_its_start_message() -> None:
 def test_continued_as_new_starts_a_fresh_execution_carrying_unconsumed_events() -> None:
     w = work(completed_a(), history=first_episode(parent=True))
     carried = HistoryEvent(type=EventType.EVENT_RAISED, timestamp=T0, name="go", input="1")
-    outcome = replayed(w, EpisodeResult(ContinuedAsNew('"next"', [carried])))
+    dropped = HistoryEvent(type=EventType.EVENT_RAISED, timestamp=T0, name="old", input="0")
+    outcome = replayed(w, EpisodeResult(ContinuedAsNew('"next"', [carried], [dropped])))
 
     execution_id = outcome.instance.execution_id
     assert execution_id != "exec-1"
@@ -253,7 +254,7 @@ def test_continued_as_new_starts_a_fresh_execution_carrying_unconsumed_events() 
     assert (restart.event.input, restart.event.execution_id) == ('"next"', execution_id)
     # The next generation is still its parent's child.
     assert (restart.event.parent_instance_id, restart.event.parent_task_id) == ("parent-1", 7)
-    assert event.event == carried
+    assert event.event == carried  # and nothing of the dropped one
 
 
 def test_entity_messages_go_out_even_with_the_episode_that_ends_the_execution() -> None:

@@ -230,14 +230,7 @@ class Reconciler:
             return TimerRequest(entry.id, fire_at)
         if isinstance(action, CallSubOrchestratorAction | CallSubOrchestratorWithRetryAction):
             child_id = action.instance_id or f"{self.episode.execution_id}:{entry.id}"
-            own = (self.episode.instance_id, self.episode.parent_instance_id)
-            if child_id.lower() in (i.lower() for i in own if i is not None):
-                raise _RefusedError(
-                    failures.argument_error(
-                        "The instance ID of a sub-orchestration must be different than the "
-                        "instance ID of a parent orchestration."
-                    )
-                )
+            self._check_child_id(child_id)
             return SubOrchestrationCall(
                 entry.id, action.function_name, child_id, action._input, action.version
             )
@@ -252,6 +245,24 @@ class Reconciler:
                 "(call_entity waits for an operation's result)"
             )
         raise _UnsupportedError(f"unsupported orchestrator action {type(action).__name__}")
+
+    def _check_child_id(self, child_id: str) -> None:
+        """The extension's checks of a sub-orchestration's instance id."""
+        own = (self.episode.instance_id, self.episode.parent_instance_id)
+        if child_id.lower() in (i.lower() for i in own if i is not None):
+            raise _RefusedError(
+                failures.argument_error(
+                    "The instance ID of a sub-orchestration must be different than the "
+                    "instance ID of a parent orchestration."
+                )
+            )
+        if child_id.startswith("@"):
+            # Its ArgumentException takes the parameter name as the message (sic).
+            raise _RefusedError(
+                failures.argument_error(
+                    "instanceId (Parameter 'Orchestration instance ids must not start with @')"
+                )
+            )
 
     def _entity_message(
         self, event_id: int, action: CallEntityAction | SignalEntityAction, *, signal: bool
