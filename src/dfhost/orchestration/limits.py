@@ -29,7 +29,7 @@ dfhost's own, host.json (defaults in brackets):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol, assert_never
 
 from dfhost.config import Limits
@@ -148,29 +148,37 @@ def _custom_status_problem(text: str | None) -> dict[str, Any] | None:
 
 def _unknown_function(work: Sequence[Work], functions: Functions) -> dict[str, Any] | None:
     """The functions an orchestrator calls must exist (ThrowIfFunctionDoesNotExist)."""
-    kind: _Kind
+    lookups: dict[str, Callable[[str], object | None]] = {
+        "activity": functions.activity,
+        "orchestrator": functions.orchestrator,
+        "entity": functions.entity,
+    }
+    checked: set[tuple[_Kind, str]] = set()  # a fan-out calls one name many times
     for item in work:
-        match item:
-            case ActivityCall():
-                if item.name == HTTP_ACTIVITY or functions.activity(item.name) is not None:
-                    continue
-                kind, target = "activity", item.name
-            case SubOrchestrationCall():
-                if functions.orchestrator(item.name) is not None:
-                    continue
-                kind, target = "orchestrator", item.name
-            case EntityMessage():
-                entity = EntityId.parse(item.instance_id)
-                target = entity.name if entity is not None else item.instance_id
-                if functions.entity(target) is not None:
-                    continue
-                kind = "entity"
-            case TimerRequest():
-                continue
-            case _:
-                assert_never(item)
-        return failures.argument_error(_not_a_function(kind, target, functions))
+        called = _called(item)
+        if called is None or called in checked:
+            continue
+        checked.add(called)
+        kind, name = called
+        if lookups[kind](name) is None:
+            return failures.argument_error(_not_a_function(kind, name, functions))
     return None
+
+
+def _called(item: Work) -> tuple[_Kind, str] | None:
+    """The kind and name of the function `item` calls, if it calls one."""
+    match item:
+        case ActivityCall():
+            return None if item.name == HTTP_ACTIVITY else ("activity", item.name)
+        case SubOrchestrationCall():
+            return ("orchestrator", item.name)
+        case EntityMessage():
+            entity = EntityId.parse(item.instance_id)
+            return ("entity", entity.name if entity is not None else item.instance_id)
+        case TimerRequest():
+            return None
+        case _:
+            assert_never(item)
 
 
 def _not_a_function(kind: _Kind, name: str, functions: Functions) -> str:
