@@ -16,6 +16,7 @@ from dfhost.app.functions import FunctionApp
 from dfhost.config import Limits
 from dfhost.orchestration.episode import (
     ActivityCall,
+    ContinuedAsNew,
     EntityMessage,
     EpisodeResult,
     Failed,
@@ -159,3 +160,16 @@ def test_a_sub_orchestration_id_in_the_entity_namespace_fails_as_on_azure() -> N
         "Orchestrator function 'orch' failed: instanceId (Parameter 'Orchestration instance "
         "ids must not start with @')"
     )
+
+
+def test_a_refused_call_after_continue_as_new_is_only_noted() -> None:
+    """The SDK drops what an orchestrator does after continue_as_new: the extension never sees
+    it, so it cannot refuse it."""
+
+    def orchestrator(ctx: df.DurableOrchestrationContext) -> Orchestrator:
+        ctx.continue_as_new(None)
+        yield ctx.call_sub_orchestrator("child", None, "inst-1")
+
+    result = HistoryBuilder(orchestrator).start()
+    assert isinstance(result.outcome, ContinuedAsNew)
+    assert [p.kind for p in result.pitfalls] == ["work after continue_as_new"]

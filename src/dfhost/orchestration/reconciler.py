@@ -336,7 +336,7 @@ class Reconciler:
             return "a retry"
         try:
             return describe(self._plan(entry, self.episode.now))
-        except _UnsupportedError:
+        except (_UnsupportedError, _RefusedError):  # it never runs: only its name matters
             return type(action).__name__
 
     def _note_changed_call(
