@@ -485,7 +485,8 @@ _KIND_LABELS = {
     "suspended": "suspended",
     "idle": "idle",
 }
-_KIND_ORDER = {"orchestrator": 0, "activity": 1, "entity": 2, "timer": 3, "http": 4, "other": 5}
+_KIND_ORDER = {"orchestrator": 0, "activity": 1, "entity": 2, "timer": 3, "http": 4, "other": 6}
+_KIND_ORDER.update(dict.fromkeys(("queue", "blob", "rabbitmq", "redis", "eventgrid"), 5))
 
 
 def _url(path: str, params: Iterable[tuple[str, str]]) -> str:
