@@ -20,9 +20,9 @@ import json
 import logging
 from typing import Any
 
-from dfhost.app.bindings import BlobPathPattern, TriggerData, resolve_expression
+from dfhost.app.bindings import BlobPathPattern, TriggerData
 from dfhost.app.functions import Function
-from dfhost.config import BlobSettings, QueueSettings
+from dfhost.config import BlobSettings, QueueSettings, expand_app_settings
 from dfhost.runtime.shutdown import finish_within
 from dfhost.runtime.triggers.bindings_io import encode_queue_message
 from dfhost.runtime.triggers.connections import Connections
@@ -59,7 +59,10 @@ class BlobListener(Listener):
         raw = str(function.trigger.settings.get("path") or "")
         if not raw:
             raise ValueError('has no "path" (container/{name})')
-        self.pattern = BlobPathPattern.parse(resolve_expression(raw, {}))
+        try:
+            self.pattern = BlobPathPattern.parse(expand_app_settings(raw))
+        except KeyError as exc:
+            raise ValueError(f"path {raw!r} uses app setting {exc.args[0]!r}, not set") from None
         connection = function.trigger.settings.get("connection")
         service = connections.blob_service(str(connection) if connection else None)
         self.container = service.get_container_client(self.pattern.container)
