@@ -48,20 +48,20 @@ def host(
 
 
 async def results(client: redis.Redis, unique: str) -> list[str]:
-    values: list[str] = await client.lrange(f"dfhost:out:{unique}", 0, -1)  # type: ignore[misc]
-    return values
+    values = await client.lrange(f"dfhost:out:{unique}", 0, -1)
+    return [v if isinstance(v, str) else v.decode() for v in values]
 
 
 async def test_list_elements_start_orchestrations_whose_results_go_to_redis(
     host: HostProcess, client: redis.Redis, unique: str
 ) -> None:
     await eventually(lambda: "listens to Redis list" in host.output, timeout=20)
-    await client.rpush(f"dfhost:list:{unique}", "a", "b")  # type: ignore[misc]
+    await client.rpush(f"dfhost:list:{unique}", "a", "b")
     got = await eventually(
         lambda: results(client, unique), lambda r: sorted(r) == ["LIST:A", "LIST:B"], timeout=60
     )
     assert got
-    assert await client.llen(f"dfhost:list:{unique}") == 0  # type: ignore[misc]
+    assert await client.llen(f"dfhost:list:{unique}") == 0
     assert "Executing 'Functions.FromRedisList'" in host.output
 
 
