@@ -43,7 +43,10 @@ def event_grid_routes(
 
     async def webhook(request: Request) -> Response:
         event_grid = triggers.event_grid if triggers is not None else None
-        name = request.query_params.get("functionName", "")
+        # ASP.NET reads query names case-insensitively.
+        name = next(
+            (v for k, v in request.query_params.multi_items() if k.lower() == "functionname"), ""
+        )
         if not name:
             return _text(400, "The functionName query parameter is required.")
         function = event_grid.find(name) if event_grid is not None else None
