@@ -480,60 +480,23 @@ def _wait_until_answers(
 
 
 @contextlib.contextmanager
-def throwaway_redis(binary: Path) -> Iterator[str]:
-    folder = Path(tempfile.mkdtemp(prefix="dfhost-redis-"))
+def _throwaway_server(
+    name: str,
+    command: Callable[[Path, int], tuple[list[str], dict[str, str]]],
+    url_of: Callable[[int], str],
+    problem: Callable[[str, float], str | None],
+) -> Iterator[str]:
+    """`{name}-server` on a free loopback port, in a temporary folder deleted afterwards;
+    `command(folder, port)` gives its arguments and environment. Yields its URL."""
+    folder = Path(tempfile.mkdtemp(prefix=f"dfhost-{name}-"))
     proc = None
     try:
         port = _free_port()
-        log_path = folder / "redis.log"
+        argv, env = command(folder, port)
+        log_path = folder / f"{name}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [
-                    *(str(binary), "--port", str(port), "--bind", "127.0.0.1"),
-                    *("--save", "", "--appendonly", "no", "--dir", str(folder)),
-                ],
-                cwd=folder,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        url = f"redis://127.0.0.1:{port}/0"
-        _wait_until_answers(proc, lambda: redis_problem(url, 1), log_path, "redis-server")
-        yield url
-    finally:
-        if proc is not None:
-            _stop(proc)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def throwaway_rabbitmq(binary: Path) -> Iterator[str]:
-    """A RabbitMQ node of its own (node name, ports, data, logs, Erlang cookie in a temporary
-    folder; no plugins), guest/guest on loopback."""
-    folder = Path(tempfile.mkdtemp(prefix="dfhost-rabbitmq-"))
-    proc = None
-    try:
-        port, dist_port = _free_port(), _free_port()
-        (folder / "enabled_plugins").write_text("[].\n")
-        env = {
-            **os.environ,
-            "HOME": str(folder),
-            "RABBITMQ_NODENAME": f"dfhost-test-{port}@localhost",
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "RABBITMQ_NODE_PORT": str(port),
-            "RABBITMQ_DIST_PORT": str(dist_port),
-            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(folder / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
-            "RABBITMQ_CONF_ENV_FILE": str(folder / "rabbitmq-env.conf"),
-            "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
-            "ERL_EPMD_ADDRESS": "127.0.0.1",
-        }
-        log_path = folder / "rabbitmq.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [str(binary)],
+                argv,
                 cwd=folder,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -541,13 +504,50 @@ def throwaway_rabbitmq(binary: Path) -> Iterator[str]:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        url = f"amqp://guest:guest@127.0.0.1:{port}/"
-        _wait_until_answers(proc, lambda: rabbitmq_problem(url, 1), log_path, "rabbitmq-server")
+        url = url_of(port)
+        _wait_until_answers(proc, lambda: problem(url, 1), log_path, f"{name}-server")
         yield url
     finally:
         if proc is not None:
             _stop(proc)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def throwaway_redis(binary: Path) -> contextlib.AbstractContextManager[str]:
+    def command(folder: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        return [*argv, "--appendonly", "no", "--dir", str(folder)], dict(os.environ)
+
+    return _throwaway_server(
+        "redis", command, lambda port: f"redis://127.0.0.1:{port}/0", redis_problem
+    )
+
+
+def throwaway_rabbitmq(binary: Path) -> contextlib.AbstractContextManager[str]:
+    """A RabbitMQ node of its own (node name, ports, data, logs, Erlang cookie in a temporary
+    folder; no plugins), guest/guest on loopback."""
+
+    def command(folder: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        (folder / "enabled_plugins").write_text("[].\n")
+        env = {
+            **os.environ,
+            "HOME": str(folder),
+            "RABBITMQ_NODENAME": f"dfhost-test-{port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(_free_port()),
+            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(folder / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+            "RABBITMQ_CONF_ENV_FILE": str(folder / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        return [str(binary)], env
+
+    return _throwaway_server(
+        "rabbitmq", command, lambda port: f"amqp://guest:guest@127.0.0.1:{port}/", rabbitmq_problem
+    )
 
 
 @contextlib.contextmanager

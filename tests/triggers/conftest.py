@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,6 +17,7 @@ import pytest
 from azure.durable_functions.models.utils import http_utils
 
 from tests.e2e.harness import HostProcess
+from tests.waiting import eventually
 
 REDIS_SETTING = "DFHOST_TEST_REDIS"
 REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
@@ -80,3 +81,41 @@ def hosts() -> Iterator[list[HostProcess]]:
 
 def hub_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'hub.sqlite3'}"
+
+
+async def kill_while_held(
+    app: Path,
+    tmp_path: Path,
+    env: dict[str, str],
+    hosts: list[HostProcess],
+    send: Callable[[list[str]], Awaitable[None]],
+    results: Callable[[], Awaitable[list[str]]],
+    held: int,
+) -> HostProcess:
+    """The SIGKILL test of a message trigger: a host runs `held` messages at once (the app's
+    starter waits in HOLD_DIR until released) and is killed with SIGKILL; a second host on the
+    same task hub then brings every message's result, at least once. The second host."""
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**env, "HOLD_DIR": str(hold)}
+    first = HostProcess(app, hub_url(tmp_path), env).start()
+    hosts.append(first)
+    texts = [f"m{i}" for i in range(held + 2)]
+    await send(texts)
+    await eventually(lambda: len(list(hold.glob("started-*"))) >= held, timeout=60)
+    assert first.proc is not None
+    first_pid = str(first.proc.pid)
+    first.kill()
+    (hold / "release").write_text("go")
+    second = HostProcess(app, hub_url(tmp_path), env).start()
+    hosts.append(second)
+    await eventually(results, lambda got: set(got) >= {t.upper() for t in texts}, timeout=90)
+
+    def ran_again() -> bool:
+        # The starter writes its pid when it runs: each message ran on the second host too,
+        # the ones the first host held included (their orchestrations alone would not tell).
+        markers = [hold / f"started-{t}" for t in texts]
+        return all(m.exists() and m.read_text() not in ("", first_pid) for m in markers)
+
+    await eventually(ran_again, timeout=60)
+    return second

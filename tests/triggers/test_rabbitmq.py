@@ -12,7 +12,7 @@ import aio_pika
 import pytest
 
 from tests.e2e.harness import APPS, HostProcess
-from tests.triggers.conftest import hub_url
+from tests.triggers.conftest import hub_url, kill_while_held
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -112,23 +112,19 @@ async def test_sigkill_while_messages_run_loses_none(
     sdk_session: None,
 ) -> None:
     await channel.declare_queue(f"dfhost-in-{unique}", durable=True)
-    hold = tmp_path / "hold"
-    hold.mkdir()
-    env = env_for(rabbitmq_url, unique, HOLD_DIR=str(hold))
-    first = HostProcess(APP, hub_url(tmp_path), env).start()
-    hosts.append(first)
-    texts = [f"m{i}" for i in range(6)]
-    await publish(channel, f"dfhost-in-{unique}", *texts)
-    # prefetchCount 4 (host.json): four run, unacknowledged, when the host is killed.
-    await eventually(lambda: len(list(hold.glob("started-*"))) >= 4, timeout=60)
-    first.kill()
-    (hold / "release").write_text("go")
-    second = HostProcess(APP, hub_url(tmp_path), env).start()
-    hosts.append(second)
     seen: list[str] = []
-    await eventually(
+
+    async def send_all(texts: list[str]) -> None:
+        await publish(channel, f"dfhost-in-{unique}", *texts)
+
+    # prefetchCount 4 (host.json): four run, unacknowledged, when the host is killed.
+    second = await kill_while_held(
+        APP,
+        tmp_path,
+        env_for(rabbitmq_url, unique),
+        hosts,
+        send_all,
         lambda: take(channel, f"dfhost-out-{unique}", seen),
-        lambda got: set(got) >= {t.upper() for t in texts},
-        timeout=90,
+        held=4,
     )
     assert "Executing 'Functions.FromRabbit'" in second.output

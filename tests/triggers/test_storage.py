@@ -13,7 +13,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueClient
 
 from tests.e2e.harness import APPS, HostProcess
-from tests.triggers.conftest import hub_url
+from tests.triggers.conftest import hub_url, kill_while_held
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -103,24 +103,21 @@ async def test_a_failing_message_is_tried_max_dequeue_count_times_then_poisoned(
 async def test_sigkill_while_messages_run_loses_none(
     tmp_path: Path, storage: str, unique: str, hosts: list[HostProcess], sdk_session: None
 ) -> None:
-    hold = tmp_path / "hold"
-    hold.mkdir()
-    env = env_for(storage, unique, HOLD_DIR=str(hold))
-    first = HostProcess(APP, hub_url(tmp_path), env).start()
-    hosts.append(first)
-    texts = [f"m{i}" for i in range(6)]
-    await send(storage, f"in-{unique}", *texts)
-    # The host holds as many as it runs at once (batchSize 4 + newBatchThreshold 2) when killed.
-    await eventually(lambda: len(list(hold.glob("started-*"))) >= 4, timeout=60)
-    first.kill()
-    (hold / "release").write_text("go")
-    second = HostProcess(APP, hub_url(tmp_path), env).start()
-    hosts.append(second)
     seen: list[str] = []
-    await eventually(
+
+    async def send_all(texts: list[str]) -> None:
+        await send(storage, f"in-{unique}", *texts)
+
+    # batchSize 4 (host.json): four run at once, and the next batch waits until only
+    # newBatchThreshold (2) still run, so four are held, unacknowledged, when it is killed.
+    second = await kill_while_held(
+        APP,
+        tmp_path,
+        env_for(storage, unique),
+        hosts,
+        send_all,
         lambda: drain(storage, f"out-{unique}", seen),
-        lambda got: set(got) >= {t.upper() for t in texts},
-        timeout=90,
+        held=4,
     )
     # The messages the first host held ran again on the second (at least once).
     assert "Executing 'Functions.from_queue'" in second.output
