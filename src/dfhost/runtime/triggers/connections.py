@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from dfhost.config import RabbitMQSettings, connection_setting
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionSettingError", "Connections", "redis_url", "require_package"]
 
 log = logging.getLogger("dfhost.triggers")
+T = TypeVar("T")
 
 
 class ConnectionSettingError(RuntimeError):
@@ -68,25 +69,26 @@ class Connections:
         return value
 
     def queue_service(self, name: str | None) -> QueueServiceClient:
-        text = self.storage_string(name)
-        client = self._queues.get(text)
-        if client is None:
-            require_package("azure.storage.queue", "azure")
-            from azure.storage.queue.aio import QueueServiceClient
+        require_package("azure.storage.queue", "azure")
+        from azure.storage.queue.aio import QueueServiceClient
 
-            _quiet_azure_logs()
-            client = self._queues[text] = QueueServiceClient.from_connection_string(text)
-        return client
+        return self._storage(self._queues, name, QueueServiceClient.from_connection_string)
 
     def blob_service(self, name: str | None) -> BlobServiceClient:
-        text = self.storage_string(name)
-        client = self._blobs.get(text)
-        if client is None:
-            require_package("azure.storage.blob", "azure")
-            from azure.storage.blob.aio import BlobServiceClient
+        require_package("azure.storage.blob", "azure")
+        from azure.storage.blob.aio import BlobServiceClient
 
-            _quiet_azure_logs()
-            client = self._blobs[text] = BlobServiceClient.from_connection_string(text)
+        return self._storage(self._blobs, name, BlobServiceClient.from_connection_string)
+
+    def _storage(self, cache: dict[str, T], name: str | None, make: Callable[[str], T]) -> T:
+        text = self.storage_string(name)
+        client = cache.get(text)
+        if client is None:
+            # The SDKs log every request and response at INFO.
+            logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(
+                logging.WARNING
+            )
+            client = cache[text] = make(text)
         return client
 
     # --- RabbitMQ ------------------------------------------------------------------------
@@ -203,8 +205,3 @@ def redis_url(connection_string: str) -> str:
         auth = f"{quote(user, safe='')}:{quote(password, safe='')}@"
     host, _, port = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "6379")
     return f"{scheme}://{auth}{host}:{port or 6379}/{options.get('defaultdatabase', '0')}"
-
-
-def _quiet_azure_logs() -> None:
-    # The SDKs log every request and response at INFO.
-    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
