@@ -307,7 +307,9 @@ def resolve_expression(
     try:
         text = expand_app_settings(template, env)
     except KeyError as exc:
-        raise BindingValueError(f"{template!r} uses app setting {exc.args[0]!r}, not set") from None
+        raise BindingValueError(
+            f"{template!r} uses app setting {exc.args[0]!r}, which is not set"
+        ) from None
 
     def fill(found: re.Match[str]) -> str:
         expression = found.group(1).strip()

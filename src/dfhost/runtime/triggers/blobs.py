@@ -62,7 +62,9 @@ class BlobListener(Listener):
         try:
             self.pattern = BlobPathPattern.parse(expand_app_settings(raw))
         except KeyError as exc:
-            raise ValueError(f"path {raw!r} uses app setting {exc.args[0]!r}, not set") from None
+            raise ValueError(
+                f"path {raw!r} uses app setting {exc.args[0]!r}, which is not set"
+            ) from None
         connection = function.trigger.settings.get("connection")
         service = connections.blob_service(str(connection) if connection else None)
         self.container = service.get_container_client(self.pattern.container)
