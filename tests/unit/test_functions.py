@@ -125,7 +125,7 @@ def test_v1_broken_loads_the_good_function_and_reports_each_broken_one() -> None
     assert errors["BadImport"].source.endswith("__init__.py")
     assert "no entry point 'main'" in errors["NoEntry"].message
     assert errors["NoEntry"].source.endswith("NoEntry/__init__.py")
-    assert "queueTrigger" in errors["QueueFn"].message
+    assert "serviceBusTrigger" in errors["QueueFn"].message
     for error in app.errors:
         assert "\n" not in error.message
         assert "Traceback" not in error.message

@@ -12,7 +12,19 @@ from dfhost.config import AppSettings, LoadError
 
 __all__ = ["Binding", "Function", "FunctionApp", "FunctionKind"]
 
-FunctionKind = Literal["orchestrator", "activity", "entity", "http", "timer", "other"]
+FunctionKind = Literal[
+    "orchestrator",
+    "activity",
+    "entity",
+    "http",
+    "timer",
+    "queue",
+    "blob",
+    "rabbitmq",
+    "redis",
+    "eventgrid",
+    "other",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,10 +50,27 @@ _KIND_BY_TRIGGER: dict[str, FunctionKind] = {
     "entityTrigger": "entity",
     "httpTrigger": "http",
     "timerTrigger": "timer",
+    "queueTrigger": "queue",
+    "blobTrigger": "blob",
+    "rabbitMQTrigger": "rabbitmq",
+    "redisPubSubTrigger": "redis",
+    "redisListTrigger": "redis",
+    "redisStreamTrigger": "redis",
+    "eventGridTrigger": "eventgrid",
+}
+# The other bindings dfhost provides, with the directions it provides them in.
+_OTHER_BINDINGS: dict[str, frozenset[str]] = {
+    "durableClient": frozenset({"in"}),
+    "http": frozenset({"out"}),
+    "queue": frozenset({"out"}),
+    "blob": frozenset({"in", "out"}),
+    "rabbitMQ": frozenset({"out"}),
+    "redis": frozenset({"in", "out"}),
+    "eventGrid": frozenset({"out"}),
 }
 # The host matches binding types case-insensitively; `orchestrationClient` is the legacy name of
 # `durableClient` (5 of the 9 official v1 samples use it).
-_CANONICAL_TYPES = {t.lower(): t for t in (*_KIND_BY_TRIGGER, "durableClient", "http")}
+_CANONICAL_TYPES = {t.lower(): t for t in (*_KIND_BY_TRIGGER, *_OTHER_BINDINGS)}
 _CANONICAL_TYPES["orchestrationclient"] = "durableClient"
 _DIRECTIONS = {0: "in", 1: "out", 2: "inout"}  # azure.functions BindingDirection values
 _APP_PACKAGE = "__app__"
@@ -131,11 +148,14 @@ def _load_v1(folder: Path, errors: LoadErrors) -> Function | None:
         return None
     trigger = triggers[0]
     kind = _KIND_BY_TRIGGER.get(trigger.type, "other")
-    if kind == "other":
+    problem = _unsupported(src, name, trigger, bindings)
+    if problem is not None:
         # Listed but not imported: dfhost never invokes it, and its module may need packages
-        # or connections that only that trigger uses.
-        errors.append(_unsupported(src, name, trigger.type))
-        return Function(name, kind, trigger, tuple(bindings), _not_runnable(trigger.type), str(src))
+        # or connections that only that binding uses.
+        errors.append(problem)
+        return Function(
+            name, "other", trigger, tuple(bindings), _not_runnable(problem.message), str(src)
+        )
     script = (folder / str(meta.get("scriptFile") or "__init__.py")).resolve()
     entry_point = str(meta.get("entryPoint") or "main")
     handler = _import_entry_point(name, folder.parent, script, entry_point, errors)
@@ -224,8 +244,12 @@ def _from_v2(sdk_fn: Any, script: Path, errors: LoadErrors) -> Function | None:
     bindings = [_v2_binding(b) for b in sdk_bindings]
     trigger = bindings[next(i for i, b in enumerate(sdk_bindings) if b is sdk_trigger)]
     kind = _KIND_BY_TRIGGER.get(trigger.type, "other")
-    if kind == "other":
-        errors.append(_unsupported(src, name, trigger.type))
+    problem = _unsupported(src, name, trigger, bindings)
+    if problem is not None:
+        errors.append(problem)
+        return Function(
+            name, "other", trigger, tuple(bindings), _not_runnable(problem.message), src
+        )
     return _make_function(name, kind, trigger, bindings, handler, src, errors, v2=True)
 
 
@@ -351,15 +375,30 @@ def _guard(
         return None
 
 
-def _unsupported(src: str | Path, name: str, trigger_type: str) -> LoadError:
-    runs = ", ".join(_KIND_BY_TRIGGER)
-    message = f"function {name!r}: dfhost runs only {runs}, not {trigger_type}; listed, never run"
-    return LoadError(str(src), message)
+def _unsupported(
+    src: str | Path, name: str, trigger: Binding, bindings: Iterable[Binding]
+) -> LoadError | None:
+    """Why dfhost cannot run this function (one line), or None: its trigger or one of its
+    other bindings is of a type (or direction) dfhost does not provide."""
+    if trigger.type not in _KIND_BY_TRIGGER:
+        runs = ", ".join(_KIND_BY_TRIGGER)
+        message = f"function {name!r}: dfhost runs only {runs}, not {trigger.type}"
+        return LoadError(str(src), f"{message}; listed, never run")
+    for b in bindings:
+        if b is trigger or b.direction in _OTHER_BINDINGS.get(b.type, ()):
+            continue
+        provided = ", ".join(f"{t} ({'/'.join(sorted(d))})" for t, d in _OTHER_BINDINGS.items())
+        message = (
+            f"function {name!r}: binding {b.name!r} of type {b.type} ({b.direction}) is not "
+            f"supported; dfhost provides {provided}; listed, never run"
+        )
+        return LoadError(str(src), message)
+    return None
 
 
-def _not_runnable(trigger_type: str) -> Callable[..., Any]:
+def _not_runnable(reason: str) -> Callable[..., Any]:
     def handler(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(f"dfhost does not run {trigger_type} functions")
+        raise RuntimeError(f"dfhost does not run this function: {reason}")
 
     return handler
 

@@ -306,6 +306,7 @@ async def _serve(
     import uvicorn
 
     from dfhost.runtime.timer_triggers import TimerRunner
+    from dfhost.runtime.triggers import TriggerHost
     from dfhost.web import build_app
 
     port = sock.getsockname()[1]
@@ -320,14 +321,16 @@ async def _serve(
     timers = TimerRunner(app, store, owner=owner, rpc_base_url=rpc_base_url)  # type: ignore[arg-type]
     for problem in timers.problems:
         log.error("dfhost: %s", problem)
+    triggers = TriggerHost(app, owner=owner, rpc_base_url=rpc_base_url)
     web_app = build_app(
         client,
         app,
         rpc_base_url=rpc_base_url,
-        on_startup=[timers.start],
-        on_shutdown=[timers.stop],
+        on_startup=[timers.start, triggers.start],
+        on_shutdown=[timers.stop, triggers.stop],
         run_function=timers.run_now,
         access=access,
+        trigger_host=triggers,
     )
     config = uvicorn.Config(web_app, log_config=None, access_log=False, lifespan="on")
 

@@ -19,6 +19,7 @@ from dfhost.history import EventType, HistoryEvent
 from dfhost.logs import Invocation, log_invocation
 from dfhost.orchestration import failures, limits
 from dfhost.runtime import durable_http
+from dfhost.runtime.triggers.bindings_io import has_io, shared_io
 from dfhost.runtime.worker_threads import WorkerThreads
 from dfhost.work import ActivityTask
 
@@ -53,10 +54,15 @@ class ActivityRunner:
         )
         try:
             with log_invocation(inv, f"(null), InstanceId={task.instance_id}"):
-                kwargs, _ = invocation_arguments(
+                trigger_value = _decode_activity_input(task.input)
+                # Blob/redis inputs and queue/blob/... outputs (runtime/triggers/bindings_io.py).
+                io = shared_io(self.app.settings.triggers) if has_io(function) else None
+                bound = trigger_value if isinstance(trigger_value, dict) else {}
+                kwargs, outputs = invocation_arguments(
                     function,
                     invocation_id=inv.id,
-                    trigger_value=_decode_activity_input(task.input),
+                    trigger_value=trigger_value,
+                    inputs=await io.fetch_inputs(function, bound) if io else None,
                 )
                 value = await within(
                     self.limits.function_timeout,
@@ -68,6 +74,8 @@ class ActivityRunner:
                 result = _df_dumps(value)
                 what = f"result of activity '{function.name}'"
                 limits.check_payload(result, what, self.limits.payload_bytes)
+                if io is not None:
+                    await io.deliver(function, outputs, value, bound, return_is_output=False)
         except FunctionTimeoutError as exc:
             assert self.limits.function_timeout is not None
             failure = failures.activity_timed_out(function.name, self.limits.function_timeout)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from azure.functions.timer import TimerRequest
 
 from dfhost import telemetry
-from dfhost.app.bindings import invocation_arguments
+from dfhost.app.bindings import OutBinding, invocation_arguments
 from dfhost.app.functions import Function, FunctionApp
 from dfhost.app.invoke import call_function
 from dfhost.config import expand_app_settings
@@ -36,6 +36,7 @@ from dfhost.history import utcnow
 from dfhost.logs import Invocation, log_invocation
 from dfhost.runtime.schedule import Schedule, ScheduleError, parse_schedule, time_zone_named
 from dfhost.runtime.shutdown import cancel_and_wait, finish_within
+from dfhost.runtime.triggers.bindings_io import has_io, shared_io
 from dfhost.store import Claim, Store, TimerStatus
 from dfhost.wire import client_binding
 
@@ -296,7 +297,11 @@ class TimerRunner:
                 log_invocation(inv, reason),
             ):
                 try:
-                    await call_function(function, self._arguments(function, request, inv))
+                    kwargs, outputs = self._arguments(function, request, inv)
+                    result = await call_function(function, kwargs)
+                    if has_io(function):
+                        io = shared_io(self.app.settings.triggers)
+                        await io.deliver(function, outputs, result, {})
                 except Exception:
                     log.exception("Exception while executing function: Functions.%s", function.name)
                     raise
@@ -320,7 +325,7 @@ class TimerRunner:
 
     def _arguments(
         self, function: Function, request: TimerRequest, inv: Invocation
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict[str, OutBinding]]:
         parts = urlsplit(self.rpc_base_url)
         starter = json.dumps(
             client_binding(
@@ -329,10 +334,9 @@ class TimerRunner:
                 rpc_base_url=self.rpc_base_url,
             )
         )
-        kwargs, _ = invocation_arguments(
+        return invocation_arguments(
             function, invocation_id=inv.id, trigger_value=request, client_starter=starter
         )
-        return kwargs
 
     async def _renew_leases(self) -> None:
         interval = max(1.0, self.lease.total_seconds() / 3)

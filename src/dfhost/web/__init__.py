@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,10 +27,14 @@ from dfhost.web.api import BASE_PATH, ManagementApi
 from dfhost.web.auth import Access, AccessGuard, login_routes
 from dfhost.web.dashboard import BASE as DASHBOARD_PATH
 from dfhost.web.dashboard import Dashboard
+from dfhost.web.eventgrid import event_grid_routes
 from dfhost.web.metrics import PATH as METRICS_PATH
 from dfhost.web.metrics import metrics_endpoint
 from dfhost.web.openapi import OPENAPI_PATH, openapi_endpoint
 from dfhost.web.triggers import HttpTriggers
+
+if TYPE_CHECKING:
+    from dfhost.runtime.triggers import TriggerHost
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "RunFunction", "WebState", "build_app"]
 
@@ -63,6 +67,7 @@ def build_app(
     on_shutdown: Sequence[Hook] = (),
     run_function: RunFunction | None = None,
     access: Access | None = None,
+    trigger_host: TriggerHost | None = None,
 ) -> Starlette:
     """The ASGI app serving `app` with `client`'s task hub.
 
@@ -130,6 +135,7 @@ def build_app(
             Route(DASHBOARD_PATH, lambda _: RedirectResponse(f"{DASHBOARD_PATH}/", 308)),
             *login_routes(access),
             Mount(DASHBOARD_PATH, routes=dashboard.routes()),
+            *event_grid_routes(trigger_host, access, max_body_bytes),
             Route("/{path:path}", triggers),
         ],
         lifespan=lifespan,

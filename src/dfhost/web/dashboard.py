@@ -48,6 +48,7 @@ from dfhost.history import (
 from dfhost.logs import keep_instance_logs
 from dfhost.orchestration.limits import PayloadTooLargeError
 from dfhost.runtime.schedule import ScheduleError, parse_schedule, time_zone_named
+from dfhost.runtime.triggers.stats import TRIGGER_STATS
 from dfhost.store import InstancePage, StoreError
 from dfhost.web.common import BadRequestError, BodyTooLargeError, read_body
 from dfhost.web.csrf import ForbiddenError, check_csrf, csrf_token
@@ -362,6 +363,8 @@ class Dashboard:
             "functions.html",
             functions=functions,
             timers=timers,
+            triggered=[f for f in functions if f.kind in _TRIGGERED_KINDS],
+            trigger_stats=TRIGGER_STATS.snapshot(),
             can_run=self.can_run_functions,
             load_errors=self.app.errors,
             entities=[(i, *_entity_parts(i), i.custom_status) for i in entities.instances],
@@ -485,7 +488,9 @@ _KIND_LABELS = {
     "suspended": "suspended",
     "idle": "idle",
 }
-_KIND_ORDER = {"orchestrator": 0, "activity": 1, "entity": 2, "timer": 3, "http": 4, "other": 5}
+_KIND_ORDER = {"orchestrator": 0, "activity": 1, "entity": 2, "timer": 3, "http": 4, "other": 6}
+_TRIGGERED_KINDS = ("queue", "blob", "rabbitmq", "redis", "eventgrid")
+_KIND_ORDER.update(dict.fromkeys(_TRIGGERED_KINDS, 5))
 
 
 def _url(path: str, params: Iterable[tuple[str, str]]) -> str:

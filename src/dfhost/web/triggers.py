@@ -25,6 +25,7 @@ from dfhost.app.bindings import invocation_arguments
 from dfhost.app.functions import Binding, Function, FunctionApp
 from dfhost.app.invoke import call_function, within
 from dfhost.logs import Invocation, log_invocation
+from dfhost.runtime.triggers.bindings_io import has_io, shared_io
 from dfhost.web.common import (
     BadRequestError,
     BodyTooLargeError,
@@ -220,6 +221,10 @@ class HttpTriggers:
                     )
                     output = outputs.get(entry.http_output or "")
                     value = output.get() if output is not None else None
+                    if has_io(function):  # queue, blob, ... outputs: sent before answering
+                        io = shared_io(self.app.settings.triggers)
+                        sent = None if entry.http_output == "$return" else result
+                        await io.deliver(function, outputs, sent, route_values)
                     return _to_response(value if value is not None else result)
                 except Exception:
                     log.exception("Exception while executing function: Functions.%s", function.name)

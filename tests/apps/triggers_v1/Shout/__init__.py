@@ -1,0 +1,2 @@
+def main(text: str) -> str:
+    return text.upper()
