@@ -38,6 +38,7 @@ from dfhost.client import (
     DurableClient,
     InstanceExistsError,
     InstanceNotFoundError,
+    InvalidArgumentError,
     InvalidInstanceIdError,
     UnknownEntityError,
     UnknownOrchestratorError,
@@ -53,8 +54,24 @@ from dfhost.history import (
 from dfhost.orchestration.entities import EntityStatus
 from dfhost.orchestration.limits import PayloadTooLargeError
 from dfhost.store import DeliveryResult, InstanceQuery, StoreError
-from dfhost.web.common import BadRequestError, BodyTooLargeError, origin_of, read_body, url_of
-from dfhost.wire import api_history, api_status, check_status_payload
+from dfhost.web.common import (
+    BadRequestError,
+    BodyTooLargeError,
+    error_id,
+    json_bytes,
+    origin_of,
+    read_body,
+    url_of,
+)
+from dfhost.wire import (
+    UnsafeJsonError,
+    api_history,
+    api_status,
+    check_status_payload,
+    json_too_deep,
+    parse_json_input,
+    stored_json_value,
+)
 
 __all__ = ["BASE_PATH", "ManagementApi"]
 
@@ -150,10 +167,14 @@ def _delivery(result: DeliveryResult, instance_id: str) -> Response:
     return Response(status_code=202)
 
 
-def _json_text(text: str) -> Any:
+def _json_text(text: str, what: str = "The request body") -> Any:
     """Parse JSON as the SDK's own `json.loads` does (NaN and Infinity included: `df_dumps`
-    writes them for float values, and Newtonsoft reads them too)."""
-    return json.loads(text)
+    writes them for float values, and Newtonsoft reads them too), refusing what could not be
+    shown again (`parse_json_input`)."""
+    try:
+        return parse_json_input(text, what)
+    except UnsafeJsonError as exc:
+        raise BadRequestError(str(exc)) from None
 
 
 class JsonResponse(JSONResponse):
@@ -161,7 +182,7 @@ class JsonResponse(JSONResponse):
     (the SDK parses it back with `json.loads`)."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json_bytes(content)
 
 
 def _body_text(body: bytes) -> str:
@@ -176,16 +197,15 @@ def start_input(body: bytes) -> str | None:
     text = _body_text(body).strip()
     if not text:
         return None
-    try:
-        value = _json_text(text)
-    except ValueError as exc:
-        raise BadRequestError(f"The request body is not valid JSON: {exc}") from None
+    value = _json_text(text)
     if value is None:
         return None
     if isinstance(value, str):
+        if json_too_deep(value):  # the SDK's form of an input too deep: refused like one
+            _json_text(value, "The input in the request body's JSON string")
         try:
-            _json_text(value)
-        except ValueError:
+            parse_json_input(value, "The input in the request body's JSON string")
+        except UnsafeJsonError:
             # A plain string from curl: the extension would hand the orchestrator text that
             # get_input() cannot parse; keeping it a JSON string is the only useful reading.
             return json.dumps(value)
@@ -209,7 +229,7 @@ def _entity_body(status: EntityStatus, fetch_state: bool) -> dict[str, Any]:
     return {
         "entityId": {"name": status.entity.name, "key": status.entity.key},
         "lastOperationTime": format_time(status.last_operation_at),
-        "state": _json_text(status.state) if fetch_state and status.state is not None else None,
+        "state": stored_json_value(status.state) if fetch_state else None,
     }
 
 
@@ -343,10 +363,10 @@ class ManagementApi:
         )
         try:
             page = await self.client.query(q)
-        except StoreError as exc:
+        except StoreError:
             if token is None:
                 raise
-            raise BadRequestError(f"Invalid {CONTINUATION_HEADER} header: {exc}") from None
+            raise BadRequestError(f"Invalid {CONTINUATION_HEADER} header.") from None
         show_input = query.flag("showInput", True)
         body = [api_status(i, show_input=show_input) for i in page.instances]
         headers = {CONTINUATION_HEADER: page.continuation} if page.continuation else None
@@ -366,9 +386,9 @@ class ManagementApi:
         text = _body_text(await read_body(request, self.max_body_bytes)).strip()
         if text:
             try:
-                _json_text(text)
-            except ValueError as exc:
-                return _error(400, "Invalid JSON content", f"Invalid JSON content: {exc}")
+                parse_json_input(text, "The event data")
+            except UnsafeJsonError as exc:
+                return _error(400, "Invalid JSON content", str(exc))
         result = await self.client.raise_event(
             instance_id, request.path_params["event_name"], text or None
         )
@@ -467,10 +487,10 @@ class ManagementApi:
             )
         except InvalidInstanceIdError as exc:
             return _error(400, _ARGUMENT_ERROR, str(exc))
-        except StoreError as exc:
+        except StoreError:
             if token is None:
                 raise
-            raise BadRequestError(f"Invalid {CONTINUATION_HEADER} header: {exc}") from None
+            raise BadRequestError(f"Invalid {CONTINUATION_HEADER} header.") from None
         fetch_state = query.flag("fetchState", False)
         body = [_entity_body(status, fetch_state) for status in found]
         headers = {CONTINUATION_HEADER: next_token} if next_token else None
@@ -512,14 +532,24 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
     async def guarded(request: Request) -> Response:
         try:
             return await endpoint(request)
-        except BadRequestError as exc:
+        except (BadRequestError, InvalidArgumentError) as exc:
             return _error(400, _ARGUMENT_ERROR, str(exc))
         except (BodyTooLargeError, PayloadTooLargeError) as exc:
             return _error(413, str(exc))
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening; not worth a traceback
-        except Exception as exc:
-            log.exception("management API %s %s failed", request.method, request.url.path)
-            return _error(500, "Something went wrong while processing your request", str(exc))
+        except Exception:
+            incident = error_id()
+            log.exception(
+                "management API %s %s failed (error id %s)",
+                request.method,
+                request.url.path,
+                incident,
+            )
+            return _error(
+                500,
+                "Something went wrong while processing your request",
+                f"An unexpected error occurred; the host's log has it under error id {incident}.",
+            )
 
     return guarded

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
 
-__all__ = ["BadRequestError", "BodyTooLargeError", "origin_of", "raw_path", "read_body", "url_of"]
+__all__ = [
+    "BadRequestError",
+    "BodyTooLargeError",
+    "error_id",
+    "json_bytes",
+    "origin_of",
+    "raw_path",
+    "read_body",
+    "url_of",
+]
 
 
 class BodyTooLargeError(Exception):
@@ -19,6 +31,23 @@ class BodyTooLargeError(Exception):
 
 class BadRequestError(Exception):
     """The request is malformed (answer 400 with this message)."""
+
+
+def json_bytes(content: Any, indent: int | None = None) -> bytes:
+    """UTF-8 JSON, NaN included (the SDK writes and reads it); ASCII with escapes when a string
+    holds an unpaired surrogate (stored by user code), which has no UTF-8 encoding."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    text = json.dumps(content, ensure_ascii=False, indent=indent, separators=separators)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(content, indent=indent, separators=separators).encode("ascii")
+
+
+def error_id() -> str:
+    """A short id for an unexpected error: the answer carries it, the log has the rest (a store
+    error names the store's URL, user and host, and never goes to a caller)."""
+    return uuid.uuid4().hex[:12]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
