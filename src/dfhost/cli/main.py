@@ -29,7 +29,7 @@ from dfhost.cli.replay import add_replay_commands, run_replay_command
 from dfhost.cli.status import add_status_command, run_status_command
 from dfhost.client import DurableClient
 from dfhost.config import AppLoadError, LoadError, SettingsError
-from dfhost.logs import configure_console, set_host_id
+from dfhost.logs import announce, configure_console, set_host_id
 from dfhost.store import StoreError, open_store
 
 if TYPE_CHECKING:
@@ -273,10 +273,10 @@ def _access(args: argparse.Namespace, app_dir: Path, store_url: str) -> Access |
         log.error("dfhost: %s", exc)
         return None
     if loaded.created is not None and loaded.shown:
-        # Printed, not logged: this is the one time the keys appear anywhere but the file.
+        # The one time the keys appear anywhere but the file.
         lines = [f"Keys created in {loaded.created} (shown this once):"]
         lines += [f"        {name}: {value}" for name, value in loaded.shown.items()]
-        print("\n".join(lines), file=sys.stderr, flush=True)
+        announce("\n".join(lines), keysFile=str(loaded.created), keys=dict(loaded.shown))
     log.info(
         "dfhost: keys are enforced: functions by authLevel, the management API with the "
         "system key or the master key, /admin and the dashboard with the master key"
@@ -347,6 +347,7 @@ async def _serve(
 
 def _print_functions(app: FunctionApp, origin: str) -> None:
     lines = ["", "Functions:", ""]
+    listed: list[dict[str, object]] = []
     prefix = app.settings.route_prefix.strip("/")
     for function in app.functions.values():
         trigger = function.trigger
@@ -354,9 +355,18 @@ def _print_functions(app: FunctionApp, origin: str) -> None:
             methods = trigger.settings.get("methods") or ["GET", "POST", "PUT", "DELETE"]
             route = str(trigger.settings.get("route") or function.name).lstrip("/")
             path = f"{prefix}/{route}" if prefix else route
-            verbs = ",".join(str(m).upper() for m in methods)
-            lines.append(f"        {function.name}: [{verbs}] {origin}/{path}")
+            verbs = [str(m).upper() for m in methods]
+            lines.append(f"        {function.name}: [{','.join(verbs)}] {origin}/{path}")
+            listed.append(
+                {
+                    "name": function.name,
+                    "trigger": trigger.type,
+                    "methods": verbs,
+                    "url": f"{origin}/{path}",
+                }
+            )
         else:
             lines.append(f"        {function.name}: {trigger.type}")
+            listed.append({"name": function.name, "trigger": trigger.type})
         lines.append("")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    announce("\n".join(lines), functions=listed)
