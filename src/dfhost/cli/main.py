@@ -150,6 +150,7 @@ async def _start(args: argparse.Namespace) -> int:
         sock.close()
         await store.close()
         return 2
+    _warn_if_readable(sqlite_file(url), _hub_folder(app_dir, url) / "keys.json")
     # Imported here, as in _serve: `dfhost instances` needs neither the SDK nor the web stack,
     # and starts in a fraction of the time without them.
     from dfhost.orchestration.sdk import sdk_version_problem
@@ -264,11 +265,8 @@ def _access(args: argparse.Namespace, app_dir: Path, store_url: str) -> Access |
                 args.host,
             )
         return Access(loopback_only=loopback)
-    # The task hub's folder: the SQLite file's, else the app's .dfhost folder.
-    hub_file = sqlite_file(store_url)
-    folder = app_dir / ".dfhost" if hub_file is None else hub_file.parent
     try:
-        loaded = load_keys(folder)
+        loaded = load_keys(_hub_folder(app_dir, store_url))
     except KeysError as exc:
         log.error("dfhost: %s", exc)
         return None
@@ -282,6 +280,28 @@ def _access(args: argparse.Namespace, app_dir: Path, store_url: str) -> Access |
         "system key or the master key, /admin and the dashboard with the master key"
     )
     return Access(keys=loaded.keys, enforce=True)
+
+
+def _hub_folder(app_dir: Path, store_url: str) -> Path:
+    """The task hub's folder, where its keys are: the SQLite file's, else the app's .dfhost."""
+    hub_file = sqlite_file(store_url)
+    return app_dir / ".dfhost" if hub_file is None else hub_file.parent
+
+
+def _warn_if_readable(*paths: Path | None) -> None:
+    """One warning for each file other users can read: the SQLite hub holds every input and
+    output, keys.json the keys. dfhost creates both private; older or copied ones may not be."""
+    for path in paths:
+        try:
+            mode = path.stat().st_mode if path is not None else 0
+        except OSError:
+            continue
+        if mode & 0o044:
+            log.warning(
+                "dfhost: WARNING: %s is readable by other users (mode %s): chmod 600 it",
+                path,
+                oct(mode & 0o777)[2:],
+            )
 
 
 def _bind(host: str, port: int) -> socket.socket:
