@@ -30,6 +30,7 @@ from dfhost.web.dashboard import Dashboard
 from dfhost.web.metrics import PATH as METRICS_PATH
 from dfhost.web.metrics import metrics_endpoint
 from dfhost.web.openapi import OPENAPI_PATH, openapi_endpoint
+from dfhost.web.sessions import SessionBook
 from dfhost.web.triggers import HttpTriggers
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "RunFunction", "WebState", "build_app"]
@@ -81,6 +82,7 @@ def build_app(
         app, rpc_base_url=web_state, max_body_bytes=max_body_bytes, access=access
     )
     dashboard = Dashboard(client, app, run_function=run_function, max_body_bytes=max_body_bytes)
+    sessions = SessionBook(client.store)
 
     async def host_status(request: Request) -> Response:
         running = web_state.state == "Running"
@@ -128,12 +130,12 @@ def build_app(
             Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]),
             Mount(BASE_PATH, routes=api.routes()),
             Route(DASHBOARD_PATH, lambda _: RedirectResponse(f"{DASHBOARD_PATH}/", 308)),
-            *login_routes(access),
+            *login_routes(access, sessions),
             Mount(DASHBOARD_PATH, routes=dashboard.routes()),
             Route("/{path:path}", triggers),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(AccessGuard, access=access)],
+        middleware=[Middleware(AccessGuard, access=access, sessions=sessions)],
     )
     web_app.state.dfhost = web_state
     return web_app
