@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_ID_LENGTH",
+    "MAX_NAME_LENGTH",
     "DurableClient",
     "InstanceExistsError",
     "InstanceNotFoundError",
@@ -49,6 +50,7 @@ __all__ = [
     "check_filter",
     "entity_key_pattern",
     "instance_id_pattern",
+    "lookup_id_pattern",
     "text_pattern",
     "validate_instance_id",
 ]
@@ -100,9 +102,16 @@ def entity_key_pattern(longest_name: int) -> str:
     return _id_regex("", allow_empty=True, max_length=max(2, MAX_ID_LENGTH - 2 - longest_name))
 
 
-def text_pattern(min_length: int = 0, max_length: int = MAX_NAME_LENGTH) -> str:
+def lookup_id_pattern(orchestration: bool) -> str:
+    """Ids to look up: any text without control characters; for orchestration operations
+    (events, terminate, ...) not an entity's id either (starting with '@')."""
+    first = f"[^@{_CONTROL}]" if orchestration else f"[^{_CONTROL}]"
+    return f"^{first}[^{_CONTROL}]*$"
+
+
+def text_pattern(min_length: int = 0, max_length: int | None = MAX_NAME_LENGTH) -> str:
     """Names and filters: any text without control characters, of a bounded length."""
-    return f"^[^{_CONTROL}]{{{min_length},{max_length}}}$"
+    return f"^[^{_CONTROL}]{{{min_length},{'' if max_length is None else max_length}}}$"
 
 
 _INSTANCE_ID = re.compile(instance_id_pattern())
@@ -196,28 +205,38 @@ def validate_instance_id(instance_id: str) -> None:
     _id_problem(instance_id, "Instance ID", _INSTANCE_ID, MAX_ID_LENGTH)
 
 
-def _check_lookup_id(instance_id: str) -> None:
-    """Ids to look up: anything that could have been stored. Control characters cannot (and
-    NUL makes PostgreSQL fail the query), nor ids over the length limit."""
-    if len(instance_id) > MAX_ID_LENGTH:
-        shown = _shown(instance_id)
+def _findable(instance_id: str) -> bool:
+    """Whether an instance may have this id, to look it up: an id over the length limit
+    cannot (False: not found, without asking the store, whose keys may not take it); one with
+    a control character is refused (`InvalidInstanceIdError`: NUL makes PostgreSQL fail)."""
+    _check_text(instance_id, "Instance ID", None, InvalidInstanceIdError)
+    return len(instance_id) <= MAX_ID_LENGTH
+
+
+def _check_orchestration_id(instance_id: str) -> None:
+    """Orchestration operations (events, terminate, suspend, resume, rewind, restart) do not
+    apply to an entity, whose messages are operations."""
+    if instance_id.startswith("@"):
         raise InvalidInstanceIdError(
-            f"Instance ID {shown} is longer than {MAX_ID_LENGTH} characters."
+            f"Instance ID {_shown(instance_id)} is an entity's (it starts with '@'): "
+            "orchestration operations do not apply to it; signal the entity instead."
         )
-    _check_text(instance_id, "Instance ID", MAX_ID_LENGTH)
 
 
-def _check_text(text: str | None, what: str, max_length: int = MAX_NAME_LENGTH) -> None:
+def _check_text(
+    text: str | None,
+    what: str,
+    max_length: int | None = MAX_NAME_LENGTH,
+    error: type[InvalidArgumentError] = InvalidArgumentError,
+) -> None:
     """Names and filters: no control characters, at most `max_length` characters."""
     if text is None:
         return
-    if len(text) > max_length:
-        raise InvalidArgumentError(f"{what} {_shown(text)} is longer than {max_length} characters.")
+    if max_length is not None and len(text) > max_length:
+        raise error(f"{what} {_shown(text)} is longer than {max_length} characters.")
     found = _CONTROL_CHAR.search(text)
     if found is not None:
-        raise InvalidArgumentError(
-            f"{what} {_shown(text)} contains a control character ({found.group()!a})."
-        )
+        raise error(f"{what} {_shown(text)} contains a control character ({found.group()!a}).")
 
 
 def _check_reason(reason: str | None) -> None:
@@ -227,17 +246,14 @@ def _check_reason(reason: str | None) -> None:
 
 
 def _entity(name: str, key: str) -> EntityId:
-    """The entity, refused (`InvalidInstanceIdError`) when its id could not be stored."""
+    """The entity to look up; `InvalidInstanceIdError` for a name that cannot be one or a
+    control character (`_findable` says whether its id may exist)."""
     try:
         entity = EntityId.of(name, key)
     except ValueError as exc:
         raise InvalidInstanceIdError(str(exc)) from None
-    _check_text(name, "The entity name", MAX_ID_LENGTH)
-    if len(entity.instance_id) > MAX_ID_LENGTH:
-        raise InvalidInstanceIdError(
-            f"The entity id {_shown(entity.instance_id)} (@name@key) is longer than "
-            f"{MAX_ID_LENGTH} characters."
-        )
+    _check_text(name, "The entity name", None, InvalidInstanceIdError)
+    _check_text(key, "The entity key", None, InvalidInstanceIdError)
     return entity
 
 
@@ -339,8 +355,8 @@ class DurableClient:
         """Start the instance's orchestrator again with its input (and version); returns the
         new instance's id. With `new_instance_id` False the id is reused, which replaces a
         finished instance and raises `InstanceExistsError` for an unfinished one."""
-        _check_lookup_id(instance_id)
-        instance = await self.store.get_instance(instance_id)
+        _check_orchestration_id(instance_id)
+        instance = await self.get_status(instance_id)
         if instance is None:
             raise InstanceNotFoundError(instance_id)
         return await self.start_new(
@@ -355,11 +371,11 @@ class DurableClient:
         (`dfhost.orchestration.rewind`); "gone" for an instance in any other status. With an
         app, an instance whose orchestrator is not in it raises `UnknownOrchestratorError`: it
         could not replay."""
-        _check_lookup_id(instance_id)
+        _check_orchestration_id(instance_id)
         _check_reason(reason)
         check_payload(reason, "reason", self.payload_bytes)
         if self.app is not None:
-            instance = await self.store.get_instance(instance_id)
+            instance = await self.get_status(instance_id)
             if instance is not None and self.app.orchestrator(instance.name) is None:
                 known = sorted(f.name for f in self.app.of_kind("orchestrator"))
                 raise UnknownOrchestratorError(instance.name, known)
@@ -369,12 +385,14 @@ class DurableClient:
         )
 
     async def get_status(self, instance_id: str) -> Instance | None:
-        _check_lookup_id(instance_id)
+        if not _findable(instance_id):
+            return None
         return await self.store.get_instance(instance_id)
 
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
         """The current execution's history; empty for unknown instances."""
-        _check_lookup_id(instance_id)
+        if not _findable(instance_id):
+            return []
         return await self.store.get_history(instance_id)
 
     async def query(self, q: InstanceQuery) -> InstancePage:
@@ -403,7 +421,7 @@ class DurableClient:
         self, instance_id: str, event_name: str, data_text: str | None
     ) -> DeliveryResult:
         """Deliver an external event; `data_text` is JSON text (None: the event has no data)."""
-        _check_lookup_id(instance_id)
+        _check_orchestration_id(instance_id)
         _check_text(event_name, "The event name")
         check_payload(data_text, "event data", self.payload_bytes)
         _check_json(data_text, "The event data")
@@ -419,7 +437,7 @@ class DurableClient:
 
     async def terminate(self, instance_id: str, reason: str | None) -> DeliveryResult:
         # DTFx carries the reason as the event's JSON input and makes it the instance output.
-        _check_lookup_id(instance_id)
+        _check_orchestration_id(instance_id)
         output = json.dumps(reason)
         check_payload(output, "reason", self.payload_bytes)
         return await self._send(
@@ -439,7 +457,7 @@ class DurableClient:
         """Send a suspend or resume, whose reason the history keeps as is: within the payload
         limit, like everything a caller stores (the management API's comes in a URL, which is
         short anyway; the dashboard's in a form)."""
-        _check_lookup_id(instance_id)
+        _check_orchestration_id(instance_id)
         _check_reason(reason)
         check_payload(reason, "reason", self.payload_bytes)
         return await self._send(
@@ -448,7 +466,8 @@ class DurableClient:
 
     async def purge(self, instance_id: str) -> int:
         """Delete an instance and its history; returns 1, or 0 if it did not exist."""
-        _check_lookup_id(instance_id)
+        if not _findable(instance_id):
+            return 0
         purged = await self.store.purge_instance(instance_id)
         if purged:
             log.info("dfhost: purged instance %s", instance_id)
@@ -469,6 +488,11 @@ class DurableClient:
         entity = _entity(name, key)
         _id_problem(name, "The entity name", _ENTITY_PART, MAX_ID_LENGTH)
         _id_problem(key, "The entity key", _ENTITY_PART, MAX_ID_LENGTH)
+        if len(entity.instance_id) > MAX_ID_LENGTH:
+            raise InvalidInstanceIdError(
+                f"The entity id {_shown(entity.instance_id)} (@name@key) is longer than "
+                f"{MAX_ID_LENGTH} characters."
+            )
         if self.app is not None and self.app.entity(name) is None:
             known = sorted(f.name for f in self.app.of_kind("entity"))
             raise UnknownEntityError(name, known)
@@ -496,8 +520,7 @@ class DurableClient:
         """The entity's status, None if it was never created; `state` is None while it does
         not exist (deleted)."""
         entity = _entity(name, key)
-        _check_text(key, "The entity key", MAX_ID_LENGTH)
-        instance = await self.store.get_instance(entity.instance_id)
+        instance = await self.get_status(entity.instance_id)
         return None if instance is None else EntityStatus.of(instance)
 
     async def list_entities(
@@ -513,6 +536,8 @@ class DurableClient:
         the next page. A page holds at most `top`; it may hold fewer (deleted entities and
         the time filters are applied to each page of instances)."""
         prefix = "@" if name is None else _entity(name, "").instance_id
+        if len(prefix) > MAX_ID_LENGTH:
+            return [], None  # no entity's id is that long
         q = InstanceQuery(instance_id_prefix=prefix, top=top, continuation=continuation)
         while True:
             page = await self.store.query_instances(q)
@@ -556,4 +581,6 @@ class DurableClient:
                 finished.cancel()
 
     async def _send(self, instance_id: str, event: HistoryEvent) -> DeliveryResult:
+        if not _findable(instance_id):
+            return "not_found"
         return await self.store.send_message(Message(instance_id=instance_id, event=event))

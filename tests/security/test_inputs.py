@@ -205,6 +205,20 @@ async def test_nul_and_control_characters_are_a_400_on_every_backend(
             if url.startswith(BASE):
                 assert response.json()["ExceptionMessage"], url
         assert (await http.get("/dashboard/go", params={"id": "a\x00b"})).status_code == 400
+        # An entity takes operations, not orchestration events: an event named "op" would
+        # have run as one.
+        await DurableClient(store, sec_app).signal_entity("counter", "k", "add", "1")
+        for verb in ("terminate", "suspend", "resume", "rewind", "restart", "raiseEvent/op"):
+            refused = await http.post(f"{BASE}/instances/@counter@k/{verb}", json=1)
+            assert refused.status_code == 400 and "is an entity's" in refused.text, verb
+        # Too long to be any instance's id: not found, without asking the store (Azure
+        # Storage keys could not even hold it).
+        long_id = "x" * 300
+        assert (await http.get(f"{BASE}/instances/{long_id}")).status_code == 404
+        assert (await http.post(f"{BASE}/instances/{long_id}/terminate")).status_code == 404
+        assert (await http.delete(f"{BASE}/instances/{long_id}")).status_code == 404
+        assert (await http.get(f"{BASE}/entities/counter/{long_id}")).status_code == 404
+        assert (await http.get(f"{BASE}/entities/{long_id}")).json() == []
         for bad_id in ("..", ".", " a", "a\u2028"):
             message = await action(http, 400, action="start", name="hello", instance_id=bad_id)
             assert "Instance ID" in message
@@ -218,9 +232,8 @@ async def test_nul_and_control_characters_are_a_400_on_every_backend(
             await client.signal_entity("counter", key, "add", "1")
     with pytest.raises(InvalidInstanceIdError, match="longer than 256"):
         await client.signal_entity("counter", "k" * 250, "add", "1")
-    assert [i.instance_id for i in (await store.query_instances(InstanceQuery())).instances] == [
-        "w"
-    ]
+    listed = (await store.query_instances(InstanceQuery())).instances
+    assert sorted(i.instance_id for i in listed) == ["@counter@k", "w"]
     # Ids that could be stored before stay reachable: only control characters are refused.
     assert (await client.get_status(" legacy")) is None
 

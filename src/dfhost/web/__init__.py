@@ -127,7 +127,7 @@ def build_app(
             Route("/admin/host/ping", lambda _: Response(), methods=["GET", "POST"]),
             Route("/admin/functions/{name}", invoke_function, methods=["POST"]),
             Route(METRICS_PATH, metrics_endpoint(client.store, client.clock), methods=["GET"]),
-            Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]),
+            Route(OPENAPI_PATH, openapi_endpoint(app), methods=["GET"]),
             Mount(BASE_PATH, routes=api.routes()),
             Route(DASHBOARD_PATH, lambda _: RedirectResponse(f"{DASHBOARD_PATH}/", 308)),
             *login_routes(access, sessions),

@@ -24,14 +24,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from dfhost import telemetry
 from dfhost.client import (
@@ -73,7 +74,7 @@ from dfhost.wire import (
     stored_json_value,
 )
 
-__all__ = ["BASE_PATH", "ManagementApi"]
+__all__ = ["BASE_PATH", "MAX_TOP", "ManagementApi"]
 
 BASE_PATH = "/runtime/webhooks/durabletask"
 CONTINUATION_HEADER = "x-ms-continuation-token"
@@ -89,6 +90,9 @@ _IN_PROGRESS = frozenset(
     }
 )
 _ARGUMENT_ERROR = "One or more of the arguments submitted is incorrect"
+_LEAP_SECOND = re.compile(r"(.*T\d\d:\d\d):60(\.\d*)?(.*)")
+MAX_TOP = 2**31 - 1
+"""The largest page size (`top`) the extension's int parameter takes."""
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -117,10 +121,17 @@ class _Query:
         value = self.get(name)
         if value is None or not value.strip():
             return None
-        for candidate in (value.strip(), value.strip().replace(" ", "+")):
+        text = value.strip()
+        # A "+" offset arrives as a space when the caller did not encode it; RFC 3339 allows
+        # a lower-case "t" and "z", and a leap second, which Python's parser does not.
+        leap = _LEAP_SECOND.fullmatch(text.upper())
+        if leap is not None:
+            text = leap.expand(r"\1:59\2\3")
+        for candidate in (text, text.replace(" ", "+"), text.upper()):
             try:
-                return parse_time(candidate)
-            except ValueError:
+                moment = parse_time(candidate) + timedelta(seconds=1 if leap else 0)
+                return moment.astimezone(UTC)
+            except (ValueError, OverflowError):
                 continue
         raise BadRequestError(f"{name} '{value}' is not a valid ISO 8601 date and time.")
 
@@ -138,8 +149,8 @@ class _Query:
             top = int(value)
         except ValueError:
             top = 0
-        if top <= 0:
-            raise BadRequestError(f"top '{value}' is not a positive integer.")
+        if not 0 < top <= MAX_TOP:
+            raise BadRequestError(f"top '{value}' is not an integer from 1 to {MAX_TOP}.")
         return top
 
     def number(self, name: str) -> float | None:
@@ -246,7 +257,7 @@ class ManagementApi:
             return Route(path, _guarded(endpoint), methods=methods)
 
         instance = "/instances/{instance_id}"
-        return [
+        routes = [
             route("/orchestrators/{function_name}", self.start, ["POST"]),
             route("/orchestrators/{function_name}/{instance_id}", self.start, ["POST"]),
             route("/instances", self.list_instances, ["GET"]),
@@ -267,10 +278,9 @@ class ManagementApi:
             route("/entities/{entity_name}/{entity_key}", self.get_entity, ["GET"]),
             route("/entities/{entity_name}/{entity_key}", self.signal_entity, ["POST"]),
             route("/entities/{entity_name}/{entity_key}", self.delete_entity, ["DELETE"]),
-            # Last: everything else, including known paths with another method, is a 404 with
-            # an empty body (the extension's answer, and one the SDK can parse).
-            Route("/{rest:path}", _NotFoundApp()),
         ]
+        # Last: everything else.
+        return [*routes, Route("/{rest:path}", _NoRoute(routes))]
 
     # --- start ---------------------------------------------------------------------------
     async def start(self, request: Request) -> Response:
@@ -381,9 +391,10 @@ class ManagementApi:
         if instance.status in TERMINAL_STATUSES:
             return _delivery("gone", instance_id)
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
-            return _error(400, "Only application/json request content is supported")
         text = _body_text(await read_body(request, self.max_body_bytes)).strip()
+        # No body and no content type: an event without data.
+        if media_type != "application/json" and (media_type or text):
+            return _error(400, "Only application/json request content is supported")
         if text:
             try:
                 parse_json_input(text, "The event data")
@@ -521,9 +532,30 @@ class ManagementApi:
         return JsonResponse({"instancesDeleted": deleted}, 200)
 
 
-class _NotFoundApp:
+class _NoRoute:
+    """A request no route took: a known path asked with another method is a 405 saying which
+    methods it takes; any other path a 404 with an empty body (the extension's answer, and
+    one the SDK can parse)."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await Response(status_code=404)(scope, receive, send)
+        allowed = sorted(
+            {
+                method
+                for route in self.routes
+                if route.matches(scope)[0] is Match.PARTIAL
+                for method in route.methods or ()
+            }
+        )
+        if not allowed:
+            await Response(status_code=404)(scope, receive, send)
+            return
+        message = f"The method {scope['method']} is not allowed here: use {', '.join(allowed)}."
+        response = _error(405, message)
+        response.headers["Allow"] = ", ".join(allowed)
+        await response(scope, receive, send)
 
 
 def _guarded(endpoint: Endpoint) -> Endpoint:
