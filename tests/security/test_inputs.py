@@ -249,11 +249,13 @@ async def test_store_errors_answer_an_error_id_never_the_stores_url(
         detail = api.json()["ExceptionMessage"]
         found = re.search(r"error id ([0-9a-f]{12})", detail)
         assert found, detail
+        scrape = await http.get("/admin/metrics")
+        assert scrape.status_code == 503 and "error id" in scrape.text
         page = await http.get("/dashboard/")
         assert page.status_code in (500, 503)  # a closed Azure store raises no StoreError
         page_id = re.search(r"error id ([0-9a-f]{12})", page.text)
         assert page_id, page.text
-        for text in (api.text, page.text):
+        for text in (api.text, page.text, scrape.text):
             for leak in ("127.0.0.1", "postgres", "sqlite", str(tmp_path), "devstoreaccount"):
                 assert leak not in text
         assert found.group(1) in caplog.text and page_id.group(1) in caplog.text
