@@ -58,8 +58,9 @@ from dfhost.store import DeliveryResult, InstanceQuery, StoreError
 from dfhost.web.common import (
     BadRequestError,
     BodyTooLargeError,
-    error_id,
     json_bytes,
+    log_has_it,
+    logged_error,
     origin_of,
     read_body,
     url_of,
@@ -571,17 +572,13 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening; not worth a traceback
         except Exception:
-            incident = error_id()
-            log.exception(
-                "management API %s %s failed (error id %s)",
-                request.method,
-                request.url.path,
-                incident,
+            incident = logged_error(
+                log, "management API %s %s failed", request.method, request.url.path, trace=True
             )
             return _error(
                 500,
                 "Something went wrong while processing your request",
-                f"An unexpected error occurred; the host's log has it under error id {incident}.",
+                f"An unexpected error occurred: {log_has_it(incident)}.",
             )
 
     return guarded

@@ -52,7 +52,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dfhost.app.functions import Function
 from dfhost.web.api import BASE_PATH
-from dfhost.web.common import BadRequestError, BodyTooLargeError, error_id, read_body
+from dfhost.web.common import (
+    BadRequestError,
+    BodyTooLargeError,
+    log_has_it,
+    logged_error,
+    read_body,
+)
 from dfhost.web.csrf import CSRF_FIELD, CSRF_SCOPE_KEY
 from dfhost.web.dashboard import BASE as DASHBOARD
 from dfhost.web.keys import KeySet
@@ -245,11 +251,10 @@ class AccessGuard:
         try:
             live = await self._live(access.session(cookie))
         except Exception as exc:
-            incident = error_id()
-            log.error("dfhost: dashboard session check: %s (error id %s)", exc, incident)
+            incident = logged_error(log, "dfhost: dashboard session check: %s", exc)
             message = (
-                "The dashboard cannot check your session: the task hub cannot be read; the "
-                f"host's log has why (error id {incident})."
+                "The dashboard cannot check your session: the task hub cannot be read; "
+                f"{log_has_it(incident)}."
             )
             return PlainTextResponse(message, 503, headers=_HEADERS), scope
         if live:
@@ -369,11 +374,10 @@ def login_routes(access: Access, sessions: SessionBook | None = None) -> list[Ba
                 try:
                     await (sessions.revoke_all() if everywhere else sessions.revoke(session))
                 except Exception as exc:
-                    incident = error_id()
-                    log.error("dfhost: dashboard logout: %s (error id %s)", exc, incident)
+                    incident = logged_error(log, "dfhost: dashboard logout: %s", exc)
                     message = (
-                        "The logout could not be recorded in the task hub; the host's log has "
-                        f"why (error id {incident}). Try again."
+                        "The logout could not be recorded in the task hub; "
+                        f"{log_has_it(incident)}. Try again."
                     )
                     return PlainTextResponse(message, 503, headers=_HEADERS)
         response = RedirectResponse(_LOGIN if access.enforce else f"{DASHBOARD}/", 303)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -12,8 +13,9 @@ from starlette.requests import Request
 __all__ = [
     "BadRequestError",
     "BodyTooLargeError",
-    "error_id",
     "json_bytes",
+    "log_has_it",
+    "logged_error",
     "origin_of",
     "raw_path",
     "read_body",
@@ -44,10 +46,19 @@ def json_bytes(content: Any, indent: int | None = None) -> bytes:
         return json.dumps(content, indent=indent, separators=separators).encode("ascii")
 
 
-def error_id() -> str:
-    """A short id for an unexpected error: the answer carries it, the log has the rest (a store
-    error names the store's URL, user and host, and never goes to a caller)."""
-    return uuid.uuid4().hex[:12]
+def logged_error(log: logging.Logger, message: str, *args: object, trace: bool = False) -> str:
+    """Log an unexpected error under a new short id and return the id, for the answer: the
+    caller gets the id, the log the error (a store's error names its URL, user and host,
+    which never go to a caller). `message` and `args` as for `log.error`; `trace` adds the
+    traceback of the exception being handled."""
+    incident = uuid.uuid4().hex[:12]
+    log.error(f"{message} (error id %s)", *args, incident, exc_info=trace)
+    return incident
+
+
+def log_has_it(incident: str) -> str:
+    """The end of an answer to an unexpected error."""
+    return f"the host's log has why (error id {incident})"
 
 
 async def read_body(request: Request, limit: int) -> bytes:

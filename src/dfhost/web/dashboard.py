@@ -52,8 +52,9 @@ from dfhost.store import InstancePage, StoreError
 from dfhost.web.common import (
     BadRequestError,
     BodyTooLargeError,
-    error_id,
     json_bytes,
+    log_has_it,
+    logged_error,
     read_body,
 )
 from dfhost.web.csrf import ForbiddenError, check_csrf, csrf_token
@@ -274,11 +275,8 @@ class Dashboard:
         try:
             history = await self.client.get_history(instance_id)
         except StoreError as exc:
-            incident = error_id()
-            log.error(
-                "dfhost: dashboard: history of %s: %s (error id %s)", instance_id, exc, incident
-            )
-            history_error = f"it cannot be read; the host's log has why (error id {incident})"
+            incident = logged_error(log, "dfhost: dashboard: history of %s: %s", instance_id, exc)
+            history_error = f"it cannot be read; {log_has_it(incident)}"
         now = self.clock()
         timeline = build_timeline(instance, history, now)
         rows = history_rows(history)
@@ -474,22 +472,18 @@ class Dashboard:
                 return self._problem(request, 403, str(exc))
             except StoreError as exc:
                 # The store's message names its URL (user, host, database): the log only.
-                incident = error_id()
-                log.error("dfhost: dashboard %s: %s (error id %s)", request.url.path, exc, incident)
-                message = (
-                    f"The task hub cannot be read; the host's log has why (error id {incident})."
-                )
+                incident = logged_error(log, "dfhost: dashboard %s: %s", request.url.path, exc)
+                message = f"The task hub cannot be read; {log_has_it(incident)}."
                 return self._problem(request, 503, message)
             except Exception:
-                incident = error_id()
-                log.exception(
-                    "dfhost: dashboard %s %s failed (error id %s)",
+                incident = logged_error(
+                    log,
+                    "dfhost: dashboard %s %s failed",
                     request.method,
                     request.url.path,
-                    incident,
+                    trace=True,
                 )
-                message = f"Something went wrong; the host's log has it (error id {incident})."
-                return self._problem(request, 500, message)
+                return self._problem(request, 500, f"Something went wrong; {log_has_it(incident)}.")
 
         return guarded
 

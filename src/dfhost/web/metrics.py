@@ -16,7 +16,7 @@ from starlette.responses import Response
 from dfhost import metrics
 from dfhost.history import utcnow
 from dfhost.store import HubSummary, Store
-from dfhost.web.common import error_id
+from dfhost.web.common import log_has_it, logged_error
 
 __all__ = ["PATH", "metrics_endpoint"]
 
@@ -86,11 +86,8 @@ def metrics_endpoint(
         try:
             summary = await store.hub_summary(now)
         except Exception as exc:  # a StoreError, or a closed client's own error
-            incident = error_id()
-            log.error(
-                "dfhost: %s: the task hub did not answer: %s (error id %s)", PATH, exc, incident
-            )
-            message = f"the task hub did not answer; the host's log has why (error id {incident})\n"
+            incident = logged_error(log, "dfhost: %s: the task hub did not answer: %s", PATH, exc)
+            message = f"the task hub did not answer; {log_has_it(incident)}\n"
             return Response(message, 503, media_type="text/plain")
         hub = CollectorRegistry(auto_describe=False)
         hub.register(_HubGauges(summary, now))

@@ -32,7 +32,7 @@ from dfhost.client import (
 )
 from dfhost.history import OrchestrationStatus
 from dfhost.web.api import BASE_PATH, CONTINUATION_HEADER, MAX_TOP
-from dfhost.wire import MAX_JSON_DEPTH
+from dfhost.wire import MAX_JSON_DEPTH, check_status_payload
 
 __all__ = ["CONTINUATION_FORMAT", "OPENAPI_PATH", "document", "openapi_endpoint"]
 
@@ -70,22 +70,11 @@ _STATUS = {
         "historyEvents": {"type": "array", "items": {"type": "object"}},
     },
 }
+_CHECK_STATUS_KEYS = list(check_status_payload(origin="http://h", hub_name="h", instance_id="i"))
 _CHECK_STATUS = {
     "type": "object",
-    "required": ["id", "statusQueryGetUri", "sendEventPostUri", "terminatePostUri"],
-    "properties": {
-        name: {"type": "string"}
-        for name in (
-            "id",
-            "statusQueryGetUri",
-            "sendEventPostUri",
-            "terminatePostUri",
-            "purgeHistoryDeleteUri",
-            "restartPostUri",
-            "suspendPostUri",
-            "resumePostUri",
-        )
-    },
+    "required": _CHECK_STATUS_KEYS,
+    "properties": {name: {"type": "string"} for name in _CHECK_STATUS_KEYS},
 }
 _ENTITY = {
     "type": "object",
