@@ -11,9 +11,12 @@ instance, invocation, and for Executed the duration and outcome), and replayed o
 lines kept, marked `"replay": true`, so a pipeline can choose. Everything the host writes goes
 through it then: prints outside any function and Python warnings too.
 
-Both formats escape control characters in the values a message is formatted with (its
-arguments): an event name, an instance id or a path holding a newline cannot forge a log line,
-nor an escape sequence drive the terminal. The message text itself is the code's own.
+Both formats escape the control characters in the values a message is formatted with (its
+arguments: an event name, an instance id, a path), so that none can drive a terminal (an
+escape sequence) or overwrite a line (a carriage return). Line feeds stay, for tracebacks and
+multi-line values, but cannot forge a line: in JSON they are inside a string, and on the
+console every line of a record after its first starts with white space (one that would not is
+indented by a space), so a line that starts with anything else is always a record's first.
 """
 
 from __future__ import annotations
@@ -150,9 +153,11 @@ def _fields(inv: Invocation) -> dict[str, object]:
 
 
 # Control characters, and the Unicode line and paragraph separators that some viewers break
-# lines at; a tab is harmless and stays.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
-_NAMED = {"\n": "\\n", "\r": "\\r"}
+# lines at; tabs and line feeds (see the module doc) stay in message arguments.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_RECORD_LIKE_LINE = re.compile(r"\n(?=\S)")
 
 
 def _escape(found: re.Match[str]) -> str:
@@ -169,9 +174,13 @@ def escape_controls(text: str) -> str:
     return _CONTROL.sub(_escape, text)
 
 
+def _escape_but_lines(text: str) -> str:
+    return _CONTROL_BUT_LINES.sub(_escape, text)
+
+
 class _Escaped:
-    """A message argument shown with its control characters escaped, however the message
-    formats it (%s, %r, or a format spec)."""
+    """A message argument shown with its control characters but tabs and line feeds escaped,
+    however the message formats it (%s, %r, or a format spec)."""
 
     __slots__ = ("value",)
 
@@ -179,13 +188,13 @@ class _Escaped:
         self.value = value
 
     def __str__(self) -> str:
-        return escape_controls(str(self.value))
+        return _escape_but_lines(str(self.value))
 
     def __repr__(self) -> str:
-        return escape_controls(repr(self.value))
+        return _escape_but_lines(repr(self.value))
 
     def __format__(self, spec: str) -> str:
-        return escape_controls(format(self.value, spec))
+        return _escape_but_lines(format(self.value, spec))
 
 
 def _safe(value: object) -> object:
@@ -206,7 +215,7 @@ def _message(record: logging.LogRecord) -> str:
     try:
         return str(record.msg) % safe
     except (TypeError, ValueError, KeyError):
-        return escape_controls(record.getMessage())
+        return _escape_but_lines(record.getMessage())
 
 
 class _ConsoleFormatter(logging.Formatter):
@@ -221,7 +230,8 @@ class _ConsoleFormatter(logging.Formatter):
             prefix += f"{escape_controls(inv.tag)}: "
         elif record.levelno >= logging.WARNING and not record.name.startswith("dfhost"):
             prefix += f"{record.levelname.lower()}: "
-        return prefix + message
+        # Continuation lines start with white space: only a record's first line does not.
+        return prefix + _RECORD_LIKE_LINE.sub("\n ", message)
 
 
 class _JsonFormatter(logging.Formatter):
