@@ -6,8 +6,17 @@ shows them. Orchestrator output emitted while the SDK replays old events is drop
 why an eternal orchestration logs each line once per cycle instead of in bursts.
 
 `configure_console(log_format="json")` prints one JSON object per line instead, for log
-collectors: every field as its own key, and replayed orchestrator lines kept, marked
-`"replay": true`, so a pipeline can choose.
+collectors: every field as its own key (the Executing/Executed lines carry the function,
+instance, invocation, and for Executed the duration and outcome), and replayed orchestrator
+lines kept, marked `"replay": true`, so a pipeline can choose. Everything the host writes goes
+through it then: prints outside any function and Python warnings too.
+
+Both formats escape the control characters in the values a message is formatted with (its
+arguments: an event name, an instance id, a path), so that none can drive a terminal (an
+escape sequence) or overwrite a line (a carriage return). Line feeds stay, for tracebacks and
+multi-line values, but cannot forge a line: in JSON they are inside a string, and on the
+console every line of a record after its first starts with white space (one that would not is
+indented by a space), so a line that starts with anything else is always a record's first.
 """
 
 from __future__ import annotations
@@ -15,12 +24,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import sys
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +40,9 @@ __all__ = [
     "InstanceLogs",
     "Invocation",
     "LogLine",
+    "announce",
     "configure_console",
+    "escape_controls",
     "invocation",
     "keep_instance_logs",
     "log_invocation",
@@ -100,7 +112,11 @@ class log_invocation:
     def __init__(self, inv: Invocation, reason: str) -> None:
         self._inv = inv
         HOST_LOGGER.info(
-            "Executing 'Functions.%s' (Reason='%s', Id=%s)", inv.function, reason, inv.id
+            "Executing 'Functions.%s' (Reason='%s', Id=%s)",
+            inv.function,
+            reason,
+            inv.id,
+            extra={"dfhost_fields": _fields(inv)},
         )
 
     def __enter__(self) -> Invocation:
@@ -113,24 +129,109 @@ class log_invocation:
         ms = round((time.perf_counter() - self._started) * 1000)
         outcome = "Succeeded" if kind is None else "Failed"
         inv = self._inv
+        fields = {**_fields(inv), "durationMs": ms, "succeeded": kind is None}
         HOST_LOGGER.info(
-            "Executed 'Functions.%s' (%s, Id=%s, Duration=%dms)", inv.function, outcome, inv.id, ms
+            "Executed 'Functions.%s' (%s, Id=%s, Duration=%dms)",
+            inv.function,
+            outcome,
+            inv.id,
+            ms,
+            extra={"dfhost_fields": fields},
         )
+
+
+def _fields(inv: Invocation) -> dict[str, object]:
+    """What a JSON line of the invocation's Executing/Executed record carries as fields."""
+    fields: dict[str, object] = {
+        "function": inv.function,
+        "invocationId": inv.id,
+        "instanceId": inv.instance_id,
+    }
+    if inv.execution_id is not None:
+        fields["executionId"] = inv.execution_id
+    return fields
+
+
+# Control characters, and the Unicode line and paragraph separators that some viewers break
+# lines at; tabs and line feeds (see the module doc) stay in message arguments.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_RECORD_LIKE_LINE = re.compile(r"\n(?=\S)")
+
+
+def _escape(found: re.Match[str]) -> str:
+    char = found.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters written as escapes (`\\n`, `\\x1b`), on one line."""
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape_but_lines(text: str) -> str:
+    return _CONTROL_BUT_LINES.sub(_escape, text)
+
+
+class _Escaped:
+    """A message argument shown with its control characters but tabs and line feeds escaped,
+    however the message formats it (%s, %r, or a format spec)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return _escape_but_lines(str(self.value))
+
+    def __repr__(self) -> str:
+        return _escape_but_lines(repr(self.value))
+
+    def __format__(self, spec: str) -> str:
+        return _escape_but_lines(format(self.value, spec))
+
+
+def _safe(value: object) -> object:
+    # Numbers stay numbers, for %d and %.3f; nothing in them needs escaping.
+    return value if isinstance(value, (int, float)) else _Escaped(value)
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message with its arguments' control characters escaped."""
+    args = record.args
+    if not args:
+        return record.getMessage()
+    safe: Mapping[str, object] | tuple[object, ...]
+    if isinstance(args, Mapping):
+        safe = {str(key): _safe(value) for key, value in args.items()}
+    else:
+        safe = tuple(_safe(value) for value in args)
+    try:
+        return str(record.msg) % safe
+    except (TypeError, ValueError, KeyError):
+        return _escape_but_lines(record.getMessage())
 
 
 class _ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         inv = getattr(record, "dfhost_invocation", None)
-        message = record.getMessage()
+        message = _message(record)
         if record.exc_info:
             message = f"{message}\n{self.formatException(record.exc_info)}"
         prefix = f"[{stamp}Z] "
         if isinstance(inv, Invocation):
-            prefix += f"{inv.tag}: "
+            prefix += f"{escape_controls(inv.tag)}: "
         elif record.levelno >= logging.WARNING and not record.name.startswith("dfhost"):
             prefix += f"{record.levelname.lower()}: "
-        return prefix + message
+        # Continuation lines start with white space: only a record's first line does not.
+        return prefix + _RECORD_LIKE_LINE.sub("\n ", message)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -144,9 +245,12 @@ class _JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
             "hostId": _host_id,
         }
+        fields = getattr(record, "dfhost_fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
         if isinstance(inv, Invocation):
             out.update(
                 function=inv.function,
@@ -188,22 +292,32 @@ class _InvocationFilter(logging.Filter):
 
 
 class _PrintRouter(io.TextIOBase):
-    """Sends `print` output of user code through logging, a line at a time."""
+    """Sends `print` output of user code through logging, a line at a time; with `everything`
+    (JSON logs) also what is printed outside any function, so every line is JSON."""
 
-    def __init__(self, target: TextIO) -> None:
+    def __init__(self, target: TextIO, everything: bool = False) -> None:
         self._target = target
         self._pending = threading.local()
         self._logger = logging.getLogger("function")
+        self._host_logger = logging.getLogger("stdout")
+        self.everything = everything
 
     def write(self, text: str) -> int:
         inv = _current.get()
-        if inv is None:
+        pending = self._pending
+        # Not while logging a line already: a handler writing to stdout would come back here.
+        if (inv is None and not self.everything) or getattr(pending, "busy", False):
             return self._target.write(text)
-        buffered = getattr(self._pending, "text", "") + text
+        buffered = getattr(pending, "text", "") + text
         *lines, rest = buffered.split("\n")
-        self._pending.text = rest
-        for line in lines:
-            self._logger.info("%s", line)
+        pending.text = rest
+        logger = self._logger if inv is not None else self._host_logger
+        pending.busy = True
+        try:
+            for line in lines:
+                logger.info("%s", line)
+        finally:
+            pending.busy = False
         return len(text)
 
     def flush(self) -> None:
@@ -243,6 +357,22 @@ def configure_console(
     logging.getLogger("azure.functions.DurableFunctions").setLevel(logging.WARNING)
     if not isinstance(sys.stdout, _PrintRouter):
         sys.stdout = _PrintRouter(sys.stdout)
+    sys.stdout.everything = as_json
+    logging.captureWarnings(as_json)
+    global _json_console
+    _json_console = as_json
+
+
+_json_console = False
+
+
+def announce(text: str, **fields: object) -> None:
+    """Tell the person starting the host something (the functions it serves, keys it created):
+    `text` as is on the console, one JSON line with `fields` as keys with JSON logs."""
+    if _json_console:
+        HOST_LOGGER.info("%s", text.strip().splitlines()[0], extra={"dfhost_fields": fields})
+    else:
+        print(text, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,20 +5,28 @@ HTTP API returns. This is the only module that knows the wire's PascalCase and c
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
 from dfhost.history import EventType, HistoryEvent, Instance, format_time
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "OUT_OF_PROC_LABEL",
+    "UnsafeJsonError",
     "api_history",
     "api_status",
+    "check_json_text",
     "client_binding",
     "dtfx_event",
+    "json_too_deep",
     "orchestration_context",
+    "parse_json_input",
     "split_orchestrator_error",
+    "stored_json_value",
 ]
 
 OUT_OF_PROC_LABEL = "\n\n$OutOfProcData$:"
@@ -142,13 +150,80 @@ def split_orchestrator_error(text: str) -> tuple[str, dict[str, Any] | None]:
     return (error if isinstance(error, str) else message), state
 
 
-def _json_value(text: str | None) -> Any:
-    """Stored JSON text as a value for API bodies; text that doesn't parse is returned raw."""
+MAX_JSON_DEPTH = 256
+"""Nesting accepted in a JSON payload. Python's `json` recurses once per level, so a value
+nested about 1,000 deep cannot be decoded, and one a little less deep decodes but cannot be
+encoded again inside a request handler's deeper stack: every list holding it would fail.
+256 is far from both and far deeper than any real payload."""
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_SQUARE = str.maketrans("{}", "[]")
+_STEP = {ord("["): 1, ord("]"): -1}
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class UnsafeJsonError(ValueError):
+    """JSON text that is malformed, nested too deep, or that could not be encoded back."""
+
+
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests arrays and objects more than `limit` levels deep. Without
+    recursion and in C: strings are cut out, the brackets kept, and the running depth is a
+    running sum of +1 and -1. Malformed text may count as deep or not (the parser says what
+    is wrong with it)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    shape = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(_SQUARE)
+    return max(accumulate(map(_STEP.__getitem__, shape.encode("ascii"))), default=0) > limit
+
+
+def _depth_problem(what: str) -> str:
+    return f"{what} is nested more than {MAX_JSON_DEPTH} levels deep."
+
+
+def check_json_text(text: str | None, what: str) -> None:
+    """Raise `UnsafeJsonError` for JSON text that could be stored but not shown again: nested
+    too deep, or holding an unpaired surrogate (which has no UTF-8 encoding). Syntax is the
+    caller's affair."""
     if text is None:
-        return None
+        return
+    if json_too_deep(text):
+        raise UnsafeJsonError(_depth_problem(what))
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        try:
+            json.dumps(json.loads(text), ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnsafeJsonError(
+                f"{what} holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), which has no "
+                "UTF-8 encoding."
+            ) from None
+        except ValueError:
+            return
+
+
+def parse_json_input(text: str, what: str) -> Any:
+    """Decode JSON text a caller sent (NaN and Infinity included, as the SDK's `json.loads`
+    reads them); `UnsafeJsonError` with a one-line reason for text that is malformed or
+    that `check_json_text` refuses."""
+    check_json_text(text, what)
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, TypeError):
+    except ValueError as exc:
+        raise UnsafeJsonError(f"{what} is not valid JSON: {exc}") from None
+
+
+def stored_json_value(text: str | None) -> Any:
+    """Stored JSON text as a value for API bodies. Text that doesn't parse, or that is nested
+    too deep to be encoded again (stored before the limit, or produced by user code), is
+    returned as the text itself: one odd field, never a list that cannot be shown."""
+    if text is None:
+        return None
+    if json_too_deep(text):
+        return text
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError, RecursionError):
         return text
 
 
@@ -168,9 +243,9 @@ def api_status(
         "name": instance.name,
         "instanceId": instance.instance_id,
         "runtimeStatus": instance.status.value,
-        "input": _json_value(instance.input) if show_input else None,
-        "customStatus": _json_value(instance.custom_status),
-        "output": _json_value(instance.output),
+        "input": stored_json_value(instance.input) if show_input else None,
+        "customStatus": stored_json_value(instance.custom_status),
+        "output": stored_json_value(instance.output),
         "createdTime": _api_time(instance.created_at),
         "lastUpdatedTime": _api_time(instance.last_updated_at),
     }
@@ -222,11 +297,11 @@ def api_history(
             if e.version:
                 item["Version"] = e.version
             if show_input:
-                item["Input"] = _json_value(e.input)
+                item["Input"] = stored_json_value(e.input)
         elif e.type is EventType.EXECUTION_COMPLETED:
             item["OrchestrationStatus"] = e.status.value if e.status else None
             if show_output:
-                item["Result"] = _json_value(e.result)
+                item["Result"] = stored_json_value(e.result)
             if e.details:
                 item["FailureDetails"] = e.details
         elif e.task_scheduled_id is not None:
@@ -235,9 +310,9 @@ def api_history(
                 item["FunctionName"] = origin.name
                 item["ScheduledTime"] = _api_time(origin.timestamp)
                 if show_input:
-                    item["Input"] = _json_value(origin.input)
+                    item["Input"] = stored_json_value(origin.input)
             if e.result is not None and show_output:
-                item["Result"] = _json_value(e.result)
+                item["Result"] = stored_json_value(e.result)
             if e.reason is not None:
                 item["Reason"] = e.reason
                 item["Details"] = e.details
@@ -253,7 +328,7 @@ def api_history(
             if e.type in (EventType.TASK_SCHEDULED, EventType.SUB_ORCHESTRATION_CREATED):
                 item["FunctionName"] = e.name
             if show_input and e.input is not None:
-                item["Input"] = _json_value(e.input)
+                item["Input"] = stored_json_value(e.input)
             if e.reason is not None:
                 item["Reason"] = e.reason
         item["Timestamp"] = _api_time(e.timestamp)

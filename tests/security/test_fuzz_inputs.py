@@ -5,6 +5,7 @@ answer with a result or its own clear error, never another exception."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -16,11 +17,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dfhost.app.loader import load_app
+from dfhost.client import InvalidInstanceIdError, instance_id_pattern, validate_instance_id
 from dfhost.config import Limits, SettingsError
 from dfhost.history import EventType, HistoryEvent
 from dfhost.runtime.schedule import ScheduleError, parse_schedule
 from dfhost.web.route_templates import RouteTemplateError, parse_template
-from dfhost.wire import api_history, dtfx_event
+from dfhost.wire import MAX_JSON_DEPTH, api_history, dtfx_event, json_too_deep
 
 FAST = settings(max_examples=300, deadline=None)
 SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -171,3 +173,41 @@ def test_stored_history_decodes_or_refuses(data: Any, text: str) -> None:
         assert HistoryEvent.from_json(event.to_json()) == event
         dtfx_event(event, played=True)
         api_history([event], show_input=True, show_output=True)
+
+
+# Ids near the rules' edges: dots, '@', white space, control and forbidden characters.
+ID_TEXT = st.text(
+    alphabet=st.sampled_from("a.@ \u00a0\u2028\x00\x1f\x85/#é"), max_size=6
+) | st.text(min_size=250, max_size=262, alphabet="ab")
+
+
+@FAST
+@given(instance_id=ID_TEXT)
+def test_the_published_id_pattern_is_the_rule_the_client_applies(instance_id: str) -> None:
+    """The OpenAPI document publishes `instance_id_pattern`; the API must accept exactly it."""
+    published = re.fullmatch(instance_id_pattern(), instance_id) is not None
+    try:
+        validate_instance_id(instance_id)
+    except InvalidInstanceIdError as exc:
+        assert not published and str(exc)
+        return
+    assert published
+
+
+@FAST
+@given(depth=st.integers(0, 400), text=st.text(alphabet='[]{}"\\,:1a ', max_size=40))
+def test_json_depth_is_measured_like_the_parser_nests(depth: int, text: str) -> None:
+    deep = "[" * depth + text + "]" * depth
+    try:
+        value = json.loads(deep)
+    except (ValueError, RecursionError):
+        return  # malformed: the parser's own error is what a caller sees
+    nesting, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            nesting = max(nesting, level)
+            stack.extend(
+                (child, level + 1) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    assert json_too_deep(deep) == (nesting > MAX_JSON_DEPTH)

@@ -559,14 +559,7 @@ async def test_entity_routes_in_an_app_without_entities(http: httpx.AsyncClient)
 
 
 @pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("GET", "/nothing/here"),
-        ("GET", "/orchestrators/Echo"),  # a known path with another method
-        ("PUT", "/instances/x"),
-        ("POST", "/instances/x/unknown"),
-        ("GET", "/instances/x/raiseEvent/E"),
-    ],
+    ("method", "path"), [("GET", "/nothing/here"), ("POST", "/instances/x/unknown")]
 )
 async def test_no_route_is_404_with_an_empty_body(
     http: httpx.AsyncClient, method: str, path: str
@@ -574,6 +567,24 @@ async def test_no_route_is_404_with_an_empty_body(
     response = await http.request(method, f"{BASE}{path}")
     assert response.status_code == 404
     assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/orchestrators/Echo", "POST"),
+        ("PUT", "/instances/x", "DELETE, GET, HEAD"),
+        ("GET", "/instances/x/raiseEvent/E", "POST"),
+        ("TRACE", "/entities", "GET, HEAD"),
+    ],
+)
+async def test_a_known_path_with_another_method_is_405_saying_which(
+    http: httpx.AsyncClient, method: str, path: str, allowed: str
+) -> None:
+    response = await http.request(method, f"{BASE}{path}")
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert method in response.json()["Message"]
 
 
 async def test_host_status_reports_starting_until_the_lifespan_ran(

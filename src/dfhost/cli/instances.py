@@ -26,6 +26,7 @@ from dfhost.client import (
     DurableClient,
     InstanceExistsError,
     InstanceNotFoundError,
+    InvalidArgumentError,
     InvalidInstanceIdError,
     UnknownOrchestratorError,
     validate_instance_id,
@@ -194,7 +195,7 @@ async def _run(args: argparse.Namespace) -> int:
         if args.action in ("start", "restart"):
             client = _client_with_app(store, app_dir)
         return await _COMMANDS[args.action](client, args, sys.stdout)
-    except StoreError as exc:
+    except (StoreError, InvalidArgumentError) as exc:
         raise CommandError(str(exc)) from None
     finally:
         await store.close()

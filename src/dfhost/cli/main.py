@@ -29,7 +29,7 @@ from dfhost.cli.replay import add_replay_commands, run_replay_command
 from dfhost.cli.status import add_status_command, run_status_command
 from dfhost.client import DurableClient
 from dfhost.config import AppLoadError, LoadError, SettingsError
-from dfhost.logs import configure_console, set_host_id
+from dfhost.logs import announce, configure_console, set_host_id
 from dfhost.store import StoreError, open_store
 
 if TYPE_CHECKING:
@@ -150,6 +150,7 @@ async def _start(args: argparse.Namespace) -> int:
         sock.close()
         await store.close()
         return 2
+    _warn_if_readable(sqlite_file(url), _hub_folder(app_dir, url) / "keys.json")
     # Imported here, as in _serve: `dfhost instances` needs neither the SDK nor the web stack,
     # and starts in a fraction of the time without them.
     from dfhost.orchestration.sdk import sdk_version_problem
@@ -264,24 +265,43 @@ def _access(args: argparse.Namespace, app_dir: Path, store_url: str) -> Access |
                 args.host,
             )
         return Access(loopback_only=loopback)
-    # The task hub's folder: the SQLite file's, else the app's .dfhost folder.
-    hub_file = sqlite_file(store_url)
-    folder = app_dir / ".dfhost" if hub_file is None else hub_file.parent
     try:
-        loaded = load_keys(folder)
+        loaded = load_keys(_hub_folder(app_dir, store_url))
     except KeysError as exc:
         log.error("dfhost: %s", exc)
         return None
     if loaded.created is not None and loaded.shown:
-        # Printed, not logged: this is the one time the keys appear anywhere but the file.
+        # The one time the keys appear anywhere but the file.
         lines = [f"Keys created in {loaded.created} (shown this once):"]
         lines += [f"        {name}: {value}" for name, value in loaded.shown.items()]
-        print("\n".join(lines), file=sys.stderr, flush=True)
+        announce("\n".join(lines), keysFile=str(loaded.created), keys=dict(loaded.shown))
     log.info(
         "dfhost: keys are enforced: functions by authLevel, the management API with the "
         "system key or the master key, /admin and the dashboard with the master key"
     )
     return Access(keys=loaded.keys, enforce=True)
+
+
+def _hub_folder(app_dir: Path, store_url: str) -> Path:
+    """The task hub's folder, where its keys are: the SQLite file's, else the app's .dfhost."""
+    hub_file = sqlite_file(store_url)
+    return app_dir / ".dfhost" if hub_file is None else hub_file.parent
+
+
+def _warn_if_readable(*paths: Path | None) -> None:
+    """One warning for each file other users can read: the SQLite hub holds every input and
+    output, keys.json the keys. dfhost creates both private; older or copied ones may not be."""
+    for path in paths:
+        try:
+            mode = path.stat().st_mode if path is not None else 0
+        except OSError:
+            continue
+        if mode & 0o044:
+            log.warning(
+                "dfhost: WARNING: %s is readable by other users (mode %s): chmod 600 it",
+                path,
+                oct(mode & 0o777)[2:],
+            )
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -350,6 +370,7 @@ async def _serve(
 
 def _print_functions(app: FunctionApp, origin: str) -> None:
     lines = ["", "Functions:", ""]
+    listed: list[dict[str, object]] = []
     prefix = app.settings.route_prefix.strip("/")
     for function in app.functions.values():
         trigger = function.trigger
@@ -357,9 +378,18 @@ def _print_functions(app: FunctionApp, origin: str) -> None:
             methods = trigger.settings.get("methods") or ["GET", "POST", "PUT", "DELETE"]
             route = str(trigger.settings.get("route") or function.name).lstrip("/")
             path = f"{prefix}/{route}" if prefix else route
-            verbs = ",".join(str(m).upper() for m in methods)
-            lines.append(f"        {function.name}: [{verbs}] {origin}/{path}")
+            verbs = [str(m).upper() for m in methods]
+            lines.append(f"        {function.name}: [{','.join(verbs)}] {origin}/{path}")
+            listed.append(
+                {
+                    "name": function.name,
+                    "trigger": trigger.type,
+                    "methods": verbs,
+                    "url": f"{origin}/{path}",
+                }
+            )
         else:
             lines.append(f"        {function.name}: {trigger.type}")
+            listed.append({"name": function.name, "trigger": trigger.type})
         lines.append("")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    announce("\n".join(lines), functions=listed)

@@ -31,6 +31,7 @@ from dfhost.web.eventgrid import event_grid_routes
 from dfhost.web.metrics import PATH as METRICS_PATH
 from dfhost.web.metrics import metrics_endpoint
 from dfhost.web.openapi import OPENAPI_PATH, openapi_endpoint
+from dfhost.web.sessions import SessionBook
 from dfhost.web.triggers import HttpTriggers
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def build_app(
         app, rpc_base_url=web_state, max_body_bytes=max_body_bytes, access=access
     )
     dashboard = Dashboard(client, app, run_function=run_function, max_body_bytes=max_body_bytes)
+    sessions = SessionBook(client.store)
 
     async def host_status(request: Request) -> Response:
         running = web_state.state == "Running"
@@ -130,16 +132,16 @@ def build_app(
             Route("/admin/host/ping", lambda _: Response(), methods=["GET", "POST"]),
             Route("/admin/functions/{name}", invoke_function, methods=["POST"]),
             Route(METRICS_PATH, metrics_endpoint(client.store, client.clock), methods=["GET"]),
-            Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]),
+            Route(OPENAPI_PATH, openapi_endpoint(app), methods=["GET"]),
             Mount(BASE_PATH, routes=api.routes()),
             Route(DASHBOARD_PATH, lambda _: RedirectResponse(f"{DASHBOARD_PATH}/", 308)),
-            *login_routes(access),
+            *login_routes(access, sessions),
             Mount(DASHBOARD_PATH, routes=dashboard.routes()),
             *event_grid_routes(trigger_host, access, max_body_bytes),
             Route("/{path:path}", triggers),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(AccessGuard, access=access)],
+        middleware=[Middleware(AccessGuard, access=access, sessions=sessions)],
     )
     web_app.state.dfhost = web_state
     return web_app

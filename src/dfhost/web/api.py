@@ -24,20 +24,22 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from dfhost import telemetry
 from dfhost.client import (
     DurableClient,
     InstanceExistsError,
     InstanceNotFoundError,
+    InvalidArgumentError,
     InvalidInstanceIdError,
     UnknownEntityError,
     UnknownOrchestratorError,
@@ -53,10 +55,27 @@ from dfhost.history import (
 from dfhost.orchestration.entities import EntityStatus
 from dfhost.orchestration.limits import PayloadTooLargeError
 from dfhost.store import DeliveryResult, InstanceQuery, StoreError
-from dfhost.web.common import BadRequestError, BodyTooLargeError, origin_of, read_body, url_of
-from dfhost.wire import api_history, api_status, check_status_payload
+from dfhost.web.common import (
+    BadRequestError,
+    BodyTooLargeError,
+    json_bytes,
+    log_has_it,
+    logged_error,
+    origin_of,
+    read_body,
+    url_of,
+)
+from dfhost.wire import (
+    UnsafeJsonError,
+    api_history,
+    api_status,
+    check_status_payload,
+    json_too_deep,
+    parse_json_input,
+    stored_json_value,
+)
 
-__all__ = ["BASE_PATH", "ManagementApi"]
+__all__ = ["BASE_PATH", "MAX_TOP", "ManagementApi"]
 
 BASE_PATH = "/runtime/webhooks/durabletask"
 CONTINUATION_HEADER = "x-ms-continuation-token"
@@ -72,6 +91,9 @@ _IN_PROGRESS = frozenset(
     }
 )
 _ARGUMENT_ERROR = "One or more of the arguments submitted is incorrect"
+_LEAP_SECOND = re.compile(r"(.*T\d\d:\d\d):60(\.\d*)?(.*)")
+MAX_TOP = 2**31 - 1
+"""The largest page size (`top`) the extension's int parameter takes."""
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -100,10 +122,17 @@ class _Query:
         value = self.get(name)
         if value is None or not value.strip():
             return None
-        for candidate in (value.strip(), value.strip().replace(" ", "+")):
+        text = value.strip()
+        # A "+" offset arrives as a space when the caller did not encode it; RFC 3339 allows
+        # a lower-case "t" and "z", and a leap second, which Python's parser does not.
+        leap = _LEAP_SECOND.fullmatch(text.upper())
+        if leap is not None:
+            text = leap.expand(r"\1:59\2\3")
+        for candidate in (text, text.replace(" ", "+"), text.upper()):
             try:
-                return parse_time(candidate)
-            except ValueError:
+                moment = parse_time(candidate) + timedelta(seconds=1 if leap else 0)
+                return moment.astimezone(UTC)
+            except (ValueError, OverflowError):
                 continue
         raise BadRequestError(f"{name} '{value}' is not a valid ISO 8601 date and time.")
 
@@ -121,8 +150,8 @@ class _Query:
             top = int(value)
         except ValueError:
             top = 0
-        if top <= 0:
-            raise BadRequestError(f"top '{value}' is not a positive integer.")
+        if not 0 < top <= MAX_TOP:
+            raise BadRequestError(f"top '{value}' is not an integer from 1 to {MAX_TOP}.")
         return top
 
     def number(self, name: str) -> float | None:
@@ -150,10 +179,14 @@ def _delivery(result: DeliveryResult, instance_id: str) -> Response:
     return Response(status_code=202)
 
 
-def _json_text(text: str) -> Any:
+def _json_text(text: str, what: str = "The request body") -> Any:
     """Parse JSON as the SDK's own `json.loads` does (NaN and Infinity included: `df_dumps`
-    writes them for float values, and Newtonsoft reads them too)."""
-    return json.loads(text)
+    writes them for float values, and Newtonsoft reads them too), refusing what could not be
+    shown again (`parse_json_input`)."""
+    try:
+        return parse_json_input(text, what)
+    except UnsafeJsonError as exc:
+        raise BadRequestError(str(exc)) from None
 
 
 class JsonResponse(JSONResponse):
@@ -161,7 +194,7 @@ class JsonResponse(JSONResponse):
     (the SDK parses it back with `json.loads`)."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json_bytes(content)
 
 
 def _body_text(body: bytes) -> str:
@@ -176,16 +209,15 @@ def start_input(body: bytes) -> str | None:
     text = _body_text(body).strip()
     if not text:
         return None
-    try:
-        value = _json_text(text)
-    except ValueError as exc:
-        raise BadRequestError(f"The request body is not valid JSON: {exc}") from None
+    value = _json_text(text)
     if value is None:
         return None
     if isinstance(value, str):
+        if json_too_deep(value):  # the SDK's form of an input too deep: refused like one
+            _json_text(value, "The input in the request body's JSON string")
         try:
-            _json_text(value)
-        except ValueError:
+            parse_json_input(value, "The input in the request body's JSON string")
+        except UnsafeJsonError:
             # A plain string from curl: the extension would hand the orchestrator text that
             # get_input() cannot parse; keeping it a JSON string is the only useful reading.
             return json.dumps(value)
@@ -209,7 +241,7 @@ def _entity_body(status: EntityStatus, fetch_state: bool) -> dict[str, Any]:
     return {
         "entityId": {"name": status.entity.name, "key": status.entity.key},
         "lastOperationTime": format_time(status.last_operation_at),
-        "state": _json_text(status.state) if fetch_state and status.state is not None else None,
+        "state": stored_json_value(status.state) if fetch_state else None,
     }
 
 
@@ -226,7 +258,7 @@ class ManagementApi:
             return Route(path, _guarded(endpoint), methods=methods)
 
         instance = "/instances/{instance_id}"
-        return [
+        routes = [
             route("/orchestrators/{function_name}", self.start, ["POST"]),
             route("/orchestrators/{function_name}/{instance_id}", self.start, ["POST"]),
             route("/instances", self.list_instances, ["GET"]),
@@ -247,10 +279,9 @@ class ManagementApi:
             route("/entities/{entity_name}/{entity_key}", self.get_entity, ["GET"]),
             route("/entities/{entity_name}/{entity_key}", self.signal_entity, ["POST"]),
             route("/entities/{entity_name}/{entity_key}", self.delete_entity, ["DELETE"]),
-            # Last: everything else, including known paths with another method, is a 404 with
-            # an empty body (the extension's answer, and one the SDK can parse).
-            Route("/{rest:path}", _NotFoundApp()),
         ]
+        # Last: everything else.
+        return [*routes, Route("/{rest:path}", _NoRoute(routes))]
 
     # --- start ---------------------------------------------------------------------------
     async def start(self, request: Request) -> Response:
@@ -343,10 +374,10 @@ class ManagementApi:
         )
         try:
             page = await self.client.query(q)
-        except StoreError as exc:
+        except StoreError:
             if token is None:
                 raise
-            raise BadRequestError(f"Invalid {CONTINUATION_HEADER} header: {exc}") from None
+            raise BadRequestError(f"Invalid {CONTINUATION_HEADER} header.") from None
         show_input = query.flag("showInput", True)
         body = [api_status(i, show_input=show_input) for i in page.instances]
         headers = {CONTINUATION_HEADER: page.continuation} if page.continuation else None
@@ -361,14 +392,15 @@ class ManagementApi:
         if instance.status in TERMINAL_STATUSES:
             return _delivery("gone", instance_id)
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
-            return _error(400, "Only application/json request content is supported")
         text = _body_text(await read_body(request, self.max_body_bytes)).strip()
+        # No body and no content type: an event without data.
+        if media_type != "application/json" and (media_type or text):
+            return _error(400, "Only application/json request content is supported")
         if text:
             try:
-                _json_text(text)
-            except ValueError as exc:
-                return _error(400, "Invalid JSON content", f"Invalid JSON content: {exc}")
+                parse_json_input(text, "The event data")
+            except UnsafeJsonError as exc:
+                return _error(400, "Invalid JSON content", str(exc))
         result = await self.client.raise_event(
             instance_id, request.path_params["event_name"], text or None
         )
@@ -467,10 +499,10 @@ class ManagementApi:
             )
         except InvalidInstanceIdError as exc:
             return _error(400, _ARGUMENT_ERROR, str(exc))
-        except StoreError as exc:
+        except StoreError:
             if token is None:
                 raise
-            raise BadRequestError(f"Invalid {CONTINUATION_HEADER} header: {exc}") from None
+            raise BadRequestError(f"Invalid {CONTINUATION_HEADER} header.") from None
         fetch_state = query.flag("fetchState", False)
         body = [_entity_body(status, fetch_state) for status in found]
         headers = {CONTINUATION_HEADER: next_token} if next_token else None
@@ -501,9 +533,30 @@ class ManagementApi:
         return JsonResponse({"instancesDeleted": deleted}, 200)
 
 
-class _NotFoundApp:
+class _NoRoute:
+    """A request no route took: a known path asked with another method is a 405 saying which
+    methods it takes; any other path a 404 with an empty body (the extension's answer, and
+    one the SDK can parse)."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await Response(status_code=404)(scope, receive, send)
+        allowed = sorted(
+            {
+                method
+                for route in self.routes
+                if route.matches(scope)[0] is Match.PARTIAL
+                for method in route.methods or ()
+            }
+        )
+        if not allowed:
+            await Response(status_code=404)(scope, receive, send)
+            return
+        message = f"The method {scope['method']} is not allowed here: use {', '.join(allowed)}."
+        response = _error(405, message)
+        response.headers["Allow"] = ", ".join(allowed)
+        await response(scope, receive, send)
 
 
 def _guarded(endpoint: Endpoint) -> Endpoint:
@@ -512,14 +565,20 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
     async def guarded(request: Request) -> Response:
         try:
             return await endpoint(request)
-        except BadRequestError as exc:
+        except (BadRequestError, InvalidArgumentError) as exc:
             return _error(400, _ARGUMENT_ERROR, str(exc))
         except (BodyTooLargeError, PayloadTooLargeError) as exc:
             return _error(413, str(exc))
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening; not worth a traceback
-        except Exception as exc:
-            log.exception("management API %s %s failed", request.method, request.url.path)
-            return _error(500, "Something went wrong while processing your request", str(exc))
+        except Exception:
+            incident = logged_error(
+                log, "management API %s %s failed", request.method, request.url.path, trace=True
+            )
+            return _error(
+                500,
+                "Something went wrong while processing your request",
+                f"An unexpected error occurred: {log_has_it(incident)}.",
+            )
 
     return guarded

@@ -8,9 +8,10 @@ With keys enforced (`dfhost start` on a non-loopback address, or `--require-keys
   `durabletask_extension` or the master key; `/admin/...` the master key. Its OpenAPI document
   is public.
 - The dashboard needs the master key, given once in a login form that sets an HttpOnly,
-  SameSite=Strict cookie (an HMAC of its expiry under the master key, so it is valid on every
-  host sharing that key and dies with a new master key), or sent as a key like above. Its
-  forms carry a token bound to that cookie, checked on every action.
+  SameSite=Strict cookie (signed with the master key, so it is valid on every host sharing
+  that key and dies with a new master key; web/sessions.py), or sent as a key like above. Its
+  forms carry a token bound to that cookie, checked on every action. Logging out (of this
+  session, or everywhere) is recorded in the task hub, so it holds on every host.
 - The app's own client bindings get an `rpcBaseUrl` whose path holds a random per-process
   token (`.../durabletask/rpc/TOKEN/`), which this guard accepts in place of a key: the SDK
   appends paths to that URL and cannot send headers, and a key of the app's would be one more
@@ -29,12 +30,10 @@ Keys and tokens are compared in constant time.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from html import escape
@@ -53,10 +52,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dfhost.app.functions import Function
 from dfhost.web.api import BASE_PATH
-from dfhost.web.common import BadRequestError, BodyTooLargeError, read_body
-from dfhost.web.csrf import CSRF_SCOPE_KEY
+from dfhost.web.common import (
+    BadRequestError,
+    BodyTooLargeError,
+    log_has_it,
+    logged_error,
+    read_body,
+)
+from dfhost.web.csrf import CSRF_FIELD, CSRF_SCOPE_KEY
 from dfhost.web.dashboard import BASE as DASHBOARD
 from dfhost.web.keys import KeySet
+from dfhost.web.sessions import SESSION_SECONDS, Session, SessionBook, mac
 
 __all__ = [
     "COOKIE",
@@ -67,10 +73,11 @@ __all__ = [
     "login_routes",
 ]
 
+log = logging.getLogger("dfhost")
+
 RPC_PATH = f"{BASE_PATH}/rpc/"
 KEY_HEADER = "x-functions-key"
 COOKIE = "dfhost_session"
-SESSION_SECONDS = 12 * 3600
 _LOGIN = f"{DASHBOARD}/login"
 _LOGOUT = f"{DASHBOARD}/logout"
 _PUBLIC = frozenset({f"{BASE_PATH}/openapi.json", _LOGIN, "/admin/host/ping"})
@@ -142,17 +149,15 @@ class Access:
 
     def session_cookie(self, now: float | None = None) -> str:
         assert self.keys is not None
-        expires = str(int((time.time() if now is None else now) + SESSION_SECONDS))
-        return f"{expires}.{_mac(self.keys.master, 'dashboard-session', expires)}"
+        return Session.issue(self.keys.master, now)
+
+    def session(self, cookie: str | None, now: float | None = None) -> Session | None:
+        """The session a cookie holds, if signed with the master key and not expired (whether
+        it was logged out is `SessionBook.revoked`)."""
+        return None if self.keys is None else Session.of(cookie, self.keys.master, now)
 
     def valid_session(self, cookie: str | None, now: float | None = None) -> bool:
-        if self.keys is None or not cookie:
-            return False
-        expires, _, mac = cookie.partition(".")
-        expected = _mac(self.keys.master, "dashboard-session", expires)
-        if not hmac.compare_digest(mac.encode(), expected.encode()):
-            return False
-        return expires.isdigit() and int(expires) > (time.time() if now is None else now)
+        return self.session(cookie, now) is not None
 
 
 def presented_key(request: Request) -> str | None:
@@ -173,29 +178,32 @@ def _matches(key: str | None, allowed: Iterable[str]) -> bool:
     return found
 
 
-def _mac(key: str, purpose: str, value: str) -> str:
-    digest = hmac.new(key.encode(), f"dfhost|{purpose}|{value}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
-
-
 class AccessGuard:
-    """ASGI middleware applying an `Access` policy in front of the whole web app."""
+    """ASGI middleware applying an `Access` policy in front of the whole web app; `sessions`
+    has the dashboard's logouts (None: a logout only drops the browser's cookie)."""
 
-    def __init__(self, app: ASGIApp, access: Access) -> None:
+    def __init__(self, app: ASGIApp, access: Access, sessions: SessionBook | None = None) -> None:
         self.app = app
         self.access = access
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal, scope = self._check(scope)
+        refusal, scope = await self._check(scope)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope) -> tuple[Response | None, Scope]:
+    async def _live(self, session: Session | None) -> bool:
+        """Whether a signed session was not logged out (reads the store)."""
+        if session is None:
+            return False
+        return self.sessions is None or not await self.sessions.revoked(session)
+
+    async def _check(self, scope: Scope) -> tuple[Response | None, Scope]:
         access = self.access
         request = Request(scope)
         if access.loopback_only and not access.enforce:
@@ -240,16 +248,29 @@ class AccessGuard:
         if path.startswith(f"{DASHBOARD}/static/") or path == _LOGOUT:
             return None, scope
         cookie = request.cookies.get(COOKIE)
-        if access.valid_session(cookie):
+        try:
+            live = await self._live(access.session(cookie))
+        except Exception as exc:
+            incident = logged_error(log, "dfhost: dashboard session check: %s", exc)
+            message = (
+                "The dashboard cannot check your session: the task hub cannot be read; "
+                f"{log_has_it(incident)}."
+            )
+            return PlainTextResponse(message, 503, headers=_HEADERS), scope
+        if live:
             assert cookie is not None
-            csrf = _mac(keys.master, "csrf", cookie)
-            return None, {**scope, CSRF_SCOPE_KEY: csrf}
+            return None, {**scope, CSRF_SCOPE_KEY: csrf_of(keys.master, cookie)}
         if _matches(key, [keys.master]):
             return None, scope  # a script with the key: no browser, nothing to forge
         if scope["method"] in ("GET", "HEAD") and "json" not in request.headers.get("accept", ""):
             target = path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"{_LOGIN}?next={quote(target, safe='')}", 303), scope
         return PlainTextResponse("Unauthorized: log in to the dashboard first.", 401), scope
+
+
+def csrf_of(master: str, cookie: str) -> str:
+    """The form token of the session with this cookie."""
+    return mac(master, "csrf", cookie)
 
 
 def _area(path: str) -> str:
@@ -301,9 +322,10 @@ def _api_error(status: int, message: str) -> Response:
 # --- the dashboard's login -------------------------------------------------------------------
 
 
-def login_routes(access: Access) -> list[BaseRoute]:
+def login_routes(access: Access, sessions: SessionBook | None = None) -> list[BaseRoute]:
     """`/dashboard/login` (GET: the form; POST: check the master key, set the cookie) and
-    `/dashboard/logout`."""
+    `/dashboard/logout` (POST; with `everywhere=1`, every session of the task hub), which
+    `sessions` records so that the cookie is refused afterwards on every host."""
 
     async def login(request: Request) -> Response:
         target = _next(request.query_params.get("next"))
@@ -335,6 +357,29 @@ def login_routes(access: Access) -> list[BaseRoute]:
         return response
 
     async def logout(request: Request) -> Response:
+        cookie = request.cookies.get(COOKIE)
+        session = access.session(cookie)
+        if access.enforce and session is not None and cookie is not None:
+            assert access.keys is not None
+            try:
+                form = parse_qs((await read_body(request, 64 * 1024)).decode("utf-8", "replace"))
+            except (BadRequestError, BodyTooLargeError) as exc:
+                return PlainTextResponse(str(exc), 400, headers=_HEADERS)
+            token = (form.get(CSRF_FIELD) or [""])[0]
+            if not _matches(token, [csrf_of(access.keys.master, cookie)]):
+                message = "This logout form is not from this session: reload the page."
+                return PlainTextResponse(message, 403, headers=_HEADERS)
+            if sessions is not None:
+                everywhere = (form.get("everywhere") or [""])[0] == "1"
+                try:
+                    await (sessions.revoke_all() if everywhere else sessions.revoke(session))
+                except Exception as exc:
+                    incident = logged_error(log, "dfhost: dashboard logout: %s", exc)
+                    message = (
+                        "The logout could not be recorded in the task hub; "
+                        f"{log_has_it(incident)}. Try again."
+                    )
+                    return PlainTextResponse(message, 503, headers=_HEADERS)
         response = RedirectResponse(_LOGIN if access.enforce else f"{DASHBOARD}/", 303)
         response.delete_cookie(COOKIE, path=DASHBOARD, httponly=True, samesite="strict")
         return response

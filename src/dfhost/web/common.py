@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import uuid
+from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
 
-__all__ = ["BadRequestError", "BodyTooLargeError", "origin_of", "raw_path", "read_body", "url_of"]
+__all__ = [
+    "BadRequestError",
+    "BodyTooLargeError",
+    "json_bytes",
+    "log_has_it",
+    "logged_error",
+    "origin_of",
+    "raw_path",
+    "read_body",
+    "url_of",
+]
 
 
 class BodyTooLargeError(Exception):
@@ -19,6 +33,32 @@ class BodyTooLargeError(Exception):
 
 class BadRequestError(Exception):
     """The request is malformed (answer 400 with this message)."""
+
+
+def json_bytes(content: Any, indent: int | None = None) -> bytes:
+    """UTF-8 JSON, NaN included (the SDK writes and reads it); ASCII with escapes when a string
+    holds an unpaired surrogate (stored by user code), which has no UTF-8 encoding."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    text = json.dumps(content, ensure_ascii=False, indent=indent, separators=separators)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(content, indent=indent, separators=separators).encode("ascii")
+
+
+def logged_error(log: logging.Logger, message: str, *args: object, trace: bool = False) -> str:
+    """Log an unexpected error under a new short id and return the id, for the answer: the
+    caller gets the id, the log the error (a store's error names its URL, user and host,
+    which never go to a caller). `message` and `args` as for `log.error`; `trace` adds the
+    traceback of the exception being handled."""
+    incident = uuid.uuid4().hex[:12]
+    log.error(f"{message} (error id %s)", *args, incident, exc_info=trace)
+    return incident
+
+
+def log_has_it(incident: str) -> str:
+    """The end of an answer to an unexpected error."""
+    return f"the host's log has why (error id {incident})"
 
 
 async def read_body(request: Request, limit: int) -> bytes:

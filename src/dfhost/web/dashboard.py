@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 
 from dfhost import __version__
 from dfhost.app.functions import Function, FunctionApp
-from dfhost.client import DurableClient
+from dfhost.client import DurableClient, InvalidArgumentError
 from dfhost.config import expand_app_settings
 from dfhost.history import (
     TERMINAL_STATUSES,
@@ -50,7 +50,14 @@ from dfhost.orchestration.limits import PayloadTooLargeError
 from dfhost.runtime.schedule import ScheduleError, parse_schedule, time_zone_named
 from dfhost.runtime.triggers.stats import TRIGGER_STATS
 from dfhost.store import InstancePage, StoreError
-from dfhost.web.common import BadRequestError, BodyTooLargeError, read_body
+from dfhost.web.common import (
+    BadRequestError,
+    BodyTooLargeError,
+    json_bytes,
+    log_has_it,
+    logged_error,
+    read_body,
+)
 from dfhost.web.csrf import ForbiddenError, check_csrf, csrf_token
 from dfhost.web.dashboard_actions import (
     BULK_LIMIT,
@@ -68,7 +75,7 @@ from dfhost.web.timeline import (
     history_rows,
     started_event,
 )
-from dfhost.wire import api_status
+from dfhost.wire import MAX_JSON_DEPTH, api_status, json_too_deep
 
 __all__ = ["BASE", "Dashboard"]
 
@@ -269,7 +276,8 @@ class Dashboard:
         try:
             history = await self.client.get_history(instance_id)
         except StoreError as exc:
-            history_error = str(exc)
+            incident = logged_error(log, "dfhost: dashboard: history of %s: %s", instance_id, exc)
+            history_error = f"it cannot be read; {log_has_it(incident)}"
         now = self.clock()
         timeline = build_timeline(instance, history, now)
         rows = history_rows(history)
@@ -335,7 +343,7 @@ class Dashboard:
         }
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", instance_id)[:80]
         return Response(
-            json.dumps(body, indent=1, ensure_ascii=False),
+            json_bytes(body, indent=1),
             media_type="application/json",
             headers={"Content-Disposition": f'attachment; filename="history-{safe}.json"'},
         )
@@ -439,7 +447,8 @@ class Dashboard:
         html = self.templates.get_template(template).render(
             flash=flash, path=request.url.path, csrf=csrf_token(request), **context
         )
-        return HTMLResponse(html, status, headers=_HEADERS)
+        # An unpaired surrogate (stored by user code) has no UTF-8: show it escaped.
+        return HTMLResponse(html.encode("utf-8", "backslashreplace"), status, headers=_HEADERS)
 
     def _source(self, path: str) -> str:
         """A function's file, relative to the app's folder when it is inside."""
@@ -458,18 +467,26 @@ class Dashboard:
         async def guarded(request: Request) -> Response:
             try:
                 return await endpoint(request)
-            except BadRequestError as exc:
+            except (BadRequestError, InvalidArgumentError) as exc:
                 return self._problem(request, 400, str(exc))
             except (BodyTooLargeError, PayloadTooLargeError) as exc:
                 return self._problem(request, 413, str(exc))
             except ForbiddenError as exc:
                 return self._problem(request, 403, str(exc))
             except StoreError as exc:
-                log.error("dfhost: dashboard %s: %s", request.url.path, exc)
-                return self._problem(request, 503, f"The task hub cannot be read: {exc}")
-            except Exception as exc:
-                log.exception("dfhost: dashboard %s %s failed", request.method, request.url.path)
-                return self._problem(request, 500, f"Something went wrong: {exc}")
+                # The store's message names its URL (user, host, database): the log only.
+                incident = logged_error(log, "dfhost: dashboard %s: %s", request.url.path, exc)
+                message = f"The task hub cannot be read; {log_has_it(incident)}."
+                return self._problem(request, 503, message)
+            except Exception:
+                incident = logged_error(
+                    log,
+                    "dfhost: dashboard %s %s failed",
+                    request.method,
+                    request.url.path,
+                    trace=True,
+                )
+                return self._problem(request, 500, f"Something went wrong; {log_has_it(incident)}.")
 
         return guarded
 
@@ -530,14 +547,22 @@ def _pretty(text: str | None, limit: int = _JSON_SHOWN) -> str:
     """JSON text indented for reading; text that isn't JSON as it is; long text cut."""
     if text is None:
         return "(none)"
+    if json_too_deep(text):
+        return f"(nested more than {MAX_JSON_DEPTH} levels deep: shown as stored)\n" + _cut(
+            text, limit
+        )
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         shown = text
     else:
         # A multi-line string (an error with its traceback) reads better unescaped.
         multiline = isinstance(value, str) and "\n" in value
         shown = value if multiline else json.dumps(value, indent=2, ensure_ascii=False)
+    return _cut(shown, limit)
+
+
+def _cut(shown: str, limit: int) -> str:
     if len(shown) > limit:
         more = len(shown) - limit
         shown = f"{shown[:limit]}\n… ({more:,} more characters: download the history)"
@@ -547,12 +572,13 @@ def _pretty(text: str | None, limit: int = _JSON_SHOWN) -> str:
 def _failure(instance: Instance) -> tuple[str, str | None]:
     """(message, stack) of a Failed instance: its output is the message as a JSON string."""
     message = instance.output or ""
-    try:
-        value = json.loads(message)
-        if isinstance(value, str):
-            message = value
-    except ValueError:
-        pass
+    if message.startswith('"'):  # a JSON string: no nesting to fear
+        try:
+            value = json.loads(message)
+            if isinstance(value, str):
+                message = value
+        except ValueError:
+            pass
     return message, instance.failure_details
 
 

@@ -8,7 +8,6 @@ the page to show next. Also here: the instance list's filter, which bulk actions
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -19,11 +18,13 @@ from dfhost.client import (
     DurableClient,
     InstanceExistsError,
     InstanceNotFoundError,
-    InvalidInstanceIdError,
+    InvalidArgumentError,
     UnknownOrchestratorError,
+    check_filter,
 )
 from dfhost.history import TERMINAL_STATUSES, OrchestrationStatus, parse_statuses, parse_time
 from dfhost.store import DeliveryResult, InstanceQuery
+from dfhost.wire import UnsafeJsonError, parse_json_input
 
 __all__ = [
     "BULK_LIMIT",
@@ -104,6 +105,7 @@ class ListFilter:
                 values[key] = value.strip()
         try:
             statuses = parse_statuses(texts, "status")
+            check_filter(values.get("prefix"), values.get("name"))
         except ValueError as exc:
             raise FilterError(str(exc)) from None
         return cls(
@@ -201,7 +203,7 @@ class DashboardActions:
                 return await self._run_function(fields)
             if action == "bulk":
                 return await self._bulk(fields, now)
-        except (ActionError, FilterError) as exc:
+        except (ActionError, FilterError, InvalidArgumentError) as exc:
             instance_id = fields.get("instance_id")
             back = instance_path(self.base, instance_id) if instance_id else f"{self.base}/"
             return Outcome(400, str(exc), back)
@@ -215,7 +217,7 @@ class DashboardActions:
         input_text = _json_field(fields.get("input"), "input")
         try:
             started = await self.client.start_new(name, instance_id, input_text)
-        except (UnknownOrchestratorError, InvalidInstanceIdError) as exc:
+        except (UnknownOrchestratorError, InvalidArgumentError) as exc:
             return Outcome(400, str(exc), f"{self.base}/")
         except InstanceExistsError as exc:
             return Outcome(409, str(exc), instance_path(self.base, exc.instance_id))
@@ -372,11 +374,12 @@ class _Fields:
 
 
 def _json_field(text: str | None, what: str) -> str | None:
-    """JSON text as typed, or None when empty; malformed JSON is refused with its position."""
+    """JSON text as typed, or None when empty; malformed JSON is refused with its position,
+    JSON that could not be shown again (too deep) with the reason."""
     if text is None or not text.strip():
         return None
     try:
-        json.loads(text)
-    except ValueError as exc:
-        raise ActionError(f"{what} is not valid JSON: {exc}") from None
+        parse_json_input(text, what)
+    except UnsafeJsonError as exc:
+        raise ActionError(str(exc)) from None
     return text.strip()

@@ -3,7 +3,8 @@
 Sources, in order (a later one wins for the same key):
 - the keys file, `keys.json` in the task hub's folder, created on the first start that needs
   keys with a random master key, host key `default` and system key `durabletask_extension`
-  (mode 0600). Its shape is that of Azure's `listKeys` answer, plus per-function keys:
+  (mode 0600), unless the environment gives all three (then a read-only folder is fine). Its
+  shape is that of Azure's `listKeys` answer, plus per-function keys:
   `{"masterKey": "...", "functionKeys": {"default": "..."}, "systemKeys": {...},
   "functions": {"HttpStart": {"default": "..."}}}`;
 - environment variables named as the Functions host names keys in its Kubernetes secrets:
@@ -84,13 +85,15 @@ def load_keys(folder: Path, env: Mapping[str, str] | None = None) -> LoadedKeys:
     env = os.environ if env is None else env
     path = folder / KEYS_FILE
     created = None
-    data = _create(path)
-    if data is None:
+    overrides = _from_env(env)
+    if overrides.keys() >= _ENV_COVERS_FILE and not path.exists():
+        # Every key a new file would hold comes from the environment: nothing to write.
+        data: dict[str, Any] = {"masterKey": overrides[("host", "master", "")]}
+    elif (new := _create(path)) is None:
         data = _read(path)
     else:
-        created = path
+        data, created = new, path
     master, host, system, functions = _from_file(data, path)
-    overrides = _from_env(env)
     master = overrides.pop(("host", "master", ""), master)
     for (scope, group, name), value in overrides.items():
         if scope == "host":
@@ -107,6 +110,14 @@ def load_keys(folder: Path, env: Mapping[str, str] | None = None) -> LoadedKeys:
         if system.get(SYSTEM_KEY) == data["systemKeys"][SYSTEM_KEY]:
             shown[f"system key '{SYSTEM_KEY}'"] = system[SYSTEM_KEY]
     return LoadedKeys(keys=keys, created=created, shown=shown)
+
+
+_ENV_COVERS_FILE = {
+    ("host", "master", ""),
+    ("host", "function", "default"),
+    ("host", "system", SYSTEM_KEY),
+}
+"""The keys a new keys file holds, as `_from_env` names them."""
 
 
 def _create(path: Path) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ of a hub reports the same hub gauges: query one of them, or aggregate with `max`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 
@@ -14,11 +15,14 @@ from starlette.responses import Response
 
 from dfhost import metrics
 from dfhost.history import utcnow
-from dfhost.store import HubSummary, Store, StoreError
+from dfhost.store import HubSummary, Store
+from dfhost.web.common import log_has_it, logged_error
 
 __all__ = ["PATH", "metrics_endpoint"]
 
 PATH = "/admin/metrics"
+
+log = logging.getLogger("dfhost")
 
 
 class _HubGauges:
@@ -81,8 +85,10 @@ def metrics_endpoint(
         now = clock()
         try:
             summary = await store.hub_summary(now)
-        except StoreError as exc:
-            return Response(f"the task hub did not answer: {exc}\n", 503, media_type="text/plain")
+        except Exception as exc:  # a StoreError, or a closed client's own error
+            incident = logged_error(log, "dfhost: %s: the task hub did not answer: %s", PATH, exc)
+            message = f"the task hub did not answer; {log_has_it(incident)}\n"
+            return Response(message, 503, media_type="text/plain")
         hub = CollectorRegistry(auto_describe=False)
         hub.register(_HubGauges(summary, now))
         body = generate_latest(metrics.REGISTRY) + generate_latest(hub)

@@ -107,3 +107,11 @@ def waiter(context: df.DurableOrchestrationContext):
 def send_big(context: df.DurableOrchestrationContext):
     result = yield context.call_activity("echo", "w" * context.get_input())
     return len(result)
+
+
+@app.entity_trigger(context_name="context")
+def counter(context: df.DurableEntityContext):
+    value = context.get_state(lambda: 0)
+    if context.operation_name == "add":
+        value += context.get_input()
+    context.set_state(value)

@@ -7,7 +7,9 @@ connection runs inside the caller's transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -99,13 +101,22 @@ UPSERT_INSTANCE = f"""
 # --- opening -------------------------------------------------------------------------------
 
 
+def _create_private(path: Path) -> None:
+    """Create the hub's folder (0700) and file (0600) unless they exist: the hub holds every
+    input and output. SQLite gives its -wal and -shm files the database file's mode. Existing
+    ones keep theirs (`dfhost start` warns when others can read them)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def connect(path: Path | None, synchronous: str) -> sqlite3.Connection:
     """A connection to the task hub at `path` (None: in memory), its schema created or
     migrated; StoreError if it cannot be opened or its schema is newer than this dfhost's."""
     label = ":memory:" if path is None else str(path)
     try:
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
         conn = sqlite3.connect(label, isolation_level=None)
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open task hub {label}: {exc}") from exc
