@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +27,16 @@ from dfhost.history import (
     OrchestrationStatus,
     utcnow,
 )
+from dfhost.ids import (
+    ENTITY_PART,
+    MAX_ID_LENGTH,
+    InvalidArgumentError,
+    InvalidInstanceIdError,
+    check_id,
+    check_text,
+    shown,
+    validate_instance_id,
+)
 from dfhost.orchestration.entities import EntityId, EntityStatus, Operation, creation_request
 from dfhost.orchestration.limits import check_payload
 from dfhost.store import DeliveryResult, InstancePage, InstanceQuery, Store, TimerStatus
@@ -38,91 +47,15 @@ if TYPE_CHECKING:
     from dfhost.app.functions import FunctionApp
 
 __all__ = [
-    "MAX_ID_LENGTH",
-    "MAX_NAME_LENGTH",
     "DurableClient",
     "InstanceExistsError",
     "InstanceNotFoundError",
-    "InvalidArgumentError",
-    "InvalidInstanceIdError",
     "UnknownEntityError",
     "UnknownOrchestratorError",
     "check_filter",
-    "entity_key_pattern",
-    "instance_id_pattern",
-    "lookup_id_pattern",
-    "text_pattern",
-    "validate_instance_id",
 ]
 
 log = logging.getLogger("dfhost.client")
-
-MAX_ID_LENGTH = 256
-"""Characters in an instance id (an entity's `@name@key` included), as the extension allows."""
-MAX_NAME_LENGTH = 256
-"""Characters in the other names and filters a caller gives: versions, event and operation
-names, id prefixes, orchestrator names."""
-
-# Control characters (C0, DEL, C1): NUL is refused by PostgreSQL and Azure Storage, the rest
-# by Azure Storage keys, and every one of them forges log lines and confuses terminals.
-_CONTROL = "\\x00-\\x1f\\x7f-\\x9f"
-# DTFx/Azure Storage refuse these in instance ids (not valid in table keys or URLs).
-_FORBIDDEN = "/\\\\#?"
-# What str.strip() removes and controls do not already cover: no id starts or ends with it.
-_SPACE = " \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
-
-
-def _id_regex(first_excluded: str, allow_empty: bool, max_length: int) -> str:
-    """A regex (Python's and ECMAScript's alike, so the OpenAPI document can publish it) for
-    ids: no control or forbidden character, none of `_SPACE` at either end, not `.` or `..`
-    (a URL path would resolve them), at most `max_length` characters."""
-    inner = f"[^{_FORBIDDEN}{_CONTROL}]"
-    edge = f"[^{_FORBIDDEN}{_CONTROL}{_SPACE}]"
-    edge_no_dot = f"[^.{_FORBIDDEN}{_CONTROL}{_SPACE}]"
-    first = f"[^{first_excluded}{_FORBIDDEN}{_CONTROL}{_SPACE}]"
-    first_no_dot = f"[^.{first_excluded}{_FORBIDDEN}{_CONTROL}{_SPACE}]"
-    forms = [
-        f"{first_no_dot}{edge}?",  # one or two characters, not starting with a dot
-        f"\\.{edge_no_dot}",  # two, starting with a dot: not ".."
-        f"{first}{inner}{{1,{max_length - 2}}}{edge}",
-    ]
-    if allow_empty:
-        forms.insert(0, "")
-    return f"^(?:{'|'.join(forms)})$"
-
-
-def instance_id_pattern() -> str:
-    """The instance ids a caller may create (orchestrations; entities are `@name@key`)."""
-    return _id_regex("@", allow_empty=False, max_length=MAX_ID_LENGTH)
-
-
-def entity_key_pattern(longest_name: int) -> str:
-    """Entity keys (empty allowed: `$` in a URL); with the name, the id `@name@key` must fit
-    `MAX_ID_LENGTH`, so the longest possible key depends on the entity name."""
-    return _id_regex("", allow_empty=True, max_length=max(2, MAX_ID_LENGTH - 2 - longest_name))
-
-
-def lookup_id_pattern(orchestration: bool) -> str:
-    """Ids to look up: any text without control characters; for orchestration operations
-    (events, terminate, ...) not an entity's id either (starting with '@')."""
-    first = f"[^@{_CONTROL}]" if orchestration else f"[^{_CONTROL}]"
-    return f"^{first}[^{_CONTROL}]*$"
-
-
-def text_pattern(min_length: int = 0, max_length: int | None = MAX_NAME_LENGTH) -> str:
-    """Names and filters: any text without control characters, of a bounded length."""
-    return f"^[^{_CONTROL}]{{{min_length},{'' if max_length is None else max_length}}}$"
-
-
-_INSTANCE_ID = re.compile(instance_id_pattern())
-_ENTITY_PART = re.compile(_id_regex("", allow_empty=True, max_length=MAX_ID_LENGTH))
-_CONTROL_CHAR = re.compile(f"[{_CONTROL}]")
-_BAD_ID_CHAR = re.compile(f"[{_FORBIDDEN}{_CONTROL}]")
-
-
-class InvalidArgumentError(ValueError):
-    """An id, name or payload a caller gave cannot be stored, addressed or shown again
-    (the HTTP API answers 400 with this message)."""
 
 
 class UnknownOrchestratorError(Exception):
@@ -159,10 +92,6 @@ class InstanceNotFoundError(LookupError):
         super().__init__(f"No instance with ID '{instance_id}' found.")
 
 
-class InvalidInstanceIdError(InvalidArgumentError):
-    """The requested instance id cannot be stored or addressed by URL."""
-
-
 class UnknownEntityError(Exception):
     """The name is not an entity of the app."""
 
@@ -174,42 +103,11 @@ class UnknownEntityError(Exception):
         )
 
 
-def _shown(text: str) -> str:
-    """A refused value in a message: escaped, and cut when long."""
-    cut = text if len(text) <= 60 else f"{text[:60]}..."
-    return ascii(cut) if _CONTROL_CHAR.search(cut) else f"'{cut}'"
-
-
-def _id_problem(instance_id: str, what: str, pattern: re.Pattern[str], max_length: int) -> None:
-    if pattern.fullmatch(instance_id):
-        return
-    shown = _shown(instance_id)
-    if not instance_id:
-        raise InvalidInstanceIdError(f"{what} must not be empty.")
-    if len(instance_id) > max_length:
-        raise InvalidInstanceIdError(f"{what} {shown} is longer than {max_length} characters.")
-    bad = sorted(set(_BAD_ID_CHAR.findall(instance_id)))
-    if bad:
-        listed = " ".join(ascii(c) for c in bad)
-        raise InvalidInstanceIdError(f"{what} {shown} contains invalid characters: {listed}.")
-    if instance_id in (".", ".."):
-        raise InvalidInstanceIdError(f"{what} must not be '.' or '..'.")
-    if instance_id != instance_id.strip():
-        raise InvalidInstanceIdError(f"{what} {shown} starts or ends with white space.")
-    raise InvalidInstanceIdError(f"{what} {shown} starts with '@', which is reserved for entities.")
-
-
-def validate_instance_id(instance_id: str) -> None:
-    """Raise `InvalidInstanceIdError` for an id that a new orchestration may not have (see
-    `instance_id_pattern`)."""
-    _id_problem(instance_id, "Instance ID", _INSTANCE_ID, MAX_ID_LENGTH)
-
-
 def _findable(instance_id: str) -> bool:
     """Whether an instance may have this id, to look it up: an id over the length limit
     cannot (False: not found, without asking the store, whose keys may not take it); one with
     a control character is refused (`InvalidInstanceIdError`: NUL makes PostgreSQL fail)."""
-    _check_text(instance_id, "Instance ID", None, InvalidInstanceIdError)
+    check_text(instance_id, "Instance ID", None, InvalidInstanceIdError)
     return len(instance_id) <= MAX_ID_LENGTH
 
 
@@ -218,25 +116,9 @@ def _check_orchestration_id(instance_id: str) -> None:
     apply to an entity, whose messages are operations."""
     if instance_id.startswith("@"):
         raise InvalidInstanceIdError(
-            f"Instance ID {_shown(instance_id)} is an entity's (it starts with '@'): "
+            f"Instance ID {shown(instance_id)} is an entity's (it starts with '@'): "
             "orchestration operations do not apply to it; signal the entity instead."
         )
-
-
-def _check_text(
-    text: str | None,
-    what: str,
-    max_length: int | None = MAX_NAME_LENGTH,
-    error: type[InvalidArgumentError] = InvalidArgumentError,
-) -> None:
-    """Names and filters: no control characters, at most `max_length` characters."""
-    if text is None:
-        return
-    if max_length is not None and len(text) > max_length:
-        raise error(f"{what} {_shown(text)} is longer than {max_length} characters.")
-    found = _CONTROL_CHAR.search(text)
-    if found is not None:
-        raise error(f"{what} {_shown(text)} contains a control character ({found.group()!a}).")
 
 
 def _check_reason(reason: str | None) -> None:
@@ -252,16 +134,16 @@ def _entity(name: str, key: str) -> EntityId:
         entity = EntityId.of(name, key)
     except ValueError as exc:
         raise InvalidInstanceIdError(str(exc)) from None
-    _check_text(name, "The entity name", None, InvalidInstanceIdError)
-    _check_text(key, "The entity key", None, InvalidInstanceIdError)
+    check_text(name, "The entity name", None, InvalidInstanceIdError)
+    check_text(key, "The entity key", None, InvalidInstanceIdError)
     return entity
 
 
 def check_filter(instance_id_prefix: str | None, name: str | None) -> None:
     """Raise `InvalidArgumentError` for instance filters that no stored instance could match
     and a backend may not even take (NUL)."""
-    _check_text(instance_id_prefix, "instanceIdPrefix", MAX_ID_LENGTH)
-    _check_text(name, "The name filter")
+    check_text(instance_id_prefix, "instanceIdPrefix", MAX_ID_LENGTH)
+    check_text(name, "The name filter")
 
 
 def _check_query(q: InstanceQuery) -> None:
@@ -312,8 +194,8 @@ class DurableClient:
         if self.app is not None and self.app.orchestrator(name) is None:
             known = sorted(f.name for f in self.app.of_kind("orchestrator"))
             raise UnknownOrchestratorError(name, known)
-        _check_text(name, "The orchestrator name")
-        _check_text(version, "The version")
+        check_text(name, "The orchestrator name")
+        check_text(version, "The version")
         if instance_id is None:
             instance_id = uuid.uuid4().hex
         else:
@@ -422,7 +304,7 @@ class DurableClient:
     ) -> DeliveryResult:
         """Deliver an external event; `data_text` is JSON text (None: the event has no data)."""
         _check_orchestration_id(instance_id)
-        _check_text(event_name, "The event name")
+        check_text(event_name, "The event name")
         check_payload(data_text, "event data", self.payload_bytes)
         _check_json(data_text, "The event data")
         return await self._send(
@@ -486,11 +368,11 @@ class DurableClient:
         """The entity `name` (any case) and `key`; with an app, `name` must be one of its
         entities. Raises `InvalidInstanceIdError` or `UnknownEntityError`."""
         entity = _entity(name, key)
-        _id_problem(name, "The entity name", _ENTITY_PART, MAX_ID_LENGTH)
-        _id_problem(key, "The entity key", _ENTITY_PART, MAX_ID_LENGTH)
+        check_id(name, "The entity name", ENTITY_PART, MAX_ID_LENGTH)
+        check_id(key, "The entity key", ENTITY_PART, MAX_ID_LENGTH)
         if len(entity.instance_id) > MAX_ID_LENGTH:
             raise InvalidInstanceIdError(
-                f"The entity id {_shown(entity.instance_id)} (@name@key) is longer than "
+                f"The entity id {shown(entity.instance_id)} (@name@key) is longer than "
                 f"{MAX_ID_LENGTH} characters."
             )
         if self.app is not None and self.app.entity(name) is None:
@@ -504,7 +386,7 @@ class DurableClient:
         """Enqueue an operation (`input_text` is JSON text) for the entity, which is created
         if it does not exist; its engine runs it in order with the others."""
         entity = self.entity_id(name, key)
-        _check_text(operation, "The operation name")
+        check_text(operation, "The operation name")
         check_payload(input_text, "entity operation input", self.payload_bytes)
         _check_json(input_text, "The entity operation input")
         message = Operation.signal_from_client(operation, input_text).message(entity, self.clock())

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dfhost.app.loader import load_app
-from dfhost.client import InvalidInstanceIdError, instance_id_pattern, validate_instance_id
 from dfhost.config import Limits, SettingsError
 from dfhost.history import EventType, HistoryEvent
+from dfhost.ids import InvalidInstanceIdError, instance_id_pattern, validate_instance_id
 from dfhost.runtime.schedule import ScheduleError, parse_schedule
 from dfhost.web.route_templates import RouteTemplateError, parse_template
 from dfhost.wire import MAX_JSON_DEPTH, api_history, dtfx_event, json_too_deep

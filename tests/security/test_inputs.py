@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from dfhost.app.functions import FunctionApp
-from dfhost.client import DurableClient, InvalidArgumentError, InvalidInstanceIdError
+from dfhost.client import DurableClient
 from dfhost.history import OrchestrationStatus, utcnow
+from dfhost.ids import InvalidArgumentError, InvalidInstanceIdError
 from dfhost.store import InstanceQuery, Store
 from dfhost.testing import TestHost
 from dfhost.web import build_app

@@ -13,8 +13,9 @@ import pytest
 
 from dfhost.app.functions import FunctionApp
 from dfhost.app.loader import load_app
-from dfhost.client import DurableClient, InvalidInstanceIdError, UnknownEntityError
+from dfhost.client import DurableClient, UnknownEntityError
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
+from dfhost.ids import InvalidInstanceIdError
 from dfhost.orchestration.entities import EntityId, Operation, run_batch
 from dfhost.store import open_store
 from dfhost.work import EpisodeOutcome, EpisodeWork, Message

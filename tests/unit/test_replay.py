@@ -1189,3 +1189,31 @@ def test_a_history_the_sdk_rejects_fails_instead_of_raising() -> None:
     outcome = run_episode(chain, broken).outcome
     assert isinstance(outcome, Failed)
     assert outcome.message.startswith("dfhost could not build the orchestration context")
+
+
+# --- arguments no task hub could store ------------------------------------------------------
+
+
+def test_a_function_name_that_is_not_a_string_fails_the_orchestration() -> None:
+    # Once stored, such an activity task made the commit fail on every retry: the instance
+    # was stuck (SQLite: "type 'list' is not supported").
+    def orchestrator(ctx: Ctx) -> Orchestrator:
+        result = yield ctx.call_activity(["A"], 1)
+        return result
+
+    result = HistoryBuilder(orchestrator).start()
+    assert isinstance(result.outcome, Failed)
+    assert "The function name must be a non-empty string, not ['A']" in result.outcome.message
+    assert result.work == []
+
+
+def test_a_sub_orchestration_id_with_a_nul_fails_the_orchestration() -> None:
+    # PostgreSQL refuses NUL in text: the parent's commit failed on every retry.
+    def orchestrator(ctx: Ctx) -> Orchestrator:
+        result = yield ctx.call_sub_orchestrator("Child", None, instance_id="kid\x00")
+        return result
+
+    result = HistoryBuilder(orchestrator).start()
+    assert isinstance(result.outcome, Failed)
+    assert "Instance ID 'kid\\x00' contains invalid characters: '\\x00'" in result.outcome.message
+    assert result.work == []

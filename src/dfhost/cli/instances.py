@@ -26,13 +26,11 @@ from dfhost.client import (
     DurableClient,
     InstanceExistsError,
     InstanceNotFoundError,
-    InvalidArgumentError,
-    InvalidInstanceIdError,
     UnknownOrchestratorError,
-    validate_instance_id,
 )
 from dfhost.config import EnsureSpec, OpsSettings, SettingsError, parse_ensure_flag
 from dfhost.history import Instance, parse_statuses, parse_time
+from dfhost.ids import InvalidArgumentError, InvalidInstanceIdError, validate_instance_id
 from dfhost.store import (
     DeliveryResult,
     InstanceQuery,

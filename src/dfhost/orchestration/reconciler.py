@@ -29,6 +29,7 @@ from azure.durable_functions.models.actions.CreateTimerAction import CreateTimer
 from azure.durable_functions.models.actions.NoOpAction import NoOpAction
 from azure.durable_functions.models.actions.SignalEntityAction import SignalEntityAction
 
+from dfhost import ids
 from dfhost.history import EventType, HistoryEvent, format_time
 from dfhost.orchestration import failures
 from dfhost.orchestration.episode import (
@@ -222,6 +223,7 @@ class Reconciler:
                 return TimerRequest(entry.id, now if entry.retry_is_final else now + delay)
             action = retry.actions  # "rescheduled task": run the original action again
         if isinstance(action, CallActivityAction | CallActivityWithRetryAction):
+            _check_function_name(action.function_name)
             return ActivityCall(entry.id, action.function_name, action.input_)
         if isinstance(action, CreateTimerAction):
             fire_at = action.fire_at
@@ -229,6 +231,7 @@ class Reconciler:
                 fire_at = fire_at.replace(tzinfo=UTC)
             return TimerRequest(entry.id, fire_at)
         if isinstance(action, CallSubOrchestratorAction | CallSubOrchestratorWithRetryAction):
+            _check_function_name(action.function_name)
             child_id = action.instance_id or f"{self.episode.execution_id}:{entry.id}"
             self._check_child_id(child_id)
             return SubOrchestrationCall(
@@ -247,7 +250,15 @@ class Reconciler:
         raise _UnsupportedError(f"unsupported orchestrator action {type(action).__name__}")
 
     def _check_child_id(self, child_id: str) -> None:
-        """The extension's checks of a sub-orchestration's instance id."""
+        """The extension's checks of a sub-orchestration's instance id, and the ids every task
+        hub can store (`dfhost.ids`: no NUL or control characters, ...)."""
+        if not isinstance(child_id, str):
+            raise _RefusedError(
+                failures.argument_error(
+                    f"The instance ID of a sub-orchestration must be a string, not "
+                    f"{type(child_id).__name__}."
+                )
+            )
         own = (self.episode.instance_id, self.episode.parent_instance_id)
         if child_id.lower() in (i.lower() for i in own if i is not None):
             raise _RefusedError(
@@ -263,6 +274,10 @@ class Reconciler:
                     "instanceId (Parameter 'Orchestration instance ids must not start with @')"
                 )
             )
+        try:
+            ids.validate_instance_id(child_id)
+        except ids.InvalidInstanceIdError as exc:
+            raise _RefusedError(failures.argument_error(str(exc))) from None
 
     def _entity_message(
         self, event_id: int, action: CallEntityAction | SignalEntityAction, *, signal: bool
@@ -381,6 +396,17 @@ class Reconciler:
                     f"instance '{self.episode.instance_id}', task {key}: the history has a "
                     "result for it, but the orchestrator never scheduled that task."
                 )
+
+
+def _check_function_name(name: object) -> None:
+    """A function name the SDK serialized from whatever the orchestrator passed: the extension
+    cannot read a non-string one back, and a task hub cannot store it."""
+    if not isinstance(name, str) or not name:
+        raise _RefusedError(
+            failures.argument_error(
+                f"The function name must be a non-empty string, not {name!r}."[:300]
+            )
+        )
 
 
 class _UnsupportedError(Exception):

@@ -39,8 +39,6 @@ from dfhost.client import (
     DurableClient,
     InstanceExistsError,
     InstanceNotFoundError,
-    InvalidArgumentError,
-    InvalidInstanceIdError,
     UnknownEntityError,
     UnknownOrchestratorError,
 )
@@ -52,6 +50,7 @@ from dfhost.history import (
     parse_statuses,
     parse_time,
 )
+from dfhost.ids import InvalidArgumentError, InvalidInstanceIdError
 from dfhost.orchestration.entities import EntityStatus
 from dfhost.orchestration.limits import PayloadTooLargeError
 from dfhost.store import DeliveryResult, InstanceQuery, StoreError

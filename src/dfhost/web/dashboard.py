@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 
 from dfhost import __version__
 from dfhost.app.functions import Function, FunctionApp
-from dfhost.client import DurableClient, InvalidArgumentError
+from dfhost.client import DurableClient
 from dfhost.config import expand_app_settings
 from dfhost.history import (
     TERMINAL_STATUSES,
@@ -45,6 +45,7 @@ from dfhost.history import (
     OrchestrationStatus,
     utcnow,
 )
+from dfhost.ids import InvalidArgumentError
 from dfhost.logs import keep_instance_logs
 from dfhost.orchestration.limits import PayloadTooLargeError
 from dfhost.runtime.schedule import ScheduleError, parse_schedule, time_zone_named

@@ -18,11 +18,11 @@ from dfhost.client import (
     DurableClient,
     InstanceExistsError,
     InstanceNotFoundError,
-    InvalidArgumentError,
     UnknownOrchestratorError,
     check_filter,
 )
 from dfhost.history import TERMINAL_STATUSES, OrchestrationStatus, parse_statuses, parse_time
+from dfhost.ids import InvalidArgumentError
 from dfhost.store import DeliveryResult, InstanceQuery
 from dfhost.wire import UnsafeJsonError, parse_json_input
 

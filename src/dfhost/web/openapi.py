@@ -22,7 +22,8 @@ from starlette.responses import JSONResponse, Response
 
 from dfhost import __version__
 from dfhost.app.functions import FunctionApp
-from dfhost.client import (
+from dfhost.history import OrchestrationStatus
+from dfhost.ids import (
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
     entity_key_pattern,
@@ -30,7 +31,6 @@ from dfhost.client import (
     lookup_id_pattern,
     text_pattern,
 )
-from dfhost.history import OrchestrationStatus
 from dfhost.web.api import BASE_PATH, CONTINUATION_HEADER, MAX_TOP
 from dfhost.wire import MAX_JSON_DEPTH, check_status_payload
 
