@@ -1199,7 +1199,7 @@ async def test_watch_finish_resolves_when_this_process_commits_the_end(store: St
 
 # --- holding an instance between episodes (`InstanceHolder`) ---------------------------------
 
-HOLDERS = {"sqlite"}
+HOLDERS = {"sqlite", "postgres"}
 """Backends that can hold an instance between episodes; the others release it at every
 commit, and their episodes must come out the same without the hold."""
 

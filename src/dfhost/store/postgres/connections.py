@@ -265,6 +265,8 @@ class Connections:
                     pooled = _Pooled(conn, epoch)
                 conn = pooled.conn
                 if single:
+                    # The statement commits itself: a connection lost now may have committed.
+                    committing = True
                     result = await body(conn, retrying)
                 else:
                     async with (

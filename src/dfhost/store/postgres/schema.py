@@ -17,6 +17,7 @@ from psycopg import sql
 
 from dfhost.history import HistoryEvent, Instance, OrchestrationStatus
 from dfhost.store import StoreError
+from dfhost.store.postgres import routines
 from dfhost.store.query import SqlDialect
 from dfhost.work import Message
 
@@ -72,6 +73,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # never match a new lease.
         "CREATE SEQUENCE lock_tokens",
     ),
+    routines.MIGRATION,
 )
 """`MIGRATIONS[v]` takes the schema from version v to v + 1."""
 SCHEMA_VERSION = len(MIGRATIONS)
