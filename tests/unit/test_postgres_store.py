@@ -27,7 +27,7 @@ from dfhost.store import (
     open_store,
     postgres,
 )
-from dfhost.store.postgres import claims, connections
+from dfhost.store.postgres import batches, claims, connections
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 from tests.conftest import selected_backends
 
@@ -433,10 +433,10 @@ def grab(owner: str, known: dict[str, tuple[str, int]] | None = None) -> Claim:
     return Claim(owner=owner, now=utcnow(), lease_until=later(), known=known)
 
 
-def lose_the_answer(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Any]:
-    """Make `claims.<name>` commit its transaction, then drop the connection before the answer
-    comes back, once; returns the list its results go to."""
-    original = getattr(claims, name)
+def lose_the_answer(monkeypatch: pytest.MonkeyPatch, name: str, module: Any = claims) -> list[Any]:
+    """Make `module.<name>` (`claims` by default) commit its transaction, then drop the
+    connection before the answer comes back, once; returns the list its results go to."""
+    original = getattr(module, name)
     results: list[Any] = []
 
     async def commit_then_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
@@ -448,7 +448,7 @@ def lose_the_answer(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Any]:
         await args[0].close()
         raise psycopg.OperationalError("the connection was lost")
 
-    monkeypatch.setattr(claims, name, commit_then_lose_the_answer)
+    monkeypatch.setattr(module, name, commit_then_lose_the_answer)
     return results
 
 
@@ -487,14 +487,14 @@ async def test_a_commit_whose_answer_was_lost_hands_out_the_activities_it_leased
     await store.open_host("host", utcnow())
     await store.create_instance(request("x"))
     [work] = await store.claim_episodes(grab("host"), 10)
-    attempts = lose_the_answer(monkeypatch, "commit_txn")
+    attempts = lose_the_answer(monkeypatch, "_run", batches)
 
     leased = await store.commit_episode(
         "host", work, scheduling(work, 3), lease_activities=(later(), 2)
     )
     # Not a LeaseLostError: the retry knew the commit went through by the tasks it leased.
-    [first] = attempts
-    assert [t.task_id for t in leased] == [t.task_id for t in first.leased]
+    [first] = attempts  # the commit's row: outcome, wake, held, leased ids, their task ids
+    assert [t.task_id for t in leased] == first[0][0][3]
     assert [t.task_scheduled_id for t in leased] == [0, 1]
     assert all(t.lease_token == 1 for t in leased)
     [other] = await store.claim_activities(grab("other"), 10)

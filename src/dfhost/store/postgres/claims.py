@@ -20,11 +20,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
-
 from dfhost.store import Claim, KnownHistory, LeaseLostError
 from dfhost.store.postgres.clients import start_txn
-from dfhost.store.postgres.routines import LEASE_LOST, TASK_GONE
 from dfhost.store.postgres.schema import (
     DEAD,
     Conn,
@@ -214,8 +211,10 @@ async def _messages(conn: Conn, instance_id: str, columns: Sequence[Any]) -> lis
     """A `claimed` row's messages (ids, executions, events, visible times), decoded."""
     ids, executions, events, visible = columns
     found: list[Message] = []
-    for message_id, execution_id, text, visible_at in zip(
-        ids or (), executions or (), events or (), visible or (), strict=True
+    # The arrays are aggregated together (so aligned) from rows read in id order; sorted
+    # again here, as SQL does not promise an aggregate keeps its input's order.
+    for message_id, execution_id, text, visible_at in sorted(
+        zip(ids or (), executions or (), events or (), visible or (), strict=True)
     ):
         message = message_from_row((message_id, instance_id, execution_id, text, visible_at))
         if message is None:
@@ -235,17 +234,16 @@ _COMMIT_TYPES = (
     "text[] text[] smallint[] integer[] text[] timestamptz[] "  # messages
     "timestamptz boolean text text"
 )
-_COMMIT = (
-    "SELECT * FROM commit_episode("
-    + ", ".join(f"%s::{kind}" for kind in _COMMIT_TYPES.split())
-    + ")"
-)
+COMMIT = "commit_episode(" + ", ".join(f"%s::{kind}" for kind in _COMMIT_TYPES.split()) + ")"
+"""The call of the commit function, for `commit_params`."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Committed:
-    """What `commit_txn` did."""
+    """What a commit did."""
 
+    repeated: bool
+    """An earlier attempt had made it (its answer was lost)."""
     wake: bool
     """The instance or others have work now: claims should look."""
     held: bool
@@ -254,24 +252,19 @@ class Committed:
     """The activities created leased to the committer."""
 
 
-async def commit_txn(
-    conn: Conn,
+def commit_params(
     owner: str,
     work: EpisodeWork,
     outcome: EpisodeOutcome,
     *,
     tag: str,
-    retrying: bool,
     channel: str,
     sender: str,
     lease_activities: tuple[datetime, int] | None = None,
     hold_until: datetime | None = None,
     completes: ActivityTask | None = None,
-) -> Committed:
-    """Apply the outcome (see `routines` commit_episode), then its starts of other instances
-    in the same transaction (the caller opens one when there are starts). Raises
-    `LeaseLostError` if the lease is no longer `owner`'s or the task it `completes` is gone;
-    a retry of a commit that went through answers as the lost attempt would have."""
+) -> list[object]:
+    """The parameters of `COMMIT` for an episode (see `routines` commit_episode)."""
     instance = outcome.instance
     same_history = not (
         outcome.reset_history
@@ -279,79 +272,95 @@ async def commit_txn(
         or instance.execution_id != work.instance.execution_id
     )
     until, limit = lease_activities if lease_activities is not None else (None, 0)
-    leasing = outcome.activities[: max(limit, 0)]
-    enqueued = len(outcome.activities) > len(leasing) or bool(outcome.messages or outcome.starts)
+    leasing = len(outcome.activities[: max(limit, 0)])
+    enqueued = len(outcome.activities) > leasing or bool(outcome.messages or outcome.starts)
     params = instance_params(instance)
     activities, messages = outcome.activities, outcome.messages
-    try:
-        cur = await conn.execute(
-            _COMMIT,
-            (
-                instance.instance_id,
-                owner,
-                work.lease_token,
-                tag,
-                params["name"],
-                params["execution_id"],
-                params["status"],
-                params["version"],
-                params["input"],
-                params["output"],
-                params["custom_status"],
-                params["parent_instance_id"],
-                params["failure_details"],
-                params["tags"],
-                params["created_at"],
-                params["last_updated_at"],
-                [m.message_id for m in work.messages if m.message_id is not None],
-                None if completes is None else completes.task_id,
-                outcome.drop_pending_work,
-                outcome.reset_history,
-                work.history_start + len(work.history) - 1 if same_history else None,
-                [event.to_json() for event in outcome.new_events],
-                list(outcome.cancelled_timer_ids),
-                [t.instance_id for t in activities],
-                [t.execution_id for t in activities],
-                [t.task_scheduled_id for t in activities],
-                [t.name for t in activities],
-                [t.input for t in activities],
-                [utc(t.scheduled_at) for t in activities],
-                len(leasing),
-                None if until is None else utc(until),
-                [m.instance_id for m in messages],
-                [m.execution_id for m in messages],
-                [int(m.event.type) for m in messages],
-                [m.event.timer_id for m in messages],
-                [m.event.to_json() for m in messages],
-                [None if m.visible_at is None else utc(m.visible_at) for m in messages],
-                None if hold_until is None or outcome.starts else utc(hold_until),
-                enqueued,
-                channel,
-                sender,
-            ),
+    return [
+        instance.instance_id,
+        owner,
+        work.lease_token,
+        tag,
+        params["name"],
+        params["execution_id"],
+        params["status"],
+        params["version"],
+        params["input"],
+        params["output"],
+        params["custom_status"],
+        params["parent_instance_id"],
+        params["failure_details"],
+        params["tags"],
+        params["created_at"],
+        params["last_updated_at"],
+        [m.message_id for m in work.messages if m.message_id is not None],
+        None if completes is None else completes.task_id,
+        outcome.drop_pending_work,
+        outcome.reset_history,
+        work.history_start + len(work.history) - 1 if same_history else None,
+        [event.to_json() for event in outcome.new_events],
+        list(outcome.cancelled_timer_ids),
+        [t.instance_id for t in activities],
+        [t.execution_id for t in activities],
+        [t.task_scheduled_id for t in activities],
+        [t.name for t in activities],
+        [t.input for t in activities],
+        [utc(t.scheduled_at) for t in activities],
+        leasing,
+        None if until is None else utc(until),
+        [m.instance_id for m in messages],
+        [m.execution_id for m in messages],
+        [int(m.event.type) for m in messages],
+        [m.event.timer_id for m in messages],
+        [m.event.to_json() for m in messages],
+        [None if m.visible_at is None else utc(m.visible_at) for m in messages],
+        None if hold_until is None or outcome.starts else utc(hold_until),
+        enqueued,
+        channel,
+        sender,
+    ]
+
+
+def committed(
+    row: Sequence[Any], work: EpisodeWork, outcome: EpisodeOutcome, leasing: int
+) -> Committed:
+    """The answer of `COMMIT`; raises `LeaseLostError` if it wrote nothing because the lease
+    was lost or the activity it completes was completed by another run."""
+    result, wake, held, ids, scheduled = row
+    if result == "lease_lost":
+        raise LeaseLostError(
+            f"lease on instance {work.instance.instance_id!r} was lost; episode not committed"
         )
-    except psycopg.Error as exc:
-        if exc.sqlstate in (LEASE_LOST, TASK_GONE):
-            raise LeaseLostError(_first_line(exc)) from None
-        raise
-    row = await cur.fetchone()
-    assert row is not None
-    repeated, wake, held, ids, scheduled = row
-    if not repeated:
-        for request in outcome.starts:
-            await start_txn(conn, request, retrying=retrying)
-    by_id = {task.task_scheduled_id: task for task in leasing}
+    if result == "task_gone":
+        raise LeaseLostError("the activity the episode completes was already completed")
+    by_id = {task.task_scheduled_id: task for task in outcome.activities[: max(leasing, 0)]}
     tasks = [
         dataclasses.replace(by_id[seq], task_id=task_id, lease_token=1)
         for task_id, seq in zip(ids, scheduled, strict=True)
         if seq in by_id
     ]
-    return Committed(wake=bool(wake), held=bool(held), leased=tasks)
+    return Committed(repeated=result == "repeated", wake=bool(wake), held=bool(held), leased=tasks)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+async def commit_with_starts_txn(
+    conn: Conn,
+    params: Sequence[object],
+    work: EpisodeWork,
+    outcome: EpisodeOutcome,
+    leasing: int,
+    *,
+    retrying: bool,
+) -> Committed:
+    """A commit that starts other instances: the episode, then the starts, in the caller's
+    transaction (the starts are not written when the episode is not)."""
+    cur = await conn.execute(f"SELECT * FROM {COMMIT}", params)
+    row = await cur.fetchone()
+    assert row is not None
+    done = committed(row, work, outcome, leasing)
+    if not done.repeated:
+        for request in outcome.starts:
+            await start_txn(conn, request, retrying=retrying)
+    return done
 
 
 # --- activities ----------------------------------------------------------------------------

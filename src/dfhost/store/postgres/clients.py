@@ -106,35 +106,36 @@ async def start_txn(conn: Conn, request: StartRequest, *, retrying: bool) -> tup
     return True, True
 
 
-async def start_call(conn: Conn, request: StartRequest, channel: str, sender: str) -> bool:
-    """The common start in one statement: creates the instance and notifies, unless the id is
-    taken; returns whether it created it (else the caller runs `start_txn`)."""
+START = (
+    "start_instance(%s, %s, %s, %s, %s, %s, %s, %s, %s::timestamptz, %s::timestamptz, "
+    "%s::smallint, %s, %s::timestamptz, %s, %s)"
+)
+"""The call of the function that makes the common start in one statement: it creates the
+instance and notifies, unless the id is taken; it answers whether it created it (else the
+caller runs `start_txn`)."""
+
+
+def start_params(request: StartRequest, channel: str, sender: str) -> list[object]:
     instance = request.pending_instance()
     params = instance_params(instance)
     event = request.started_event()
-    cur = await conn.execute(
-        "SELECT start_instance(%s, %s, %s, %s, %s, %s, %s, %s, %s::timestamptz, "
-        "%s::timestamptz, %s::smallint, %s, %s::timestamptz, %s, %s)",
-        (
-            params["instance_id"],
-            params["name"],
-            params["execution_id"],
-            params["status"],
-            params["version"],
-            params["input"],
-            params["parent_instance_id"],
-            params["tags"],
-            params["created_at"],
-            params["last_updated_at"],
-            int(event.type),
-            event.to_json(),
-            None if request.visible_at is None else utc(request.visible_at),
-            channel,
-            sender,
-        ),
-    )
-    row = await cur.fetchone()
-    return bool(row and row[0])
+    return [
+        params["instance_id"],
+        params["name"],
+        params["execution_id"],
+        params["status"],
+        params["version"],
+        params["input"],
+        params["parent_instance_id"],
+        params["tags"],
+        params["created_at"],
+        params["last_updated_at"],
+        int(event.type),
+        event.to_json(),
+        None if request.visible_at is None else utc(request.visible_at),
+        channel,
+        sender,
+    ]
 
 
 async def send_call(conn: Conn, message: Message, channel: str, sender: str) -> DeliveryResult:

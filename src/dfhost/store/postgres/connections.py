@@ -22,7 +22,7 @@ from dfhost.store import StoreError
 from dfhost.store.postgres.config import parse_hub_url
 from dfhost.store.postgres.schema import Conn
 
-__all__ = ["CLIENT_PATIENCE", "Body", "Connections", "Target", "parse_target"]
+__all__ = ["CLIENT_PATIENCE", "Body", "Connections", "Target", "Unreachable", "parse_target"]
 
 log = logging.getLogger("dfhost.store.postgres")
 
@@ -89,6 +89,10 @@ def parse_target(url: str) -> Target:
         takeover=takeover,
         label=f"{label} (hub {hub})",
     )
+
+
+class Unreachable(StoreError):
+    """A call gave up waiting for the task hub to answer (a client's patience ran out)."""
 
 
 def connection_lost(conn: Conn, exc: psycopg.Error) -> bool:
@@ -238,7 +242,7 @@ class Connections:
                 if (tries is not None and attempts >= tries) or (
                     deadline is not None and time.monotonic() > deadline
                 ):
-                    raise StoreError(
+                    raise Unreachable(
                         f"task hub {self.label} is unreachable: {_one_line(cause)}"
                     ) from cause
                 # A dead pooled connection gets one immediate retry on a fresh one: the

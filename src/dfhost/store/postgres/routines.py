@@ -7,8 +7,7 @@ session). Written as separate statements from Python, the same work took 3-6 rou
 was parsed and planned again every time, which was most of the database's CPU per
 orchestration (see bench/RESULTS.md, issue 19).
 
-Conventions: parameters are `p_*`; a lost lease raises SQLSTATE `LEASE_LOST` (the store turns
-it into `LeaseLostError`); a claimed instance comes back as a `claimed` row: its instance
+Conventions: parameters are `p_*`; a claimed instance comes back as a `claimed` row: its instance
 columns, its lease token, its current execution's history length and the history from
 `history_start` on (by default only the last event: the claimer usually holds the rest), and
 its messages visible at the claim's `now` as arrays, oldest first.
@@ -22,12 +21,7 @@ from __future__ import annotations
 
 from dfhost.history import TERMINAL_STATUSES, EventType
 
-__all__ = ["LEASE_LOST", "MIGRATION", "TASK_GONE"]
-
-LEASE_LOST = "DFL01"
-"""SQLSTATE of a commit whose lease is no longer the committer's: nothing was written."""
-TASK_GONE = "DFL02"
-"""SQLSTATE of a held instance's commit whose activity another run already completed."""
+__all__ = ["MIGRATION"]
 
 _TIMER_FIRED = int(EventType.TIMER_FIRED)
 _WAKES_SUSPENDED = f"({int(EventType.EXECUTION_RESUMED)}, {int(EventType.EXECUTION_TERMINATED)})"
@@ -44,13 +38,16 @@ _CLAIMED = """CREATE TYPE claimed AS (
     message_ids BIGINT[], message_executions TEXT[], message_events TEXT[],
     message_visible TIMESTAMPTZ[])"""
 
-# The work of instances this transaction just leased, in `p_ids` order. The history starts
+# The work of instances this transaction just leased, in `p_ids` order (PL/pgSQL rather than
+# SQL, whose plans would be made again at every call). The history starts
 # where the claimer's copy ends (one event of overlap) when `p_executions`/`p_held` say what
 # it holds, from the start if that does not fit, and at the last event when they are NULL.
 _CLAIMED_WORK = """
 CREATE FUNCTION claimed_work(
     p_ids TEXT[], p_executions TEXT[], p_held INTEGER[], p_now TIMESTAMPTZ)
-RETURNS SETOF claimed LANGUAGE sql AS $$
+RETURNS SETOF claimed LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
     SELECT i.instance_id, i.name, i.execution_id, i.status, i.version, i.input, i.output,
         i.custom_status, i.parent_instance_id, i.failure_details, i.tags, i.created_at,
         i.last_updated_at, i.lock_token, h.length, s.start,
@@ -71,14 +68,14 @@ RETURNS SETOF claimed LANGUAGE sql AS $$
                 THEN k.held - 1
             ELSE 0 END AS start) AS s
     CROSS JOIN LATERAL (
-        SELECT array_agg(m.id ORDER BY m.id) AS ids,
-            array_agg(m.execution_id ORDER BY m.id) AS executions,
-            array_agg(m.event ORDER BY m.id) AS events,
-            array_agg(m.visible_at ORDER BY m.id) AS visible
-        FROM messages AS m
-        WHERE m.instance_id = i.instance_id
-          AND (m.visible_at IS NULL OR m.visible_at <= p_now)) AS m
-    ORDER BY k.n
+        SELECT array_agg(m.id) AS ids, array_agg(m.execution_id) AS executions,
+            array_agg(m.event) AS events, array_agg(m.visible_at) AS visible
+        FROM (SELECT m.id, m.execution_id, m.event, m.visible_at FROM messages AS m
+              WHERE m.instance_id = i.instance_id
+                AND (m.visible_at IS NULL OR m.visible_at <= p_now)
+              ORDER BY m.id) AS m) AS m
+    ORDER BY k.n;
+END
 $$"""
 
 # Reads the inbox oldest first (messages due at once by id, then due timers by due time) and
@@ -102,30 +99,32 @@ DECLARE
     r RECORD;
 BEGIN
     FOR r IN
-        SELECT m.id, m.instance_id, i.instance_id IS NOT NULL AS known,
-            {_UNLOCKED.format(alias="i")}
-            AND (i.status <> 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED}) AS claimable
+        SELECT m.id, m.instance_id, i.instance_id IS NOT NULL AS known
         FROM messages AS m LEFT JOIN instances AS i ON i.instance_id = m.instance_id
-        WHERE m.visible_at IS NULL ORDER BY m.id
+        WHERE m.visible_at IS NULL AND (i.instance_id IS NULL OR (
+            {_UNLOCKED.format(alias="i")}
+            AND (i.status <> 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED})))
+        ORDER BY m.id
     LOOP
         IF NOT r.known THEN
             DELETE FROM messages WHERE id = r.id;
-        ELSIF r.claimable AND NOT r.instance_id = ANY(found_ids) THEN
+        ELSIF NOT r.instance_id = ANY(found_ids) THEN
             found_ids := found_ids || r.instance_id;
             firsts := firsts || r.id;
             EXIT WHEN cardinality(found_ids) >= p_limit;
         END IF;
     END LOOP;
     FOR r IN
-        SELECT m.id, m.instance_id, i.instance_id IS NOT NULL AS known,
-            {_UNLOCKED.format(alias="i")}
-            AND (i.status <> 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED}) AS claimable
+        SELECT m.id, m.instance_id, i.instance_id IS NOT NULL AS known
         FROM messages AS m LEFT JOIN instances AS i ON i.instance_id = m.instance_id
-        WHERE m.visible_at <= p_now ORDER BY m.visible_at, m.id
+        WHERE m.visible_at <= p_now AND (i.instance_id IS NULL OR (
+            {_UNLOCKED.format(alias="i")}
+            AND (i.status <> 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED})))
+        ORDER BY m.visible_at, m.id
     LOOP
         IF NOT r.known THEN
             DELETE FROM messages WHERE id = r.id;
-        ELSIF r.claimable AND NOT r.instance_id = ANY(found_ids) THEN
+        ELSIF NOT r.instance_id = ANY(found_ids) THEN
             found_ids := found_ids || r.instance_id;
             firsts := firsts || r.id;
             due := due + 1;
@@ -202,17 +201,19 @@ END
 $$"""
 
 # An episode's whole commit. Fenced: the instance row is locked first and the lease must still
-# be (p_owner, p_token), else LEASE_LOST and nothing is written. Every commit leaves its tag
+# be (p_owner, p_token), else nothing is written. Every commit leaves its tag
 # in lock_claim, so a retry after a COMMIT whose answer was lost knows it went through and
 # hands out what it leased instead of failing (or, with a hold, applying it twice).
 # `p_last`: the history position the episode appends after, or NULL to look it up (a new
 # execution, a reset). The first `p_leasing` activities are created leased to `p_owner`.
 # `p_hold_until`: keep the lease until then instead of releasing it, unless messages wait for
 # the instance or the commit enqueued work. `p_completes`: the activity whose result the
-# episode consumed unstored (a held instance); TASK_GONE if another run completed it.
-# Returns whether this call found the commit already made by an earlier attempt, whether
-# anyone should wake (and notifies them), whether the lease is held, and the leased
-# activities' ids and task_scheduled_ids.
+# episode consumed unstored (a held instance), which another run may have completed.
+# Returns the outcome: 'committed'; 'repeated' (an earlier attempt made this commit);
+# 'lease_lost' or 'task_gone' (nothing written: a value, not an error, so that the commits
+# sent together in one statement do not fail with it); then whether anyone should wake (and
+# notifies them), whether the lease is held, and the leased activities' ids and
+# task_scheduled_ids.
 _COMMIT_EPISODE = f"""
 CREATE FUNCTION commit_episode(
     p_id TEXT, p_owner TEXT, p_token BIGINT, p_tag TEXT,
@@ -228,7 +229,7 @@ CREATE FUNCTION commit_episode(
     p_message_timers INTEGER[], p_message_events TEXT[], p_message_visible TIMESTAMPTZ[],
     p_hold_until TIMESTAMPTZ, p_enqueued BOOLEAN, p_channel TEXT, p_sender TEXT)
 RETURNS TABLE (
-    repeated BOOLEAN, wake BOOLEAN, held BOOLEAN, leased BIGINT[], leased_ids INTEGER[])
+    outcome TEXT, wake BOOLEAN, held BOOLEAN, leased BIGINT[], leased_ids INTEGER[])
 LANGUAGE plpgsql AS $$
 DECLARE
     v_owner TEXT;
@@ -241,7 +242,7 @@ BEGIN
     SELECT i.lock_owner, i.lock_token, i.lock_claim INTO v_owner, v_token, v_claim
     FROM instances AS i WHERE i.instance_id = p_id FOR NO KEY UPDATE;
     IF FOUND AND v_claim = p_tag THEN
-        repeated := true;
+        outcome := 'repeated';
         wake := false;
         held := v_owner = p_owner AND v_token = p_token;
         SELECT COALESCE(array_agg(t.id ORDER BY t.id), '{{}}'),
@@ -252,13 +253,16 @@ BEGIN
         RETURN;
     END IF;
     IF NOT FOUND OR v_owner IS DISTINCT FROM p_owner OR v_token IS DISTINCT FROM p_token THEN
-        RAISE EXCEPTION 'lease on instance % was lost', p_id USING ERRCODE = '{LEASE_LOST}';
+        outcome := 'lease_lost';
+        RETURN NEXT;
+        RETURN;
     END IF;
     IF p_completes IS NOT NULL THEN
         DELETE FROM activity_tasks WHERE id = p_completes;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'activity task % was already completed', p_completes
-                USING ERRCODE = '{TASK_GONE}';
+            outcome := 'task_gone';
+            RETURN NEXT;
+            RETURN;
         END IF;
     END IF;
     IF cardinality(p_consumed) > 0 THEN
@@ -328,7 +332,7 @@ BEGIN
         lock_owner = CASE WHEN v_hold IS NULL THEN NULL ELSE lock_owner END,
         lock_until = v_hold, lock_claim = p_tag
     WHERE instance_id = p_id;
-    repeated := false;
+    outcome := 'committed';
     wake := v_pending OR p_enqueued;
     IF wake THEN
         PERFORM pg_notify(p_channel, p_sender);

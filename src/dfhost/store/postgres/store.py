@@ -25,6 +25,7 @@ from dfhost.store import (
 )
 from dfhost.store import query as listing
 from dfhost.store.postgres import claims, clients, hosts, timers
+from dfhost.store.postgres.batches import Batch
 from dfhost.store.postgres.connections import CLIENT_PATIENCE, Body, Connections, parse_target
 from dfhost.store.postgres.schema import (
     SCHEMA_VERSION,
@@ -57,6 +58,10 @@ class PostgresStore(Wakeups):
         self.takeover = target.takeover
         self.conninfo = target.conninfo
         self.db = Connections(target)
+        self._commits = Batch(self.db, patient=True)
+        """Episodes' commits: those made at the same time share one statement."""
+        self._starts = Batch(self.db, patient=False)
+        """Clients' starts, the same way."""
         self._label = target.label
         self._sender = uuid.uuid4().hex  # our NOTIFY payload, so the listener can skip our own
         self._open = False
@@ -139,21 +144,23 @@ class PostgresStore(Wakeups):
 
     # --- clients -------------------------------------------------------------------------
     async def create_instance(self, request: StartRequest) -> bool:
-        async def create(conn: Conn, retrying: bool) -> tuple[bool, bool]:
-            if not retrying and await clients.start_call(conn, request, self.schema, self._sender):
-                return True, True
-            # The id is taken (or an attempt may have gone through unseen): the transaction
-            # that replaces a finished instance, reports a conflict or finds its own start.
-            async with conn.transaction():
-                created, enqueued = await clients.start_txn(conn, request, retrying=retrying)
+        params = clients.start_params(request, self.schema, self._sender)
+        [(created,)] = await self._starts.call(clients.START, params)
+        enqueued = bool(created)
+        if not created:
+            # The id is taken: replace a finished instance or report the conflict. Retrying,
+            # as an earlier attempt (its answer lost) may be what took the id: an unfinished
+            # instance with this very execution id is ours.
+            async def replace(conn: Conn, retrying: bool) -> tuple[bool, bool]:
+                created, enqueued = await clients.start_txn(conn, request, retrying=True)
                 if enqueued:
                     await notify(conn, self.schema, self._sender)
-            return created, enqueued
+                return created, enqueued
 
-        created, enqueued = await self.db.transact(create, patient=False, single=True)
+            created, enqueued = await self.db.transact(replace, patient=False)
         if enqueued:
             self.notify()
-        return created
+        return bool(created)
 
     async def send_message(self, message: Message) -> DeliveryResult:
         result = await self.db.transact(
@@ -292,29 +299,34 @@ class PostgresStore(Wakeups):
         """See `InstanceHolder`: one statement (a transaction only when the episode starts
         other instances)."""
         require_same_instance(work, outcome)
-        tag = uuid.uuid4().hex
+        params = claims.commit_params(
+            owner,
+            work,
+            outcome,
+            tag=uuid.uuid4().hex,
+            channel=self.schema,
+            sender=self._sender,
+            lease_activities=lease_activities,
+            hold_until=hold_until,
+            completes=completes,
+        )
+        leasing = 0 if lease_activities is None else lease_activities[1]
+        # Retried after an answer that never came, a commit finds its own tag on the instance
+        # if it went through, and answers as it would have: the episode is recorded once, and
+        # the activities it leased are handed out (else they would wait, leased to a host that
+        # never heard of them, until their lease expired).
+        if outcome.starts:
 
-        async def commit(conn: Conn, retrying: bool) -> claims.Committed:
-            # Retried after an answer that never came, the commit finds its own tag on the
-            # instance if it went through, and answers as it would have: the episode is
-            # recorded once, and the activities it leased are handed out (else they would
-            # wait, leased to a host that never heard of them, until their lease expired).
-            async with conn.transaction() if outcome.starts else contextlib.nullcontext():
-                return await claims.commit_txn(
-                    conn,
-                    owner,
-                    work,
-                    outcome,
-                    tag=tag,
-                    retrying=retrying,
-                    channel=self.schema,
-                    sender=self._sender,
-                    lease_activities=lease_activities,
-                    hold_until=hold_until,
-                    completes=completes,
-                )
+            async def commit(conn: Conn, retrying: bool) -> claims.Committed:
+                async with conn.transaction():
+                    return await claims.commit_with_starts_txn(
+                        conn, params, work, outcome, leasing, retrying=retrying
+                    )
 
-        done = await self.db.transact(commit, patient=True, single=True)
+            done = await self.db.transact(commit, patient=True, single=True)
+        else:
+            [row] = await self._commits.call(claims.COMMIT, params)
+            done = claims.committed(row, work, outcome, leasing)
         self.committed(outcome.instance)
         wake = done.wake
         if not wake and not done.held and outcome.instance.status not in TERMINAL_STATUSES:
