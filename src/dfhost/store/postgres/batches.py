@@ -77,7 +77,8 @@ class Batch:
         finally:
             # At once, not in the done callback: a call queued before that ran would count
             # this sender as busy and wait for nobody.
-            self._senders.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if (task := asyncio.current_task()) is not None:
+                self._senders.discard(task)
 
     async def _send(self, calls: list[_Call]) -> None:
         try:
