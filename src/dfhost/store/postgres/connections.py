@@ -48,6 +48,21 @@ _LIBPQ_DEFAULTS = {
     "keepalives_count": "3",
 }
 
+
+class _Aftermath(logging.Filter):
+    """Drops psycopg's warnings that it could not clean up after an error it raised (a
+    rollback or a pipeline on a connection already lost: "error ignored ..."). The error itself
+    reaches `Connections`, which reports each outage once, when it starts and when it ends;
+    these warnings only repeated it, several lines each, dozens per outage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.WARNING and str(record.msg).startswith("error ignored")
+        )
+
+
+logging.getLogger("psycopg").addFilter(_Aftermath())
+
 Body = Callable[[Conn, bool], Awaitable[T]]
 """A transaction body: (connection, whether an earlier attempt failed) -> result."""
 
