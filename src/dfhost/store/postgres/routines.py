@@ -97,6 +97,10 @@ DECLARE
     due INTEGER := 0;
     taken TEXT[];
     r RECORD;
+    -- Never reached; a LIMIT whose value the plan does not know makes the planner prefer a
+    -- plan that reads the inbox in order and can stop (index order, nested loop) to one that
+    -- reads all of it (hash join and sort: 3 ms per claim with 2,000 messages queued).
+    unbounded BIGINT := 9223372036854775807;
 BEGIN
     FOR r IN
         SELECT m.id, m.instance_id, i.instance_id IS NOT NULL AS known
@@ -104,7 +108,7 @@ BEGIN
         WHERE m.visible_at IS NULL AND (i.instance_id IS NULL OR (
             {_UNLOCKED.format(alias="i")}
             AND (i.status <> 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED})))
-        ORDER BY m.id
+        ORDER BY m.id LIMIT unbounded
     LOOP
         IF NOT r.known THEN
             DELETE FROM messages WHERE id = r.id;
@@ -120,7 +124,7 @@ BEGIN
         WHERE m.visible_at <= p_now AND (i.instance_id IS NULL OR (
             {_UNLOCKED.format(alias="i")}
             AND (i.status <> 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED})))
-        ORDER BY m.visible_at, m.id
+        ORDER BY m.visible_at, m.id LIMIT unbounded
     LOOP
         IF NOT r.known THEN
             DELETE FROM messages WHERE id = r.id;
