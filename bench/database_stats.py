@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["count_statements", "database_cpu_seconds", "usage"]
+__all__ = ["count_statements", "cpu_seconds", "database_cpu_seconds", "per_unit", "usage"]
 
 _counts = {"statements": 0, "transactions": 0}
 
@@ -48,7 +48,8 @@ def count_statements() -> None:
         transaction.__init__ = counting(transaction.__init__, "transactions")  # type: ignore[method-assign]
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process so far (Linux /proc; 0 where unavailable)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -67,7 +68,7 @@ def database_cpu_seconds(database: str) -> float:
         except OSError:
             continue
         if title.startswith("postgres:") and f" {database} " in title:
-            total += _cpu_seconds(int(proc.name))
+            total += cpu_seconds(int(proc.name))
     return total
 
 

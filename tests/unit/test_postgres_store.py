@@ -461,17 +461,18 @@ async def test_a_completion_whose_commit_was_lost_hands_out_its_lease_on_retry(
     [work] = await store.claim_episodes(grab("host"), 10)
     await store.commit_episode("host", work, scheduling(work, 1))
     [task] = await store.claim_activities(grab("host"), 10)
-    attempts = lose_the_answer(monkeypatch, "complete_txn")
+    attempts = lose_the_answer(monkeypatch, "_run", batches)
 
     known = {"x": (work.instance.execution_id, 2)}
     result = result_of(task)
     done = await store.complete_activity(task, result, grab("host", known))
     # The retry found the task gone and the lease the lost attempt took, tagged as its own.
-    [(first_done, first_work)] = attempts
-    assert first_done and first_work is not None
+    [first] = attempts  # the lost answer: the instance it leased, as a `claimed` row
+    [first_row] = first[0]
+    assert first_row[0] == "x"
     assert done is not None and done.work is not None
     leased = done.work
-    assert leased.lease_token == first_work.lease_token
+    assert leased.lease_token == first_row[13]
     assert [m.event for m in leased.messages] == [result.event]  # delivered once
     assert (leased.history_start, len(leased.history)) == (1, 1)  # the known tail
     await store.commit_episode(

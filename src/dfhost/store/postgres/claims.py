@@ -68,7 +68,7 @@ async def claim_episodes_txn(
         "SELECT * FROM claim_episodes(%s, %s, %s, %s, %s, %s)",
         (claim.owner, utc(claim.now), utc(claim.lease_until), limit, tag, window),
     )
-    return await _load_work(conn, await cur.fetchall(), claim.known)
+    return await load_work(conn, await cur.fetchall(), claim.known)
 
 
 async def reload_claim_txn(conn: Conn, claim: Claim, tag: str) -> list[EpisodeWork] | None:
@@ -83,11 +83,17 @@ async def reload_claim_txn(conn: Conn, claim: Claim, tag: str) -> list[EpisodeWo
     rows = await cur.fetchall()
     if not rows:
         return None
-    return await _load_work(conn, rows, claim.known)
+    return await load_work(conn, rows, claim.known)
 
 
-async def complete_txn(
-    conn: Conn,
+COMPLETE = (
+    "complete_activity(%s::bigint, %s, %s, %s::smallint, %s::integer, %s, %s::timestamptz, "
+    "%s, %s::timestamptz, %s::timestamptz, %s, %s::interval, %s, %s::integer, %s, %s)"
+)
+"""The call of the function that completes an activity (and may lease its instance)."""
+
+
+def complete_params(
     task_id: int,
     result: Message,
     claim: Claim | None,
@@ -96,43 +102,68 @@ async def complete_txn(
     window: timedelta,
     channel: str,
     sender: str,
-) -> tuple[bool, EpisodeWork | None]:
-    """Delete the task and enqueue its result; with a `claim`, lease the result's instance to
-    `claim.owner` when it is unlocked (or held by a dead host), not Suspended, and has
-    messages visible at `claim.now`, tagged with `tag` as claims tag their leases. Returns
-    (completed, the leased work or None)."""
+) -> list[object]:
+    """`COMPLETE`'s parameters: delete the task and enqueue its result; with a `claim`, lease
+    the result's instance to `claim.owner` when it is unlocked (or held by a dead host), not
+    Suspended, and has messages visible at `claim.now`, tagged with `tag` as claims tag their
+    leases."""
     known = None
     if claim is not None and claim.known is not None:
         known = claim.known.get(result.instance_id)
-    cur = await conn.execute(
-        "SELECT * FROM complete_activity(%s, %s, %s, %s::smallint, %s::integer, %s, "
-        "%s::timestamptz, %s, %s::timestamptz, %s::timestamptz, %s, %s, %s, %s::integer, %s, %s)",
-        (
-            task_id,
-            result.instance_id,
-            result.execution_id,
-            int(result.event.type),
-            result.event.timer_id,
-            result.event.to_json(),
-            None if result.visible_at is None else utc(result.visible_at),
-            None if claim is None else claim.owner,
-            None if claim is None else utc(claim.now),
-            None if claim is None else utc(claim.lease_until),
-            tag,
-            window,
-            None if known is None else known[0],
-            None if known is None else known[1],
-            channel,
-            sender,
-        ),
-    )
-    rows = await cur.fetchall()
-    if not rows:
-        return False, None
-    if rows[0][0] is None or claim is None:  # not leased
-        return True, None
-    work = await _load_work(conn, rows, claim.known)
-    return True, work[0] if work else None
+    return [
+        task_id,
+        result.instance_id,
+        result.execution_id,
+        int(result.event.type),
+        result.event.timer_id,
+        result.event.to_json(),
+        None if result.visible_at is None else utc(result.visible_at),
+        None if claim is None else claim.owner,
+        None if claim is None else utc(claim.now),
+        None if claim is None else utc(claim.lease_until),
+        tag,
+        window,
+        None if known is None else known[0],
+        None if known is None else known[1],
+        channel,
+        sender,
+    ]
+
+
+def decoded_work(
+    rows: Sequence[Sequence[Any]], known: KnownHistory | None
+) -> list[EpisodeWork] | None:
+    """The work of `claimed` rows when they carry all it needs (the history the claimer
+    lacks, decodable messages), without a statement; else None (see `load_work`)."""
+    work: list[EpisodeWork] = []
+    for row in rows:
+        instance_id, execution_id = row[0], row[2]
+        length, sent_from, events = row[_HISTORY], row[_HISTORY + 1], row[_HISTORY + 2]
+        start = _history_start(instance_id, execution_id, length, known)
+        ids, executions, texts, visible = row[_HISTORY + 3 :]
+        messages = [
+            message_from_row((message_id, instance_id, execution, text, at))
+            for message_id, execution, text, at in sorted(
+                zip(ids or (), executions or (), texts or (), visible or (), strict=True)
+            )
+        ]
+        if start < sent_from or not messages or None in messages:
+            return None
+        instance = instance_from_row(row)
+        history, error = decode_history(
+            instance_id, instance.execution_id, list(enumerate(events[start - sent_from :], start))
+        )
+        work.append(
+            EpisodeWork(
+                instance=instance,
+                history=history,
+                messages=[m for m in messages if m is not None],
+                lease_token=row[13],
+                history_error=error,
+                history_start=0 if error else start,
+            )
+        )
+    return work
 
 
 def _history_start(
@@ -148,7 +179,7 @@ def _history_start(
     return held - 1 if execution == execution_id and 0 < held <= length else 0
 
 
-async def _load_work(
+async def load_work(
     conn: Conn, rows: Sequence[Sequence[Any]], known: KnownHistory | None
 ) -> list[EpisodeWork]:
     """The work of `claimed` rows, in order. A row carries the history from some position on

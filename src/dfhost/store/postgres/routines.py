@@ -161,7 +161,8 @@ $$"""
 # to it, as a claim would, when it is unlocked (or held by a dead host), not Suspended, and has
 # messages visible at `p_now`. Returns nothing when the task was gone (nothing enqueued), the
 # instance's `claimed` row when it was leased, else one row of NULLs (and notifies: the
-# result waits for a claim). The task row is deleted before the instance row is locked, and
+# result waits for a claim). Run again after an answer that was lost, it answers as the lost
+# attempt would have (by `p_tag`). The task row is deleted before the instance row is locked, and
 # that lock never waits (SKIP LOCKED: an instance being committed or claimed right now stays
 # with its holder), so this cannot deadlock with commits, which lock the instance first.
 _COMPLETE_ACTIVITY = f"""
@@ -177,6 +178,14 @@ DECLARE
 BEGIN
     DELETE FROM activity_tasks WHERE id = p_task;
     IF NOT FOUND THEN
+        -- Completed already: by another run, or by an earlier attempt of this very call whose
+        -- answer was lost; if that attempt leased the instance (its tag), hand the work out.
+        IF p_owner IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM claimed_work(
+                ARRAY(SELECT i.instance_id FROM instances AS i
+                      WHERE i.lock_claim = p_tag AND i.lock_owner = p_owner),
+                ARRAY[COALESCE(p_known_execution, '')], ARRAY[COALESCE(p_known, 0)], p_now);
+        END IF;
         RETURN;
     END IF;
     INSERT INTO messages (instance_id, execution_id, event_type, timer_id, event, visible_at)

@@ -60,6 +60,8 @@ class PostgresStore(Wakeups):
         self.db = Connections(target)
         self._commits = Batch(self.db, patient=True)
         """Episodes' commits: those made at the same time share one statement."""
+        self._completions = Batch(self.db, patient=True)
+        """Activities' completions, the same way."""
         self._starts = Batch(self.db, patient=False)
         """Clients' starts, the same way."""
         self._label = target.label
@@ -379,33 +381,32 @@ class PostgresStore(Wakeups):
         task_id = task.task_id
         if task_id is None:
             return None
-        tag = uuid.uuid4().hex
-
-        async def body(conn: Conn, retrying: bool) -> tuple[bool, EpisodeWork | None]:
-            # Retried after an answer that never came, the task is gone. If the lost attempt
-            # leased the instance, the lease carries `tag`: hand its work out, as a claim's
-            # retry does, or the instance would sit leased to this host, which never runs it,
-            # until the lease expired. If it completed without leasing, the retry answers
-            # (False, None), as for a task another run completed: the result was delivered
-            # once either way.
-            if retrying and claim is not None:
-                taken = await claims.reload_claim_txn(conn, claim, tag)
-                if taken:
-                    return True, taken[0]
-            return await claims.complete_txn(
-                conn,
-                task_id,
-                result,
-                claim,
-                tag=tag,
-                window=self.takeover,
-                channel=self.schema,
-                sender=self._sender,
-            )
-
-        completed, work = await self.db.transact(body, patient=True, single=True)
-        if not completed:
+        # Completions made at the same time share a statement, as commits do. Run again after
+        # an answer that was lost, the function answers as the lost attempt would have: the
+        # task is gone, and a lease that attempt took (its tag) is handed out, or the instance
+        # would sit leased to this host, which never runs it, until the lease expired.
+        params = claims.complete_params(
+            task_id,
+            result,
+            claim,
+            tag=uuid.uuid4().hex,
+            window=self.takeover,
+            channel=self.schema,
+            sender=self._sender,
+        )
+        rows = await self._completions.call(claims.COMPLETE, params)
+        if not rows:  # the task was gone: another run (or the lost attempt) completed it
             return None
+        work = None
+        if claim is not None and rows[0][0] is not None:
+            works = claims.decoded_work(rows, claim.known)
+            if works is None:  # history to read, or a message that does not decode
+                works = await self.db.transact(
+                    lambda conn, retrying: claims.load_work(conn, rows, claim.known),
+                    patient=True,
+                    single=True,
+                )
+            work = works[0] if works else None
         if work is None:
             self.notify()
         return Completion(work)
