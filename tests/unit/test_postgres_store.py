@@ -27,7 +27,7 @@ from dfhost.store import (
     open_store,
     postgres,
 )
-from dfhost.store.postgres import batches, claims, connections
+from dfhost.store.postgres import batches, claims, connections, schema
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 from tests.conftest import selected_backends
 
@@ -544,3 +544,12 @@ async def test_a_completion_claims_an_instance_only_from_a_dead_host(
             "ghost", held, EpisodeOutcome(instance=held.instance, new_events=[])
         )
     await live.commit_episode("live", taken, EpisodeOutcome(instance=taken.instance, new_events=[]))
+
+
+async def test_text_arrays_written_by_hand_read_back_as_they_were(database: str) -> None:
+    values = ['{"a": "b\\"c\\\\n"}', "", "NULL", None, "a,b}{", " spaced ", "\\", '"']
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        cur = await conn.execute("SELECT %s::text[]", (schema.text_array(values),))
+        assert await cur.fetchone() == (values,)
+        cur = await conn.execute("SELECT %s::text[]", (schema.text_array([]),))
+        assert await cur.fetchone() == (None,)

@@ -29,6 +29,7 @@ from dfhost.store.postgres.schema import (
     instance_from_row,
     instance_params,
     message_from_row,
+    text_array,
     utc,
 )
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message
@@ -324,32 +325,38 @@ def commit_params(
         params["tags"],
         params["created_at"],
         params["last_updated_at"],
-        [m.message_id for m in work.messages if m.message_id is not None],
+        _some([m.message_id for m in work.messages if m.message_id is not None]),
         None if completes is None else completes.task_id,
         outcome.drop_pending_work,
         outcome.reset_history,
         work.history_start + len(work.history) - 1 if same_history else None,
-        [event.to_json() for event in outcome.new_events],
-        list(outcome.cancelled_timer_ids),
-        [t.instance_id for t in activities],
-        [t.execution_id for t in activities],
-        [t.task_scheduled_id for t in activities],
-        [t.name for t in activities],
-        [t.input for t in activities],
-        [utc(t.scheduled_at) for t in activities],
+        text_array([event.to_json() for event in outcome.new_events]),
+        _some(list(outcome.cancelled_timer_ids)),
+        text_array([t.instance_id for t in activities]),
+        text_array([t.execution_id for t in activities]),
+        _some([t.task_scheduled_id for t in activities]),
+        text_array([t.name for t in activities]),
+        text_array([t.input for t in activities]),
+        _some([utc(t.scheduled_at) for t in activities]),
         leasing,
         None if until is None else utc(until),
-        [m.instance_id for m in messages],
-        [m.execution_id for m in messages],
-        [int(m.event.type) for m in messages],
-        [m.event.timer_id for m in messages],
-        [m.event.to_json() for m in messages],
-        [None if m.visible_at is None else utc(m.visible_at) for m in messages],
+        text_array([m.instance_id for m in messages]),
+        text_array([m.execution_id for m in messages]),
+        _some([int(m.event.type) for m in messages]),
+        _some([m.event.timer_id for m in messages]),
+        text_array([m.event.to_json() for m in messages]),
+        _some([None if m.visible_at is None else utc(m.visible_at) for m in messages]),
         None if hold_until is None or outcome.starts else utc(hold_until),
         enqueued,
         channel,
         sender,
     ]
+
+
+def _some(values: list[Any]) -> list[Any] | None:
+    """An array parameter, or NULL for none (the functions read both as empty; psycopg dumps
+    NULL for free, an empty list at the cost of a full one)."""
+    return values or None
 
 
 def committed(

@@ -150,6 +150,24 @@ def utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def text_array(values: Sequence[str | None]) -> str | None:
+    """A `text[]` parameter as its literal, or None for none (pass it with a `::text[]` cast).
+
+    psycopg quotes each element of a list with a regular expression, character by character
+    for JSON full of quotes: a tenth of the host's CPU per orchestration. `str.replace` does
+    the same escaping at C speed."""
+    if not values:
+        return None
+    return (
+        "{"
+        + ",".join(
+            "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for v in values
+        )
+        + "}"
+    )
+
+
 DIALECT = SqlDialect(placeholder="%s", time=utc, status_beside_prefix="status")
 """How `dfhost.store.query` writes instance listings for PostgreSQL."""
 
