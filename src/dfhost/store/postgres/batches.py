@@ -27,7 +27,7 @@ import psycopg
 
 from dfhost.store import StoreError
 from dfhost.store.postgres.connections import Connections, Unreachable
-from dfhost.store.postgres.schema import Conn
+from dfhost.store.postgres.schema import Conn, as_text
 
 __all__ = ["Batch"]
 
@@ -126,7 +126,7 @@ def _statement(functions: tuple[str, ...]) -> str:
 
 async def _run(conn: Conn, calls: Sequence[_Call]) -> dict[int, list[Row]]:
     statement = _statement(tuple(call.function for call in calls))
-    params = [value for call in calls for value in call.params]
+    params = [as_text(value) for call in calls for value in call.params]
     cur = psycopg.AsyncRawCursor(conn)
     await cur.execute(statement, params)
     found: dict[int, list[Row]] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -166,6 +166,32 @@ def text_array(values: Sequence[str | None]) -> str | None:
         )
         + "}"
     )
+
+
+def as_text(value: object) -> str | None:
+    """A parameter in PostgreSQL's text form (the statement casts it to its type).
+
+    psycopg keys its prepared statements by the parameters' types too, and those change with
+    the values (None or not, small or large integers): the same commit statement was prepared
+    again and again, each time parsed and planned. Sent as text, every parameter has one type
+    (unknown), whatever its value."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return utc(value).isoformat()
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds()} seconds"
+    if isinstance(value, list):
+        if not value:
+            return None
+        if all(item is None or isinstance(item, str) for item in value):
+            return text_array(value)
+        return "{" + ",".join("NULL" if v is None else f'"{as_text(v)}"' for v in value) + "}"
+    raise TypeError(f"no text form for a {type(value).__name__} parameter")
 
 
 DIALECT = SqlDialect(placeholder="%s", time=utc, status_beside_prefix="status")
