@@ -30,6 +30,32 @@ _UNLOCKED = (
     "({alias}.lock_until IS NULL OR {alias}.lock_until <= p_now OR {alias}.lock_owner = ANY(dead))"
 )
 
+
+def _inbox_loop(where: str, order: str, counter: str) -> str:
+    """A claim's walk over the inbox's messages that `where` selects, in `order`, unlocked
+    instances only: messages for unknown instances are deleted, the others' instances added
+    to `found_ids` (their first message to `firsts`) until `counter` reaches `p_limit`."""
+    increment = (
+        "" if counter.startswith("cardinality") else f"\n            {counter} := {counter} + 1;"
+    )
+    return f"""    FOR r IN
+        SELECT m.id, m.instance_id, i.instance_id IS NOT NULL AS known
+        FROM messages AS m LEFT JOIN instances AS i ON i.instance_id = m.instance_id
+        WHERE {where} AND (i.instance_id IS NULL OR (
+            {_UNLOCKED.format(alias="i")}
+            AND (i.status <> 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED})))
+        ORDER BY {order} LIMIT unbounded
+    LOOP
+        IF NOT r.known THEN
+            DELETE FROM messages WHERE id = r.id;
+        ELSIF NOT r.instance_id = ANY(found_ids) THEN
+            found_ids := found_ids || r.instance_id;
+            firsts := firsts || r.id;{increment}
+            EXIT WHEN {counter} >= p_limit;
+        END IF;
+    END LOOP;"""
+
+
 _CLAIMED = """CREATE TYPE claimed AS (
     instance_id TEXT, name TEXT, execution_id TEXT, status TEXT, version TEXT, input TEXT,
     output TEXT, custom_status TEXT, parent_instance_id TEXT, failure_details TEXT, tags TEXT,
@@ -94,7 +120,7 @@ DECLARE
                          WHERE h.heartbeat_at <= now() - p_window);
     found_ids TEXT[] := '{{}}';
     firsts BIGINT[] := '{{}}';
-    due INTEGER := 0;
+    due INTEGER := 0;  -- instances found by their due timers
     taken TEXT[];
     r RECORD;
     -- Never reached; a LIMIT whose value the plan does not know makes the planner prefer a
@@ -108,39 +134,8 @@ BEGIN
     -- commit is fenced, and the history's primary key refuses a second episode at the same
     -- position.
     PERFORM set_config('synchronous_commit', 'off', true);
-    FOR r IN
-        SELECT m.id, m.instance_id, i.instance_id IS NOT NULL AS known
-        FROM messages AS m LEFT JOIN instances AS i ON i.instance_id = m.instance_id
-        WHERE m.visible_at IS NULL AND (i.instance_id IS NULL OR (
-            {_UNLOCKED.format(alias="i")}
-            AND (i.status <> 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED})))
-        ORDER BY m.id LIMIT unbounded
-    LOOP
-        IF NOT r.known THEN
-            DELETE FROM messages WHERE id = r.id;
-        ELSIF NOT r.instance_id = ANY(found_ids) THEN
-            found_ids := found_ids || r.instance_id;
-            firsts := firsts || r.id;
-            EXIT WHEN cardinality(found_ids) >= p_limit;
-        END IF;
-    END LOOP;
-    FOR r IN
-        SELECT m.id, m.instance_id, i.instance_id IS NOT NULL AS known
-        FROM messages AS m LEFT JOIN instances AS i ON i.instance_id = m.instance_id
-        WHERE m.visible_at <= p_now AND (i.instance_id IS NULL OR (
-            {_UNLOCKED.format(alias="i")}
-            AND (i.status <> 'Suspended' OR m.event_type IN {_WAKES_SUSPENDED})))
-        ORDER BY m.visible_at, m.id LIMIT unbounded
-    LOOP
-        IF NOT r.known THEN
-            DELETE FROM messages WHERE id = r.id;
-        ELSIF NOT r.instance_id = ANY(found_ids) THEN
-            found_ids := found_ids || r.instance_id;
-            firsts := firsts || r.id;
-            due := due + 1;
-            EXIT WHEN due >= p_limit;
-        END IF;
-    END LOOP;
+{_inbox_loop("m.visible_at IS NULL", "m.id", "cardinality(found_ids)")}
+{_inbox_loop("m.visible_at <= p_now", "m.visible_at, m.id", "due")}
     IF cardinality(found_ids) = 0 THEN
         RETURN;
     END IF;
