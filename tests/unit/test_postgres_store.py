@@ -164,6 +164,35 @@ async def test_a_newer_schema_is_refused(database: str, opened: list[Store]) -> 
         await later.start()
 
 
+async def test_a_version_1_hub_is_migrated_with_its_work(
+    database: str, opened: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = hub_url(database)
+    with monkeypatch.context() as patch:  # a hub made by a dfhost before the functions
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        patch.setattr(schema, "SCHEMA_VERSION", 1)
+        old = await started(opened, url)
+    start = request("waiting")
+    instance = schema.instance_params(start.pending_instance())
+    async with await psycopg.AsyncConnection.connect(old.conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
+        await conn.execute(schema.INSERT_INSTANCE, instance)
+        await conn.execute(
+            "INSERT INTO messages (instance_id, execution_id, event_type, event) "
+            "VALUES (%s, %s, %s, %s)",
+            (
+                "waiting",
+                start.execution_id,
+                int(start.started_event().type),
+                start.started_event().to_json(),
+            ),
+        )
+    store = await started(opened, url)
+    await store.open_host("host", utcnow())
+    [work] = await store.claim_episodes(grab("host"), 10)
+    assert work.instance.instance_id == "waiting"
+    assert [m.event for m in work.messages] == [start.started_event()]
+
+
 # --- hosts -----------------------------------------------------------------------------------
 
 
