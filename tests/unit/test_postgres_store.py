@@ -21,6 +21,7 @@ from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.store import (
     Claim,
     Completion,
+    InstanceHolder,
     LeaseLostError,
     Store,
     StoreError,
@@ -582,3 +583,28 @@ async def test_text_arrays_written_by_hand_read_back_as_they_were(database: str)
         assert await cur.fetchone() == (values,)
         cur = await conn.execute("SELECT %s::text[]", (schema.text_array([]),))
         assert await cur.fetchone() == (None,)
+
+
+async def test_idle_hosts_wake_at_a_holds_end_only_when_messages_wait_behind_it(
+    database: str, opened: list[Store]
+) -> None:
+    store = await started(opened, hub_url(database))
+    await store.open_host("host", utcnow())
+    await store.create_instance(request("x"))
+    [work] = await store.claim_episodes(grab("host"), 10)
+    now = utcnow()
+    hold_ends = now + timedelta(seconds=10)
+    activity_lease_ends = now + timedelta(hours=2)
+    assert isinstance(store, InstanceHolder)
+    [_] = await store.commit_episode_holding(
+        "host",
+        work,
+        scheduling(work, 1),
+        lease_activities=(activity_lease_ends, 1),
+        hold_until=hold_ends,
+    )
+    # Held for its activity, with nothing waiting: its hold's end claims nothing.
+    assert await store.next_due_at(now) == activity_lease_ends
+    raised = HistoryEvent(type=EventType.EVENT_RAISED, timestamp=utcnow(), name="go", input="1")
+    assert await store.send_message(Message(instance_id="x", event=raised)) == "sent"
+    assert await store.next_due_at(now) == hold_ends
