@@ -608,3 +608,57 @@ async def test_idle_hosts_wake_at_a_holds_end_only_when_messages_wait_behind_it(
     raised = HistoryEvent(type=EventType.EVENT_RAISED, timestamp=utcnow(), name="go", input="1")
     assert await store.send_message(Message(instance_id="x", event=raised)) == "sent"
     assert await store.next_due_at(now) == hold_ends
+
+
+# --- group commit ------------------------------------------------------------------------------
+
+
+async def test_calls_made_together_share_a_statement_and_get_their_own_answers(
+    database: str, opened: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await started(opened, hub_url(database))
+    assert isinstance(store, postgres.PostgresStore)
+    batch = batches.Batch(store.db, patient=True)
+    statements: list[int] = []
+    run = batches._run
+
+    async def counted(conn: Any, calls: Any) -> Any:
+        statements.append(len(calls))
+        return await run(conn, calls)
+
+    monkeypatch.setattr(batches, "_run", counted)
+    answers = await asyncio.gather(
+        *(batch.call("generate_series(%s::int, %s::int)", [1, n]) for n in range(1, 6))
+    )
+    assert answers == [[(i,) for i in range(1, n + 1)] for n in range(1, 6)]
+    assert len(statements) < 5  # the first went alone, the others together
+    # One call that fails the statement fails alone: the others are sent again, one by one.
+    statements.clear()
+    good, bad, other = await asyncio.gather(
+        batch.call("generate_series(1, %s::int)", [2]),
+        batch.call("generate_series(1, %s::int / 0)", [2]),
+        batch.call("generate_series(1, %s::int)", [3]),
+        return_exceptions=True,
+    )
+    assert good == [(1,), (2,)] and other == [(1,), (2,), (3,)]
+    assert isinstance(bad, StoreError) and "division by zero" in str(bad)
+
+
+async def test_a_batch_that_cannot_reach_the_hub_fails_every_call_in_it(
+    database: str, opened: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await started(opened, hub_url(database))
+    assert isinstance(store, postgres.PostgresStore)
+    batch = batches.Batch(store.db, patient=False, in_flight=1)
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.01)
+        raise connections.Unreachable("task hub x is unreachable: gone")
+
+    monkeypatch.setattr(store.db, "transact", unreachable)
+    async with asyncio.timeout(5):  # nobody waits forever
+        answers = await asyncio.gather(
+            *(batch.call("generate_series(1, %s::int)", [n]) for n in range(4)),
+            return_exceptions=True,
+        )
+    assert all(isinstance(answer, connections.Unreachable) for answer in answers)

@@ -90,15 +90,20 @@ class Batch:
             )
         except StoreError as exc:
             if len(calls) == 1 or isinstance(exc, Unreachable):
-                _settle(calls[0], exc)
+                for call in calls:
+                    _settle(call, exc)
                 return
             for call in calls:  # one of them failed the statement: each gets its own answer
                 await self._send([call])
             return
-        except BaseException as exc:  # cancelled: the callers must not wait forever
+        except asyncio.CancelledError as exc:  # the callers must not wait forever
             for call in calls:
                 _settle(call, exc)
             raise
+        except Exception as exc:  # a bug: each caller gets it, the sender goes on
+            for call in calls:
+                _settle(call, exc)
+            return
         for index, call in enumerate(calls):
             if not call.answer.done():
                 call.answer.set_result(rows.get(index, []))
