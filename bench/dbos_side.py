@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from database_stats import count_statements, per_unit, usage
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 from process_stats import emit, percentile, rss_bytes, sqlite_files_bytes
 
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--params", default="{}")
     args = parser.parse_args()
     params = json.loads(args.params)
+    count_statements()
     config: DBOSConfig = {
         "name": "dfhost-bench",
         "system_database_url": args.db,
@@ -201,7 +203,11 @@ def main() -> None:
     DBOS.register_queue("fanout", polling_interval_sec=QUEUE_POLL)
     logging.getLogger("dbos").setLevel(logging.WARNING)
     try:
+        before = usage(args.db)
         metrics = WORKLOADS[args.workload](params, args.db)
+        # Per workflow (W1, W2), per step (W3, W4), per timer or generation (W5, W6).
+        units = params.get("count", params.get("burst", 0) + params.get("spread", 0))
+        metrics.update(per_unit(before, usage(args.db), units))
     finally:
         DBOS.destroy()
     emit(metrics, pid=os.getpid(), version=_dbos_version())

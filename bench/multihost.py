@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from database_stats import cpu_seconds, database_cpu_seconds
 from run import PG_URL, RESULTS, Postgres, machine
 
 import dfhost
@@ -107,7 +108,7 @@ class Host:
         return LISTENING.search(self.log.read_text(errors="replace")) is not None
 
     def stop(self) -> None:
-        self.cpu_seconds = _cpu_seconds(self.proc.pid)
+        self.cpu_seconds = cpu_seconds(self.proc.pid)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -116,30 +117,6 @@ class Host:
                 self.proc.kill()
                 self.proc.wait(5)
         self.activities = self.log.read_text(errors="replace").count(EXECUTED_ACTIVITY)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a live process so far (Linux /proc; 0 where unavailable)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def database_cpu_seconds(database: str) -> float:
-    """CPU used so far by the server processes serving `database` (on this machine)."""
-    total = 0.0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if title.startswith("postgres:") and f" {database} " in title:
-            total += _cpu_seconds(int(proc.name))
-    return total
 
 
 @contextlib.contextmanager
@@ -273,6 +250,18 @@ def one_run(
         )
 
 
+def shares(runs: list[Run]) -> str:
+    """Each host's share of the activities, in %, min-max over the runs (even spread: 100/N)."""
+    if not runs or len(runs[0].host_activities) < 2:
+        return "-"
+    parts = [
+        100 * count / max(1, sum(run.host_activities))
+        for run in runs
+        for count in run.host_activities
+    ]
+    return f"{min(parts):.0f}-{max(parts):.0f}%"
+
+
 def summary(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.1f}"
@@ -347,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {SOURCE} changed during the run; runs may mix code versions")
     print(
         "\nhosts | orchestrations/s median [min-max] | activities/s | host CPU s (sum) | "
-        "database CPU s | load"
+        "database CPU s | database CPU ms per orchestration | shares of the activities | load"
     )
     for count in args.counts:
         mine = [run for run in runs if run.hosts == count]
@@ -356,9 +345,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{summary([r.activities_per_s for r in mine])} | "
             f"{summary([sum(r.host_cpu_seconds) for r in mine])} | "
             f"{summary([r.database_cpu_seconds for r in mine])} | "
+            f"{summary([r.database_cpu_seconds * 1000 / workload.orchestrations for r in mine])} | "
+            f"{shares(mine)} | "
             f"{summary([r.load_before for r in mine])} -> "
             f"{summary([r.load_after for r in mine])}"
         )
+    per = statistics.median(r.database_cpu_seconds / workload.orchestrations for r in runs)
+    print(
+        f"\nprojected ceiling of one hub: {16 / per:.0f} orchestrations/s per 16 database "
+        f"cores ({per * 1000:.2f} ms of database CPU per orchestration, median of all runs; "
+        "what the database does, whatever the number of hosts)"
+    )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"multihost-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     report = {

@@ -436,6 +436,9 @@ def table_rows(entry: dict[str, Any], workload: Workload, quick: bool) -> list[l
             ]
         )
     for key, unit in (
+        ("db_cpu_ms_per", "ms, database CPU per orchestration/activity"),
+        ("statements_per", "per orchestration/activity"),
+        ("transactions_per", "explicit, per orchestration/activity"),
         ("process_cpu_s", "s"),
         ("process_max_rss_mb", "MB"),
         ("load_1min", "after run"),
@@ -600,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
                     m.key: [r["metrics"].get(m.key, math.nan) for r in runs]
                     for m in workload.metrics
                 }
+                for key in ("db_cpu_ms_per", "statements_per", "transactions_per"):
+                    values[key] = [r["metrics"].get(key, math.nan) for r in runs]
                 values["process_cpu_s"] = [r["cpu_s"] for r in runs]
                 values["process_max_rss_mb"] = [r["max_rss_mb"] for r in runs]
                 values["load_1min"] = [r["load_after"][0] for r in runs]

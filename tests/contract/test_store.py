@@ -1199,7 +1199,7 @@ async def test_watch_finish_resolves_when_this_process_commits_the_end(store: St
 
 # --- holding an instance between episodes (`InstanceHolder`) ---------------------------------
 
-HOLDERS = {"sqlite"}
+HOLDERS = {"sqlite", "postgres"}
 """Backends that can hold an instance between episodes; the others release it at every
 commit, and their episodes must come out the same without the hold."""
 
@@ -1256,6 +1256,22 @@ async def test_a_held_instance_takes_its_activity_result_with_no_claim(store: St
     await store.send_message(Message(instance_id="a", event=raised("go")))
     taken = await claim_one(store, "a", owner="host-b", now=at(1))
     assert [m.event for m in taken.messages] == [raised("go")]
+
+
+async def test_a_held_instance_can_finish_with_its_activitys_result(store: Store) -> None:
+    # The last episode of a chain: it takes the result unstored and drops what is left of
+    # the execution (as every finishing episode does), the task it completes included.
+    work, leased = await held_for_one_activity(store)
+    holding = holder(store)
+    if holding is None:
+        return
+    again = await next_episode_on(store, work)
+    done = outcome(again, Status.COMPLETED, drop_pending_work=True)
+    await holding.commit_episode_holding("host-a", again, done, completes=leased)
+    instance = await store.get_instance("a")
+    assert instance is not None and instance.status is Status.COMPLETED
+    assert len(await store.get_history("a")) == 4
+    assert await store.complete_activity(leased, completed(0)) is None  # consumed with it
 
 
 async def test_a_hold_keeps_claims_out_until_it_ends_and_then_loses(store: Store) -> None:

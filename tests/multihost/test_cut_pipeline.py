@@ -80,3 +80,19 @@ async def test_a_pipeline_cut_off_mid_transaction_is_retried(
             await store.db.transact(failing, patient=True, pipelined=True)
     finally:
         await store.close()
+
+
+def test_psycopgs_warnings_about_cleaning_up_after_a_lost_connection_are_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The outage is reported once by the store; these only repeated it, in several lines.
+    psycopg_log = logging.getLogger("psycopg")
+    with caplog.at_level(logging.WARNING, logger="psycopg"):
+        psycopg_log.warning(
+            "error ignored terminating %r: %s",
+            "<psycopg.AsyncPipeline [BAD]>",
+            "server closed the connection unexpectedly\n\tThis probably means ...",
+        )
+        psycopg_log.warning("error ignored in rollback of %s: %s", "<Transaction>", "lost")
+        psycopg_log.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]

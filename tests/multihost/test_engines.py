@@ -75,6 +75,23 @@ class WatchedStore:
         self._watch.activities[owner] += len(leased or ())
         return leased
 
+    async def commit_episode_holding(
+        self, owner: str, work: EpisodeWork, outcome: EpisodeOutcome, **options: Any
+    ) -> Any:
+        """A commit that may keep the lease (a hold): the next episode of a held instance runs
+        without a claim, so the watch counts the instance released here either way."""
+        self._release(work)
+        try:
+            leased = await self._store.commit_episode_holding(  # type: ignore[attr-defined]
+                owner, work, outcome, **options
+            )
+        except LeaseLostError:
+            if options.get("completes") is None:  # a lapsed hold is not a lost lease
+                self._watch.leases_lost += 1
+            raise
+        self._watch.activities[owner] += len(leased or ())
+        return leased
+
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
         self._release(work)
         await self._store.abandon_episode(owner, work)

@@ -21,13 +21,14 @@ from dfhost.history import EventType, HistoryEvent, OrchestrationStatus, utcnow
 from dfhost.store import (
     Claim,
     Completion,
+    InstanceHolder,
     LeaseLostError,
     Store,
     StoreError,
     open_store,
     postgres,
 )
-from dfhost.store.postgres import claims, connections
+from dfhost.store.postgres import batches, claims, connections, schema
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 from tests.conftest import selected_backends
 
@@ -162,6 +163,35 @@ async def test_a_newer_schema_is_refused(database: str, opened: list[Store]) -> 
     later = open_store(url)
     with pytest.raises(StoreError, match="schema version 99, newer than this dfhost supports"):
         await later.start()
+
+
+async def test_a_version_1_hub_is_migrated_with_its_work(
+    database: str, opened: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = hub_url(database)
+    with monkeypatch.context() as patch:  # a hub made by a dfhost before the functions
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        patch.setattr(schema, "SCHEMA_VERSION", 1)
+        old = await started(opened, url)
+    start = request("waiting")
+    instance = schema.instance_params(start.pending_instance())
+    async with await psycopg.AsyncConnection.connect(old.conninfo, autocommit=True) as conn:  # type: ignore[attr-defined]
+        await conn.execute(schema.INSERT_INSTANCE, instance)
+        await conn.execute(
+            "INSERT INTO messages (instance_id, execution_id, event_type, event) "
+            "VALUES (%s, %s, %s, %s)",
+            (
+                "waiting",
+                start.execution_id,
+                int(start.started_event().type),
+                start.started_event().to_json(),
+            ),
+        )
+    store = await started(opened, url)
+    await store.open_host("host", utcnow())
+    [work] = await store.claim_episodes(grab("host"), 10)
+    assert work.instance.instance_id == "waiting"
+    assert [m.event for m in work.messages] == [start.started_event()]
 
 
 # --- hosts -----------------------------------------------------------------------------------
@@ -374,12 +404,12 @@ async def test_a_claim_whose_commit_was_lost_is_handed_out_on_retry(
 
     async def claim_then_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
         works = await original(*args, **kwargs)
+        if claimed:
+            return works
         claimed.extend(work.lease_token for work in works)
         # The claim commits, then the connection dies before the answer comes back.
-        conn = args[0]
-        await conn.execute("COMMIT")
-        await conn.close()
-        return works
+        await args[0].close()
+        raise psycopg.OperationalError("the connection was lost")
 
     monkeypatch.setattr(claims, "claim_episodes_txn", claim_then_lose_the_answer)
     now = utcnow()
@@ -433,10 +463,10 @@ def grab(owner: str, known: dict[str, tuple[str, int]] | None = None) -> Claim:
     return Claim(owner=owner, now=utcnow(), lease_until=later(), known=known)
 
 
-def lose_the_answer(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Any]:
-    """Make `claims.<name>` commit its transaction, then drop the connection before the answer
-    comes back, once; returns the list its results go to."""
-    original = getattr(claims, name)
+def lose_the_answer(monkeypatch: pytest.MonkeyPatch, name: str, module: Any = claims) -> list[Any]:
+    """Make `module.<name>` (`claims` by default) commit its transaction, then drop the
+    connection before the answer comes back, once; returns the list its results go to."""
+    original = getattr(module, name)
     results: list[Any] = []
 
     async def commit_then_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
@@ -444,12 +474,11 @@ def lose_the_answer(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Any]:
         if results:
             return outcome
         results.append(outcome)
-        conn = args[0]
-        await conn.execute("COMMIT")
-        await conn.close()
-        return outcome
+        # It committed (one statement, autocommit); the connection dies before the answer.
+        await args[0].close()
+        raise psycopg.OperationalError("the connection was lost")
 
-    monkeypatch.setattr(claims, name, commit_then_lose_the_answer)
+    monkeypatch.setattr(module, name, commit_then_lose_the_answer)
     return results
 
 
@@ -462,17 +491,18 @@ async def test_a_completion_whose_commit_was_lost_hands_out_its_lease_on_retry(
     [work] = await store.claim_episodes(grab("host"), 10)
     await store.commit_episode("host", work, scheduling(work, 1))
     [task] = await store.claim_activities(grab("host"), 10)
-    attempts = lose_the_answer(monkeypatch, "complete_and_claim_txn")
+    attempts = lose_the_answer(monkeypatch, "_run", batches)
 
     known = {"x": (work.instance.execution_id, 2)}
     result = result_of(task)
     done = await store.complete_activity(task, result, grab("host", known))
     # The retry found the task gone and the lease the lost attempt took, tagged as its own.
-    [(first_done, first_work)] = attempts
-    assert first_done and first_work is not None
+    [first] = attempts  # the lost answer: the instance it leased, as a `claimed` row
+    [first_row] = first[0]
+    assert first_row[0] == "x"
     assert done is not None and done.work is not None
     leased = done.work
-    assert leased.lease_token == first_work.lease_token
+    assert leased.lease_token == first_row[13]
     assert [m.event for m in leased.messages] == [result.event]  # delivered once
     assert (leased.history_start, len(leased.history)) == (1, 1)  # the known tail
     await store.commit_episode(
@@ -488,14 +518,14 @@ async def test_a_commit_whose_answer_was_lost_hands_out_the_activities_it_leased
     await store.open_host("host", utcnow())
     await store.create_instance(request("x"))
     [work] = await store.claim_episodes(grab("host"), 10)
-    attempts = lose_the_answer(monkeypatch, "commit_txn")
+    attempts = lose_the_answer(monkeypatch, "_run", batches)
 
     leased = await store.commit_episode(
         "host", work, scheduling(work, 3), lease_activities=(later(), 2)
     )
     # Not a LeaseLostError: the retry knew the commit went through by the tasks it leased.
-    [(_, first_leased)] = attempts
-    assert [t.task_id for t in leased] == [t.task_id for t in first_leased]
+    [first] = attempts  # the commit's row: outcome, wake, held, leased ids, their task ids
+    assert [t.task_id for t in leased] == first[0][0][3]
     assert [t.task_scheduled_id for t in leased] == [0, 1]
     assert all(t.lease_token == 1 for t in leased)
     [other] = await store.claim_activities(grab("other"), 10)
@@ -544,3 +574,91 @@ async def test_a_completion_claims_an_instance_only_from_a_dead_host(
             "ghost", held, EpisodeOutcome(instance=held.instance, new_events=[])
         )
     await live.commit_episode("live", taken, EpisodeOutcome(instance=taken.instance, new_events=[]))
+
+
+async def test_text_arrays_written_by_hand_read_back_as_they_were(database: str) -> None:
+    values = ['{"a": "b\\"c\\\\n"}', "", "NULL", None, "a,b}{", " spaced ", "\\", '"']
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        cur = await conn.execute("SELECT %s::text[]", (schema.text_array(values),))
+        assert await cur.fetchone() == (values,)
+        cur = await conn.execute("SELECT %s::text[]", (schema.text_array([]),))
+        assert await cur.fetchone() == (None,)
+
+
+async def test_idle_hosts_wake_at_a_holds_end_only_when_messages_wait_behind_it(
+    database: str, opened: list[Store]
+) -> None:
+    store = await started(opened, hub_url(database))
+    await store.open_host("host", utcnow())
+    await store.create_instance(request("x"))
+    [work] = await store.claim_episodes(grab("host"), 10)
+    now = utcnow()
+    hold_ends = now + timedelta(seconds=10)
+    activity_lease_ends = now + timedelta(hours=2)
+    assert isinstance(store, InstanceHolder)
+    [_] = await store.commit_episode_holding(
+        "host",
+        work,
+        scheduling(work, 1),
+        lease_activities=(activity_lease_ends, 1),
+        hold_until=hold_ends,
+    )
+    # Held for its activity, with nothing waiting: its hold's end claims nothing.
+    assert await store.next_due_at(now) == activity_lease_ends
+    raised = HistoryEvent(type=EventType.EVENT_RAISED, timestamp=utcnow(), name="go", input="1")
+    assert await store.send_message(Message(instance_id="x", event=raised)) == "sent"
+    assert await store.next_due_at(now) == hold_ends
+
+
+# --- group commit ------------------------------------------------------------------------------
+
+
+async def test_calls_made_together_share_a_statement_and_get_their_own_answers(
+    database: str, opened: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await started(opened, hub_url(database))
+    assert isinstance(store, postgres.PostgresStore)
+    batch = batches.Batch(store.db, patient=True)
+    statements: list[int] = []
+    run = batches._run
+
+    async def counted(conn: Any, calls: Any) -> Any:
+        statements.append(len(calls))
+        return await run(conn, calls)
+
+    monkeypatch.setattr(batches, "_run", counted)
+    answers = await asyncio.gather(
+        *(batch.call("generate_series(%s::int, %s::int)", [1, n]) for n in range(1, 6))
+    )
+    assert answers == [[(i,) for i in range(1, n + 1)] for n in range(1, 6)]
+    assert len(statements) < 5  # the first went alone, the others together
+    # One call that fails the statement fails alone: the others are sent again, one by one.
+    statements.clear()
+    good, bad, other = await asyncio.gather(
+        batch.call("generate_series(1, %s::int)", [2]),
+        batch.call("generate_series(1, %s::int / 0)", [2]),
+        batch.call("generate_series(1, %s::int)", [3]),
+        return_exceptions=True,
+    )
+    assert good == [(1,), (2,)] and other == [(1,), (2,), (3,)]
+    assert isinstance(bad, StoreError) and "division by zero" in str(bad)
+
+
+async def test_a_batch_that_cannot_reach_the_hub_fails_every_call_in_it(
+    database: str, opened: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await started(opened, hub_url(database))
+    assert isinstance(store, postgres.PostgresStore)
+    batch = batches.Batch(store.db, patient=False, in_flight=1)
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.01)
+        raise connections.Unreachable("task hub x is unreachable: gone")
+
+    monkeypatch.setattr(store.db, "transact", unreachable)
+    async with asyncio.timeout(5):  # nobody waits forever
+        answers = await asyncio.gather(
+            *(batch.call("generate_series(1, %s::int)", [n]) for n in range(4)),
+            return_exceptions=True,
+        )
+    assert all(isinstance(answer, connections.Unreachable) for answer in answers)

@@ -327,8 +327,8 @@ class Store(Protocol):
 
 @runtime_checkable
 class InstanceHolder(Protocol):
-    """A store that can hold an instance between two episodes (SQLite can): an optimisation
-    the engine uses where `isinstance(store, InstanceHolder)`.
+    """A store that can hold an instance between two episodes (SQLite and PostgreSQL can): an
+    optimisation the engine uses where `isinstance(store, InstanceHolder)`.
 
     An instance that waits for nothing but the one activity its episode leased to this host
     can stay leased to the host (held) while the activity runs here. Its next episode then

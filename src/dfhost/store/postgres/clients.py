@@ -4,6 +4,7 @@ purge, and the reads of retention, the startup report and status pages."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
 from dfhost.history import (
     TERMINAL_STATUSES,
@@ -105,23 +106,59 @@ async def start_txn(conn: Conn, request: StartRequest, *, retrying: bool) -> tup
     return True, True
 
 
-async def send_txn(conn: Conn, message: Message) -> DeliveryResult:
-    # KEY SHARE waits only for a purge of the row, not for an episode committing on it.
+START = (
+    "start_instance(%s, %s, %s, %s, %s, %s, %s, %s, %s::timestamptz, %s::timestamptz, "
+    "%s::smallint, %s, %s::timestamptz, %s, %s)"
+)
+"""The call of the function that makes the common start in one statement: it creates the
+instance and notifies, unless the id is taken; it answers whether it created it (else the
+caller runs `start_txn`)."""
+
+
+def start_params(request: StartRequest, channel: str, sender: str) -> list[object]:
+    instance = request.pending_instance()
+    params = instance_params(instance)
+    event = request.started_event()
+    return [
+        params["instance_id"],
+        params["name"],
+        params["execution_id"],
+        params["status"],
+        params["version"],
+        params["input"],
+        params["parent_instance_id"],
+        params["tags"],
+        params["created_at"],
+        params["last_updated_at"],
+        int(event.type),
+        event.to_json(),
+        None if request.visible_at is None else utc(request.visible_at),
+        channel,
+        sender,
+    ]
+
+
+async def send_call(conn: Conn, message: Message, channel: str, sender: str) -> DeliveryResult:
+    """Enqueue a client's message and notify, in one statement (see `routines`)."""
+    event = message.event
     cur = await conn.execute(
-        "SELECT status FROM instances WHERE instance_id = %s FOR KEY SHARE",
-        (message.instance_id,),
+        "SELECT send_message(%s, %s, %s::smallint, %s::integer, %s, %s::timestamptz, %s, %s, %s)",
+        (
+            message.instance_id,
+            message.execution_id,
+            int(event.type),
+            event.timer_id,
+            event.to_json(),
+            None if message.visible_at is None else utc(message.visible_at),
+            event.type is EventType.EXECUTION_REWOUND,
+            channel,
+            sender,
+        ),
     )
     row = await cur.fetchone()
-    if row is None:
-        return "not_found"
-    status = OrchestrationStatus(row[0])
-    if message.event.type is EventType.EXECUTION_REWOUND:
-        if status is not OrchestrationStatus.FAILED:
-            return "gone"
-    elif status in TERMINAL_STATUSES:
-        return "gone"
-    await insert_messages(conn, [message])
-    return "sent"
+    result = row[0] if row else "not_found"
+    assert result in ("sent", "not_found", "gone")
+    return cast(DeliveryResult, result)
 
 
 async def query_txn(conn: Conn, query: InstanceQuery) -> InstancePage:

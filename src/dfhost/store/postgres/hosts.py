@@ -80,7 +80,8 @@ async def next_due_txn(
     cur = await conn.execute(
         """SELECT
             (SELECT MIN(visible_at) FROM messages WHERE visible_at > %(now)s),
-            (SELECT MIN(lock_until) FROM instances WHERE lock_until > %(now)s),
+            (SELECT MIN(i.lock_until) FROM instances AS i WHERE i.lock_until > %(now)s
+             AND EXISTS (SELECT 1 FROM messages AS m WHERE m.instance_id = i.instance_id)),
             (SELECT MIN(lease_until) FROM activity_tasks WHERE lease_until > %(now)s),
             (SELECT MIN(h.heartbeat_at) + %(window)s - now() FROM hosts AS h
              WHERE h.owner <> ALL(%(own)s) AND (
@@ -92,6 +93,9 @@ async def next_due_txn(
     )
     row = await cur.fetchone()
     assert row is not None
+    # A lease's end matters only to an instance with messages waiting (a message that comes
+    # later wakes the claimers itself): else every host woke whenever an instance's hold
+    # ended (50 ms after an activity's start), to claim nothing.
     times: list[datetime] = [value for value in row[:3] if value is not None]
     # Another host's leases become claimable when it misses its heartbeats for the window:
     # wake then (measured on the database's clock, so it does not matter if ours is off).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -17,6 +17,7 @@ from psycopg import sql
 
 from dfhost.history import HistoryEvent, Instance, OrchestrationStatus
 from dfhost.store import StoreError
+from dfhost.store.postgres import routines
 from dfhost.store.query import SqlDialect
 from dfhost.work import Message
 
@@ -72,6 +73,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # never match a new lease.
         "CREATE SEQUENCE lock_tokens",
     ),
+    routines.MIGRATION,
 )
 """`MIGRATIONS[v]` takes the schema from version v to v + 1."""
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -146,6 +148,50 @@ LIVE = "(SELECT owner FROM hosts WHERE heartbeat_at > now() - %(window)s)"
 def utc(value: datetime) -> datetime:
     """Naive datetimes are UTC (as `format_time` takes them)."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def text_array(values: Sequence[str | None]) -> str | None:
+    """A `text[]` parameter as its literal, or None for none (pass it with a `::text[]` cast).
+
+    psycopg quotes each element of a list with a regular expression, character by character
+    for JSON full of quotes: a tenth of the host's CPU per orchestration. `str.replace` does
+    the same escaping at C speed."""
+    if not values:
+        return None
+    return (
+        "{"
+        + ",".join(
+            "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for v in values
+        )
+        + "}"
+    )
+
+
+def as_text(value: object) -> str | None:
+    """A parameter in PostgreSQL's text form (the statement casts it to its type).
+
+    psycopg keys its prepared statements by the parameters' types too, and those change with
+    the values (None or not, small or large integers): the same commit statement was prepared
+    again and again, each time parsed and planned. Sent as text, every parameter has one type
+    (unknown), whatever its value."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return utc(value).isoformat()
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds()} seconds"
+    if isinstance(value, list):
+        if not value:
+            return None
+        if all(item is None or isinstance(item, str) for item in value):
+            return text_array(value)
+        return "{" + ",".join("NULL" if v is None else f'"{as_text(v)}"' for v in value) + "}"
+    raise TypeError(f"no text form for a {type(value).__name__} parameter")
 
 
 DIALECT = SqlDialect(placeholder="%s", time=utc, status_beside_prefix="status")

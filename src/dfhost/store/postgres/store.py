@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from dfhost.history import HistoryEvent, Instance, OrchestrationStatus
+from dfhost.history import TERMINAL_STATUSES, HistoryEvent, Instance, OrchestrationStatus
 from dfhost.store import (
     Claim,
     Completion,
@@ -25,6 +25,7 @@ from dfhost.store import (
 )
 from dfhost.store import query as listing
 from dfhost.store.postgres import claims, clients, hosts, timers
+from dfhost.store.postgres.batches import Batch
 from dfhost.store.postgres.connections import CLIENT_PATIENCE, Body, Connections, parse_target
 from dfhost.store.postgres.schema import (
     SCHEMA_VERSION,
@@ -57,6 +58,12 @@ class PostgresStore(Wakeups):
         self.takeover = target.takeover
         self.conninfo = target.conninfo
         self.db = Connections(target)
+        self._commits = Batch(self.db, patient=True)
+        """Episodes' commits: those made at the same time share one statement."""
+        self._completions = Batch(self.db, patient=True)
+        """Activities' completions, the same way."""
+        self._starts = Batch(self.db, patient=False)
+        """Clients' starts, the same way."""
         self._label = target.label
         self._sender = uuid.uuid4().hex  # our NOTIFY payload, so the listener can skip our own
         self._open = False
@@ -139,27 +146,29 @@ class PostgresStore(Wakeups):
 
     # --- clients -------------------------------------------------------------------------
     async def create_instance(self, request: StartRequest) -> bool:
-        async def create(conn: Conn, retrying: bool) -> tuple[bool, bool]:
-            created, enqueued = await clients.start_txn(conn, request, retrying=retrying)
-            if enqueued:
-                await notify(conn, self.schema, self._sender)
-            return created, enqueued
+        params = clients.start_params(request, self.schema, self._sender)
+        [(created,)] = await self._starts.call(clients.START, params)
+        enqueued = bool(created)
+        if not created:
+            # The id is taken: replace a finished instance or report the conflict. Retrying,
+            # as an earlier attempt (its answer lost) may be what took the id: an unfinished
+            # instance with this very execution id is ours.
+            async def replace(conn: Conn, retrying: bool) -> tuple[bool, bool]:
+                created, enqueued = await clients.start_txn(conn, request, retrying=True)
+                if enqueued:
+                    await notify(conn, self.schema, self._sender)
+                return created, enqueued
 
-        created, enqueued = await self.db.transact(create, patient=False)
+            created, enqueued = await self.db.transact(replace, patient=False)
         if enqueued:
             self.notify()
-        return created
+        return bool(created)
 
     async def send_message(self, message: Message) -> DeliveryResult:
-        async def send(conn: Conn, retrying: bool) -> DeliveryResult:
-            result = await clients.send_txn(conn, message)
-            if result == "sent":
-                await notify(conn, self.schema, self._sender)
-            return result
-
         result = await self.db.transact(
-            send,
+            lambda conn, retrying: clients.send_call(conn, message, self.schema, self._sender),
             patient=False,
+            single=True,
             ambiguous=(
                 f"the connection to task hub {self._label} was lost while committing; the "
                 f"message to {message.instance_id!r} may or may not have been sent"
@@ -257,7 +266,7 @@ class PostgresStore(Wakeups):
         tag = uuid.uuid4().hex
 
         async def body(conn: Conn, retrying: bool) -> list[EpisodeWork]:
-            if retrying:  # an earlier attempt may have committed unseen: hand out what it took
+            if retrying:  # an earlier attempt may have gone through unseen: hand out its work
                 taken = await claims.reload_claim_txn(conn, claim, tag)
                 if taken is not None:
                     return taken
@@ -265,7 +274,7 @@ class PostgresStore(Wakeups):
                 conn, claim, limit, tag=tag, window=self.takeover
             )
 
-        return await self.db.transact(body, patient=True, pipelined=True)
+        return await self.db.transact(body, patient=True, single=True)
 
     async def commit_episode(
         self,
@@ -275,36 +284,59 @@ class PostgresStore(Wakeups):
         *,
         lease_activities: tuple[datetime, int] | None = None,
     ) -> list[ActivityTask]:
+        return await self.commit_episode_holding(
+            owner, work, outcome, lease_activities=lease_activities
+        )
+
+    async def commit_episode_holding(
+        self,
+        owner: str,
+        work: EpisodeWork,
+        outcome: EpisodeOutcome,
+        *,
+        lease_activities: tuple[datetime, int] | None = None,
+        hold_until: datetime | None = None,
+        completes: ActivityTask | None = None,
+    ) -> list[ActivityTask]:
+        """See `InstanceHolder`: one statement (a transaction only when the episode starts
+        other instances)."""
         require_same_instance(work, outcome)
-        lease = None
-        if lease_activities is not None and lease_activities[1] > 0 and outcome.activities:
-            lease = (lease_activities[0], lease_activities[1], uuid.uuid4().hex)
+        params = claims.commit_params(
+            owner,
+            work,
+            outcome,
+            tag=uuid.uuid4().hex,
+            channel=self.schema,
+            sender=self._sender,
+            lease_activities=lease_activities,
+            hold_until=hold_until,
+            completes=completes,
+        )
+        leasing = 0 if lease_activities is None else lease_activities[1]
+        # Retried after an answer that never came, a commit finds its own tag on the instance
+        # if it went through, and answers as it would have: the episode is recorded once, and
+        # the activities it leased are handed out (else they would wait, leased to a host that
+        # never heard of them, until their lease expired).
+        if outcome.starts:
 
-        async def commit(conn: Conn, retrying: bool) -> tuple[bool, list[ActivityTask]]:
-            # Retried after a COMMIT that may have gone through, the lease check fails: the
-            # episode was recorded at most once either way. If that COMMIT leased activities,
-            # they are found by their claim tag, and then it did go through: hand them out
-            # (and wake this process, which its own NOTIFY does not), or they would wait,
-            # leased to a host that never heard of them, until their lease expired.
-            if (
-                retrying
-                and lease is not None
-                and (taken := await claims.leased_activities_txn(conn, owner, lease[2]))
-            ):
-                return True, taken
-            wake, leased = await claims.commit_txn(
-                conn, owner, work, outcome, retrying=retrying, lease_activities=lease
-            )
-            if wake:
-                await notify(conn, self.schema, self._sender)
-            return wake, leased
+            async def commit(conn: Conn, retrying: bool) -> claims.Committed:
+                async with conn.transaction():
+                    return await claims.commit_with_starts_txn(
+                        conn, params, work, outcome, leasing, retrying=retrying
+                    )
 
-        wake, leased = await self.db.transact(commit, patient=True, pipelined=True)
-        if not wake:
+            done = await self.db.transact(commit, patient=True, single=True)
+        else:
+            [row] = await self._commits.call(claims.COMMIT, params)
+            done = claims.committed(row, work, outcome, leasing)
+        self.committed(outcome.instance)
+        wake = done.wake
+        if not wake and not done.held and outcome.instance.status not in TERMINAL_STATUSES:
             # A result enqueued while this commit held the instance can miss both the commit's
             # own look at the inbox (it was not committed yet) and its NOTIFY's claims (the
             # instance was still locked): look again now that the lock is gone, or it would
-            # wait for the polling fallback.
+            # wait for the polling fallback. (Held, the instance is the holder's to run, and a
+            # hold ends with its activity's result; finished, its messages are only dropped.)
             wake = await self.db.transact(
                 lambda conn, retrying: clients.has_messages(conn, work.instance.instance_id),
                 patient=True,
@@ -312,8 +344,7 @@ class PostgresStore(Wakeups):
             )
         if wake:
             self.notify()
-        self.committed(outcome.instance)
-        return leased
+        return done.leased
 
     async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
         async def abandon(conn: Conn, retrying: bool) -> bool:
@@ -346,51 +377,39 @@ class PostgresStore(Wakeups):
         self, task: ActivityTask, result: Message, claim: Claim | None = None
     ) -> Completion | None:
         # The lease token is deliberately not checked: delivery is at least once, and whichever
-        # run completes first wins (a retry after a lost COMMIT finds the task gone).
+        # run completes first wins (a retry after a lost answer finds the task gone).
         task_id = task.task_id
         if task_id is None:
             return None
-        if claim is None:
-            completed = await self.db.transact(
-                lambda conn, retrying: claims.complete_activity_txn(
-                    conn, task_id, result, self.schema, self._sender
-                ),
-                patient=True,
-                single=True,
-            )
-            work = None
-        else:
-            completed, work = await self._complete_and_claim(task_id, result, claim)
-        if not completed:
+        # Completions made at the same time share a statement, as commits do. Run again after
+        # an answer that was lost, the function answers as the lost attempt would have: the
+        # task is gone, and a lease that attempt took (its tag) is handed out, or the instance
+        # would sit leased to this host, which never runs it, until the lease expired.
+        params = claims.complete_params(
+            task_id,
+            result,
+            claim,
+            tag=uuid.uuid4().hex,
+            window=self.takeover,
+            channel=self.schema,
+            sender=self._sender,
+        )
+        rows = await self._completions.call(claims.COMPLETE, params)
+        if not rows:  # the task was gone: another run (or the lost attempt) completed it
             return None
+        work = None
+        if claim is not None and rows[0][0] is not None:
+            works = claims.decoded_work(rows, claim.known)
+            if works is None:  # history to read, or a message that does not decode
+                works = await self.db.transact(
+                    lambda conn, retrying: claims.load_work(conn, rows, claim.known),
+                    patient=True,
+                    single=True,
+                )
+            work = works[0] if works else None
         if work is None:
             self.notify()
         return Completion(work)
-
-    async def _complete_and_claim(
-        self, task_id: int, result: Message, claim: Claim
-    ) -> tuple[bool, EpisodeWork | None]:
-        tag = uuid.uuid4().hex
-
-        async def body(conn: Conn, retrying: bool) -> tuple[bool, EpisodeWork | None]:
-            # Retried after a COMMIT that may have gone through, the task is gone. If that
-            # COMMIT leased the instance, the lease carries `tag`: hand its work out, as a
-            # claim's retry does, or the instance would sit leased to this host, which never
-            # runs it, until the lease expired. If it completed without leasing, the retry
-            # answers (False, None), as a completion without a claim does: the result was
-            # delivered once either way.
-            if retrying:
-                taken = await claims.reload_claim_txn(conn, claim, tag)
-                if taken:
-                    return True, taken[0]
-            done, work = await claims.complete_and_claim_txn(
-                conn, task_id, result, claim, tag=tag, window=self.takeover
-            )
-            if done and work is None:
-                await notify(conn, self.schema, self._sender)
-            return done, work
-
-        return await self.db.transact(body, patient=True, pipelined=True)
 
     async def renew_activity_leases(
         self, owner: str, tasks: Sequence[ActivityTask], lease_until: datetime
