@@ -196,7 +196,8 @@ class TestHost:
         from dfhost.web import build_app
         from dfhost.wire import client_binding
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named so asyncio sets TCP_NODELAY on connections (see cli/main.py _bind).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
         sock.setblocking(False)
