@@ -193,7 +193,7 @@ class DurableClient:
         finished instance with the same id is replaced; an unfinished one raises
         `InstanceExistsError`. `start_at`: its first episode waits until then (Pending).
         """
-        if self.app is not None and self.app.orchestrator(name) is None:
+        if self.app is not None and not self.app.runs_orchestrator(name):
             known = sorted(f.name for f in self.app.of_kind("orchestrator"))
             raise UnknownOrchestratorError(name, known)
         check_text(name, "The orchestrator name")
@@ -261,7 +261,7 @@ class DurableClient:
         check_payload(reason, "reason", self.payload_bytes)
         if self.app is not None:
             instance = await self.get_status(instance_id)
-            if instance is not None and self.app.orchestrator(instance.name) is None:
+            if instance is not None and not self.app.runs_orchestrator(instance.name):
                 known = sorted(f.name for f in self.app.of_kind("orchestrator"))
                 raise UnknownOrchestratorError(instance.name, known)
         return await self._send(

@@ -81,7 +81,9 @@ def serve_app(folder: Path) -> FunctionApp:
         max_concurrent_orchestrators=_SERVE_CONCURRENCY,
         max_concurrent_activities=_SERVE_CONCURRENCY,
     )
-    return FunctionApp(root=folder.resolve(), functions={}, settings=settings, errors=[])
+    return FunctionApp(
+        root=folder.resolve(), functions={}, settings=settings, errors=[], remote_workers=True
+    )
 
 
 class GrpcSide:
@@ -111,6 +113,7 @@ class GrpcSide:
         except ImportError as exc:
             return f"the gRPC server needs durabletask ({exc}): pip install 'dfhost[grpc]'"
         self.hub = WorkerHub(payload_bytes=self._app.settings.limits.payload_bytes)
+        self._app.remote_workers = True  # what it lacks is the workers'
         return None
 
     async def start(self, store: Store, host: str, access: Access) -> str | None:

@@ -132,5 +132,7 @@ async def start_grpc_server(
         raise GrpcServerError(f"cannot listen for gRPC on {address}")
     await server.start()
     scheme = "grpcs" if options.certificate is not None else "grpc"
-    log.info("dfhost: Durable Task gRPC on %s://%s", scheme, address)
+    shown = f"[{options.host}]" if ":" in options.host else options.host
+    # The port bound, which `--grpc-port 0` leaves to the system.
+    log.info("dfhost: Durable Task gRPC on %s://%s:%d", scheme, shown, bound)
     return server

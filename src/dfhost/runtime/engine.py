@@ -417,7 +417,12 @@ class Engine:
 
     async def _remote_outcome(self, remote: RemoteWorkers, step: Replay | Rewind) -> EpisodeOutcome:
         """A remote worker's episode, committed like a replay's."""
-        decided = await remote.run_episode(step.episode)
+        episode = step.episode
+        if isinstance(step, Replay) and step.markers:
+            # A Durable Task worker keeps suspended itself: it must see the resume too.
+            started, *inbound = episode.new
+            episode = replace(episode, new=[started, *step.markers, *inbound])
+        decided = await remote.run_episode(episode)
         version = self.app.settings.default_version
         if isinstance(step, Rewind):
             children: dict[str, Instance | None] = {}
