@@ -189,10 +189,11 @@ def event_to_proto(e: HistoryEvent) -> pb.HistoryEvent:
     return out
 
 
-def event_from_proto(p: pb.HistoryEvent) -> HistoryEvent:
-    """The stored form of a worker's event (carried-over events of continue-as-new); raises
-    ValueError for a kind dfhost does not keep (entity events)."""
-    now = time_from_proto(p.timestamp)
+def event_from_proto(p: pb.HistoryEvent, now: datetime) -> HistoryEvent:
+    """The stored form of a worker's event (carried-over events of continue-as-new), stamped
+    `now` unless it has a time; raises ValueError for a kind it cannot be."""
+    if p.timestamp.seconds or p.timestamp.nanos:  # the SDK carries events over unstamped
+        now = time_from_proto(p.timestamp)
     kind = p.WhichOneof("eventType")
     if kind == "eventRaised":
         raised = p.eventRaised

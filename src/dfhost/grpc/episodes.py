@@ -5,6 +5,7 @@ engine commits with the episode, as a replay of dfhost's own SDK would give them
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 
@@ -129,7 +130,7 @@ def _decided(episode: EpisodeInput, response: pb.OrchestratorResponse) -> Remote
             )
             messages.append(Message(instance_id=end.instanceId, event=terminated))
         elif kind == "completeOrchestration":
-            outcome = _completion(action.completeOrchestration)
+            outcome = _completion(action.completeOrchestration, now)
         else:
             raise _Refused(
                 f"dfhost does not carry out the action {kind!r} of a Durable Task worker"
@@ -143,7 +144,7 @@ def _decided(episode: EpisodeInput, response: pb.OrchestratorResponse) -> Remote
     return RemoteEpisode(result, messages)
 
 
-def _completion(done: pb.CompleteOrchestrationAction) -> Outcome:
+def _completion(done: pb.CompleteOrchestrationAction, now: datetime) -> Outcome:
     status = done.orchestrationStatus
     if status == pb.ORCHESTRATION_STATUS_COMPLETED:
         return Completed(text(done, "result"))
@@ -151,7 +152,7 @@ def _completion(done: pb.CompleteOrchestrationAction) -> Outcome:
         return Failed(*failure_from_proto(done.failureDetails))
     if status == pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW:
         try:
-            carried = [event_from_proto(e) for e in done.carryoverEvents]
+            carried = [event_from_proto(e, now) for e in done.carryoverEvents]
         except ValueError as exc:
             raise _Refused(str(exc)) from None
         return ContinuedAsNew(text(done, "result"), carried)
