@@ -68,8 +68,10 @@ def failing(ctx: task.OrchestrationContext, _: Any) -> Any:
     yield ctx.call_activity(fails, input=1)
 
 
-def sdk_worker(address: str) -> worker.TaskHubGrpcWorker:
-    w = worker.TaskHubGrpcWorker(host_address=address)
+def sdk_worker(
+    address: str, metadata: list[tuple[str, str]] | None = None
+) -> worker.TaskHubGrpcWorker:
+    w = worker.TaskHubGrpcWorker(host_address=address, metadata=metadata)
     for orchestrator in (patterns, child, counter, waits, failing):
         w.add_orchestrator(orchestrator)
     w.add_activity(plus_one)

@@ -107,6 +107,8 @@ def _instance(instance_id: str | None, execution_id: str | None) -> pb.Orchestra
 def event_to_proto(e: HistoryEvent) -> pb.HistoryEvent:
     """The proto form of a stored event."""
     out = pb.HistoryEvent(eventId=e.event_id, timestamp=time_to_proto(e.timestamp))
+    # The kind is the oneof field that is set, also when none of its own fields is.
+    getattr(out, _FIELD_OF[e.type]).SetInParent()
     match e.type:
         case EventType.EXECUTION_STARTED:
             started = out.executionStarted
@@ -121,12 +123,16 @@ def event_to_proto(e: HistoryEvent) -> pb.HistoryEvent:
                 )
             if e.trace_context:
                 started.parentTraceContext.traceParent = e.trace_context
-        case EventType.EXECUTION_COMPLETED:
+        case EventType.EXECUTION_COMPLETED | EventType.EXECUTION_FAILED:
+            # DTFx's ExecutionFailed (which dfhost does not write) is a failed completion.
+            status = e.status or (
+                OrchestrationStatus.FAILED
+                if e.type is EventType.EXECUTION_FAILED
+                else OrchestrationStatus.COMPLETED
+            )
             completed = out.executionCompleted
-            completed.orchestrationStatus = STATUS_TO_PROTO[
-                e.status or OrchestrationStatus.COMPLETED
-            ]
-            if e.status in (OrchestrationStatus.FAILED, OrchestrationStatus.CANCELED):
+            completed.orchestrationStatus = STATUS_TO_PROTO[status]
+            if status in (OrchestrationStatus.FAILED, OrchestrationStatus.CANCELED):
                 completed.failureDetails.CopyFrom(failure_to_proto(_message(e.result), e.details))
             else:
                 _set(completed, "result", e.result)
@@ -160,10 +166,6 @@ def event_to_proto(e: HistoryEvent) -> pb.HistoryEvent:
         case EventType.TIMER_FIRED:
             out.timerFired.timerId = e.timer_id or 0
             out.timerFired.fireAt.CopyFrom(time_to_proto(e.fire_at or e.timestamp))
-        case EventType.ORCHESTRATOR_STARTED:
-            out.orchestratorStarted.SetInParent()
-        case EventType.ORCHESTRATOR_COMPLETED:
-            out.orchestratorCompleted.SetInParent()
         case EventType.EVENT_SENT:
             out.eventSent.instanceId = e.instance_id or ""
             out.eventSent.name = e.name or ""
@@ -173,20 +175,41 @@ def event_to_proto(e: HistoryEvent) -> pb.HistoryEvent:
             _set(out.eventRaised, "input", e.input)
         case EventType.GENERIC_EVENT:
             _set(out.genericEvent, "data", e.input)
-        case EventType.HISTORY_STATE:
-            out.historyState.SetInParent()
         case EventType.CONTINUE_AS_NEW:
             _set(out.continueAsNew, "input", e.input)
         case EventType.EXECUTION_SUSPENDED:
-            out.executionSuspended.SetInParent()
             _set(out.executionSuspended, "input", e.reason)
         case EventType.EXECUTION_RESUMED:
-            out.executionResumed.SetInParent()
             _set(out.executionResumed, "input", e.reason)
         case EventType.EXECUTION_REWOUND:
-            out.executionRewound.SetInParent()
             _set(out.executionRewound, "reason", e.reason)
     return out
+
+
+_FIELD_OF = {
+    EventType.EXECUTION_STARTED: "executionStarted",
+    EventType.EXECUTION_COMPLETED: "executionCompleted",
+    EventType.EXECUTION_FAILED: "executionCompleted",
+    EventType.EXECUTION_TERMINATED: "executionTerminated",
+    EventType.TASK_SCHEDULED: "taskScheduled",
+    EventType.TASK_COMPLETED: "taskCompleted",
+    EventType.TASK_FAILED: "taskFailed",
+    EventType.SUB_ORCHESTRATION_CREATED: "subOrchestrationInstanceCreated",
+    EventType.SUB_ORCHESTRATION_COMPLETED: "subOrchestrationInstanceCompleted",
+    EventType.SUB_ORCHESTRATION_FAILED: "subOrchestrationInstanceFailed",
+    EventType.TIMER_CREATED: "timerCreated",
+    EventType.TIMER_FIRED: "timerFired",
+    EventType.ORCHESTRATOR_STARTED: "orchestratorStarted",
+    EventType.ORCHESTRATOR_COMPLETED: "orchestratorCompleted",
+    EventType.EVENT_SENT: "eventSent",
+    EventType.EVENT_RAISED: "eventRaised",
+    EventType.GENERIC_EVENT: "genericEvent",
+    EventType.HISTORY_STATE: "historyState",
+    EventType.CONTINUE_AS_NEW: "continueAsNew",
+    EventType.EXECUTION_SUSPENDED: "executionSuspended",
+    EventType.EXECUTION_RESUMED: "executionResumed",
+    EventType.EXECUTION_REWOUND: "executionRewound",
+}
 
 
 def event_from_proto(p: pb.HistoryEvent, now: datetime) -> HistoryEvent:

@@ -86,6 +86,7 @@ class WorkerHub:
         self._waiting: list[_Pending] = []
         """Work items that no connected worker takes yet."""
         self._ids = itertools.count(1)
+        self._released = False
 
     @property
     def connected(self) -> int:
@@ -104,9 +105,10 @@ class WorkerHub:
         finally:
             self._forget(pending)
         if answer is None:
-            # Given back by its worker: the episode's lease goes back to the hub, a little
-            # later, so that a worker giving back everything does not spin the host.
-            await asyncio.sleep(self.retry_after)
+            # Given back: the episode's lease goes back to the hub, a little later, so that a
+            # worker giving back everything does not spin the host.
+            if not self._released:
+                await asyncio.sleep(self.retry_after)
             raise RemoteAbandoned(f"a worker gave back {episode.instance_id}")
         assert isinstance(answer, pb.OrchestratorResponse)
         return remote_episode(episode, answer, self.payload_bytes)
@@ -123,6 +125,8 @@ class WorkerHub:
         pending = self._new("activity", task.name, pb.WorkItem(activityRequest=request))
         try:
             while (answer := await pending.answer) is None:
+                if self._released:
+                    raise RemoteAbandoned(f"activity '{task.name}' was given back")
                 await asyncio.sleep(self.retry_after)  # abandoned: again, a little later
                 self._forget(pending)
                 pending = self._new("activity", task.name, pb.WorkItem(activityRequest=request))
@@ -139,6 +143,13 @@ class WorkerHub:
             task_scheduled_id=task.task_scheduled_id,
             result=text(answer, "result"),
         )
+
+    def release(self) -> None:
+        self._released = True
+        waiting, self._waiting = self._waiting, []
+        for pending in waiting:
+            if not pending.answer.done():
+                pending.answer.set_result(None)
 
     # --- what workers ask -----------------------------------------------------------------
 
@@ -204,6 +215,10 @@ class WorkerHub:
         return pending
 
     def _place(self, pending: _Pending) -> None:
+        if self._released:
+            if not pending.answer.done():
+                pending.answer.set_result(None)
+            return
         candidates = [w for w in self._workers.values() if w.takes(pending.kind, pending.name)]
         if not candidates:
             self._waiting.append(pending)

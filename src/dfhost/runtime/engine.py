@@ -154,6 +154,8 @@ class Engine:
         outlasts them is not taken over by another host while it runs here."""
         self._stopping = True
         self.store.notify()
+        if self.remote is not None:
+            self.remote.release()
         await cancel_and_wait((self._loop_task, self._retention_task))
         while pending := [*self._episodes, *self._activities]:
             await asyncio.wait(pending)
@@ -508,12 +510,15 @@ class Engine:
 
     async def _run_activity(self, task: ActivityTask) -> None:
         started_ns = time.time_ns()
-        if telemetry.enabled():
-            async with telemetry.activity_span(task, self.store.get_history) as traced:
+        try:
+            if telemetry.enabled():
+                async with telemetry.activity_span(task, self.store.get_history) as traced:
+                    event = await self._activity_event(task)
+                    traced(event)
+            else:  # the span's context manager alone costs more than a trivial activity
                 event = await self._activity_event(task)
-                traced(event)
-        else:  # the span's context manager alone costs more than a trivial activity
-            event = await self._activity_event(task)
+        except RemoteAbandoned:
+            return  # its lease ends with this host, and it runs again elsewhere or later
         metrics.activity_done(task.name, event.type is EventType.TASK_COMPLETED, _since(started_ns))
         result = Message(instance_id=task.instance_id, execution_id=task.execution_id, event=event)
         held = self._held.pop(task.instance_id, None)

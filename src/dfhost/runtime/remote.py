@@ -42,4 +42,9 @@ class RemoteWorkers(Protocol):
 
     async def run_activity(self, task: ActivityTask) -> HistoryEvent:
         """The TaskCompleted or TaskFailed event of one run of `task` by a worker (it waits
-        for a worker, and gives the task to another if one disconnects with it)."""
+        for a worker, and gives the task to another if one disconnects with it); raises
+        `RemoteAbandoned` once released."""
+
+    def release(self) -> None:
+        """The host is draining: give back the work no worker holds (and any that comes),
+        instead of waiting for a worker; what workers hold is still answered."""
