@@ -20,8 +20,10 @@ GRPC_BACKENDS = ("sqlite", "postgres")
 class ServeProcess(HostProcess):
     """One `dfhost serve --grpc-port 0` process; `address` is its gRPC host:port."""
 
-    def __init__(self, store_url: str, folder: Path, extra: tuple[str, ...] = ()) -> None:
-        super().__init__(folder, store_url, extra=("--grpc-port", "0", *extra))
+    def __init__(
+        self, store_url: str, folder: Path, extra: tuple[str, ...] = (), grpc_port: int = 0
+    ) -> None:
+        super().__init__(folder, store_url, extra=("--grpc-port", str(grpc_port), *extra))
         self.cwd = folder  # where a hub without a folder of its own keeps its keys
 
     def command(self) -> list[str]:
