@@ -352,16 +352,19 @@ class Engine:
     def _may_hold(self, work: EpisodeWork, outcome: EpisodeOutcome) -> bool:
         """Whether to keep the instance leased after this commit (`_HOLD`): it waits for
         nothing but the one activity it schedules, and its session stays cached here."""
+        iid = outcome.instance.instance_id
+        # A worker's orchestrator needs no session here: the held history is all it is sent.
+        remote = self.remote is not None and self.app.orchestrator(outcome.instance.name) is None
+        cached = self.sessions is not None and self.sessions.held(iid) is not None
         return (
             self._holder is not None
-            and self.sessions is not None
+            and (remote or cached)
             and len(outcome.activities) == 1
             and not outcome.messages
             and not outcome.starts
             and not outcome.reset_history
             and not work.history_start
             and outcome.instance.status is OrchestrationStatus.RUNNING
-            and self.sessions.held(outcome.instance.instance_id) is not None
         )
 
     async def _whole_history(self, work: EpisodeWork) -> EpisodeWork:
