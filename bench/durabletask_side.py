@@ -60,13 +60,17 @@ def _free_port() -> int:
 
 @contextmanager
 def backend(kind: str) -> Iterator[str]:
-    """A running backend of `kind` ("dfhost" or "memory"); yields its gRPC address."""
+    """A running backend of `kind` ("dfhost", "dfhost-normal" or "memory"); yields its gRPC
+    address."""
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="dt-bench-") as folder:
-        if kind == "dfhost":
+        if kind.startswith("dfhost"):
+            # dfhost-normal: SQLite's synchronous=NORMAL (a SIGKILL loses nothing, a power
+            # cut may lose the last commits); dfhost: FULL, dfhost's default.
+            options = "?synchronous=normal" if kind == "dfhost-normal" else ""
             command = [
                 str(REPO / ".venv" / "bin" / "dfhost"), "serve",
-                "--store", f"sqlite:///{folder}/hub.sqlite3",
+                "--store", f"sqlite:///{folder}/hub.sqlite3{options}",
                 "--grpc-port", str(port), "--port", "0",
             ]  # fmt: skip
             ready = "listening on"

@@ -68,14 +68,29 @@ def failing(ctx: task.OrchestrationContext, _: Any) -> Any:
     yield ctx.call_activity(fails, input=1)
 
 
+_failed_once: set[str] = set()
+
+
+def fails_once(ctx: task.ActivityContext, value: str) -> str:
+    if value not in _failed_once:
+        _failed_once.add(value)
+        raise RuntimeError(f"first try of {value}")
+    return f"{value} done"
+
+
+def rewindable(ctx: task.OrchestrationContext, value: str) -> Any:
+    result = yield ctx.call_activity(fails_once, input=value)
+    return result
+
+
 def sdk_worker(
     address: str, metadata: list[tuple[str, str]] | None = None
 ) -> worker.TaskHubGrpcWorker:
     w = worker.TaskHubGrpcWorker(host_address=address, metadata=metadata)
-    for orchestrator in (patterns, child, counter, waits, failing):
+    for orchestrator in (patterns, child, counter, waits, failing, rewindable):
         w.add_orchestrator(orchestrator)
-    w.add_activity(plus_one)
-    w.add_activity(fails)
+    for activity in (plus_one, fails, fails_once):
+        w.add_activity(activity)
     return w
 
 
@@ -218,3 +233,20 @@ def _status_becomes(
     )
     assert state is not None
     return state
+
+
+def test_a_failed_instance_is_rewound(served: ServeProcess) -> None:
+    c = client.TaskHubGrpcClient(host_address=served.address)
+    with sdk_worker(served.address) as w:
+        w.start()  # type: ignore[no-untyped-call]
+        instance_id = c.schedule_new_orchestration(rewindable, input="job-1")
+        failed = c.wait_for_orchestration_completion(instance_id, timeout=30)
+        assert failed is not None
+        assert failed.runtime_status == client.OrchestrationStatus.FAILED
+        c.rewind_orchestration(instance_id, reason="try again")
+        state = eventually_blocking(
+            lambda: c.get_orchestration_state(instance_id),
+            lambda s: s is not None and s.runtime_status == client.OrchestrationStatus.COMPLETED,
+            timeout=30,
+        )
+    assert state is not None and state.serialized_output == '"job-1 done"'
