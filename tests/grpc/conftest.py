@@ -31,11 +31,16 @@ class ServeProcess(HostProcess):
 
     @property
     def address(self) -> str:
-        for line in self.lines:
-            found = re.search(r"Durable Task gRPC on grpcs?://(\S+)", line)
-            if found:
-                return found.group(1)
-        raise AssertionError("no gRPC address in the output:\n" + self.output)
+        return grpc_address(self)
+
+
+def grpc_address(host: HostProcess) -> str:
+    """The gRPC host:port a started `dfhost serve` or `start --grpc-port` listens on."""
+    for line in host.lines:
+        found = re.search(r"Durable Task gRPC on grpcs?://(\S+)", line)
+        if found:
+            return found.group(1)
+    raise AssertionError("no gRPC address in the output:\n" + host.output)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
