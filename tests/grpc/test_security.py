@@ -69,3 +69,68 @@ def test_sizes_over_the_limits_are_refused_clearly(served: ServeProcess) -> None
     with pytest.raises(grpc.RpcError) as too_long:
         c.raise_orchestration_event(instance_id, "go", data="x" * (17 * 1024 * 1024))
     assert too_long.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path, bytes]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dfhost test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert_pem)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file, cert_pem
+
+
+def test_with_certificate_files_the_port_speaks_tls_only(tmp_path: Path) -> None:
+    cert_file, key_file, cert_pem = _self_signed(tmp_path)
+    host = ServeProcess(
+        f"sqlite:///{tmp_path / 'hub' / 'hub.sqlite3'}",
+        tmp_path,
+        extra=("--grpc-cert", str(cert_file), "--grpc-key", str(key_file)),
+    )
+    host.start()
+    try:
+        assert any("Durable Task gRPC on grpcs://" in line for line in host.lines)
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert_pem)
+        with grpc.secure_channel(host.address, credentials) as channel:
+            c = client.TaskHubGrpcClient(channel=channel)
+            instance_id = c.schedule_new_orchestration(waits)
+            state = c.get_orchestration_state(instance_id)
+            assert state is not None
+        with grpc.insecure_channel(host.address) as plain:
+            stub = pb_grpc.TaskHubSidecarServiceStub(plain)  # type: ignore[no-untyped-call]
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.GetInstance(pb.GetInstanceRequest(instanceId=instance_id), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        host.stop()
