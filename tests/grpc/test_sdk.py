@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -239,7 +240,8 @@ def test_a_failed_instance_is_rewound(served: ServeProcess) -> None:
     c = client.TaskHubGrpcClient(host_address=served.address)
     with sdk_worker(served.address) as w:
         w.start()  # type: ignore[no-untyped-call]
-        instance_id = c.schedule_new_orchestration(rewindable, input="job-1")
+        job = f"job-{uuid.uuid4().hex}"  # fails once per test process
+        instance_id = c.schedule_new_orchestration(rewindable, input=job)
         failed = c.wait_for_orchestration_completion(instance_id, timeout=30)
         assert failed is not None
         assert failed.runtime_status == client.OrchestrationStatus.FAILED
@@ -249,4 +251,4 @@ def test_a_failed_instance_is_rewound(served: ServeProcess) -> None:
             lambda s: s is not None and s.runtime_status == client.OrchestrationStatus.COMPLETED,
             timeout=30,
         )
-    assert state is not None and state.serialized_output == '"job-1 done"'
+    assert state is not None and state.serialized_output == json.dumps(f"{job} done")
