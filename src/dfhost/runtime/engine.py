@@ -281,6 +281,8 @@ class Engine:
         except RemoteAbandoned:
             with contextlib.suppress(StoreError):
                 await self.store.abandon_episode(self.owner, work)
+            if completes is not None:  # the result it carried unstored must not be lost
+                await self._record_result(completes, work.messages[0])
             return
         except Exception as exc:  # a dfhost bug: fail the instance rather than spin on it
             log.exception("dfhost: internal error in an episode of %s", work.instance.instance_id)
@@ -351,7 +353,8 @@ class Engine:
 
     def _may_hold(self, work: EpisodeWork, outcome: EpisodeOutcome) -> bool:
         """Whether to keep the instance leased after this commit (`_HOLD`): it waits for
-        nothing but the one activity it schedules, and its session stays cached here."""
+        nothing but the one activity it schedules, and its session stays cached here (or a
+        remote worker runs it, which is sent the whole history anyway)."""
         iid = outcome.instance.instance_id
         # A worker's orchestrator needs no session here: the held history is all it is sent.
         remote = self.remote is not None and self.app.orchestrator(outcome.instance.name) is None
