@@ -71,6 +71,12 @@ def add_serve_command(commands: Any) -> None:
         action="store_true",
         help="serve a non-loopback address without keys (anyone reaching it may do anything)",
     )
+    serve.add_argument(
+        "--drain",
+        metavar="SECONDS",
+        help="on SIGTERM or Ctrl-C, let what workers hold finish for up to this long, then "
+        "hand the rest over (default 30)",
+    )
     serve.add_argument("--log-format", choices=["console", "json"], default="console")
     add_grpc_arguments(serve)
 
