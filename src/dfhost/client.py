@@ -389,15 +389,24 @@ class DurableClient:
         return entity
 
     async def signal_entity(
-        self, name: str, key: str, operation: str, input_text: str | None
+        self,
+        name: str,
+        key: str,
+        operation: str,
+        input_text: str | None,
+        *,
+        visible_at: datetime | None = None,
     ) -> None:
         """Enqueue an operation (`input_text` is JSON text) for the entity, which is created
-        if it does not exist; its engine runs it in order with the others."""
+        if it does not exist; its engine runs it in order with the others (not before
+        `visible_at`, if given)."""
         entity = self.entity_id(name, key)
         check_text(operation, "The operation name")
         check_payload(input_text, "entity operation input", self.payload_bytes)
         _check_json(input_text, "The entity operation input")
         message = Operation.signal_from_client(operation, input_text).message(entity, self.clock())
+        if visible_at is not None:
+            message = replace(message, visible_at=visible_at)
         # The send fails only before the entity's first operation (or after a purge): create
         # it then, and send again.
         for _ in range(3):

@@ -5,6 +5,7 @@ engine commits with the episode, as a replay of dfhost's own SDK would give them
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime
 
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -18,10 +19,12 @@ from dfhost.grpc.convert import (
     wrapped,
 )
 from dfhost.history import EventType, HistoryEvent
+from dfhost.orchestration.entities import EntityId, Operation, creation_request
 from dfhost.orchestration.episode import (
     ActivityCall,
     Completed,
     ContinuedAsNew,
+    EntityMessage,
     EpisodeInput,
     EpisodeResult,
     Failed,
@@ -33,7 +36,7 @@ from dfhost.orchestration.episode import (
 )
 from dfhost.orchestration.limits import PayloadTooLargeError, check_payload
 from dfhost.runtime.remote import RemoteEpisode
-from dfhost.work import Message
+from dfhost.work import Message, StartRequest
 
 __all__ = ["episode_request", "remote_episode"]
 
@@ -75,6 +78,7 @@ def _decided(episode: EpisodeInput, response: pb.OrchestratorResponse) -> Remote
     events: list[HistoryEvent] = []
     work: list[Work] = []
     messages: list[Message] = []
+    starts: list[StartRequest] = []
     for action in response.actions:
         kind = action.WhichOneof("orchestratorActionType")
         if kind == "scheduleTask":
@@ -129,6 +133,8 @@ def _decided(episode: EpisodeInput, response: pb.OrchestratorResponse) -> Remote
                 type=EventType.EXECUTION_TERMINATED, timestamp=now, input=text(end, "reason")
             )
             messages.append(Message(instance_id=end.instanceId, event=terminated))
+        elif kind == "sendEntityMessage":
+            _entity_message(episode, action, events, work, messages, starts)
         elif kind == "completeOrchestration":
             outcome = _completion(action.completeOrchestration, now)
         else:
@@ -141,7 +147,57 @@ def _decided(episode: EpisodeInput, response: pb.OrchestratorResponse) -> Remote
         work=work,
         custom_status=text(response, "customStatus"),
     )
-    return RemoteEpisode(result, messages)
+    return RemoteEpisode(result, messages, starts)
+
+
+def _entity_message(
+    episode: EpisodeInput,
+    action: pb.OrchestratorAction,
+    events: list[HistoryEvent],
+    work: list[Work],
+    messages: list[Message],
+    starts: list[StartRequest],
+) -> None:
+    """A call or signal of an entity, recorded and sent as a function app's (an EventSent
+    whose input is the request message; the entity's response comes back as an EventRaised
+    named by the request id, which the SDKs read as the call's result)."""
+    sent = action.sendEntityMessage
+    which = sent.WhichOneof("EntityMessageType")
+    if which == "entityOperationCalled":
+        called = sent.entityOperationCalled
+        target, signal, scheduled = text(called, "targetInstanceId"), False, None
+        operation, payload, request_id = called.operation, text(called, "input"), called.requestId
+    elif which == "entityOperationSignaled":
+        signaled = sent.entityOperationSignaled
+        target, signal = text(signaled, "targetInstanceId"), True
+        operation, payload = signaled.operation, text(signaled, "input")
+        request_id = signaled.requestId
+        scheduled = (
+            time_from_proto(signaled.scheduledTime) if signaled.HasField("scheduledTime") else None
+        )
+    else:
+        raise _Refused(f"dfhost does not support entity locks (the entity message {which!r})")
+    entity = EntityId.parse(target or "")
+    if entity is None:
+        raise _Refused(f"{target!r} is not an entity id (@name@key)")
+    call = EntityMessage(
+        action.id, entity.instance_id, operation, payload, request_id or str(uuid.uuid4()), signal
+    )
+    events.append(call.scheduled_event(episode))
+    if scheduled is None or scheduled <= episode.now:
+        work.append(call)
+        return
+    # A signal for later: its message waits in the entity's inbox until then.
+    message = Operation(
+        operation,
+        payload,
+        True,
+        call.request_id,
+        parent_instance_id=episode.instance_id,
+        parent_execution_id=episode.execution_id,
+    ).message(entity, episode.now)
+    messages.append(replace(message, visible_at=scheduled))
+    starts.append(creation_request(entity, episode.now))
 
 
 def _completion(done: pb.CompleteOrchestrationAction, now: datetime) -> Outcome:

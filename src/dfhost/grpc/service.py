@@ -3,7 +3,8 @@
 Client calls go through `DurableClient`, as the management API's do, so an instance started
 here is the same as one started over HTTP and the other way round. Work items come from the
 engine through `WorkerHub`: the engine claims, the worker decides, the engine commits.
-Entities are not served (their calls answer UNIMPLEMENTED).
+Entities are instances `@name@key` (see `dfhost.orchestration.entities`): signals and reads
+go through the same client, their batches to the workers that registered them.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ from dfhost.grpc.convert import (
     state_to_proto,
     text,
     time_from_proto,
+    wrapped,
 )
+from dfhost.grpc.entities import entity_metadata
 from dfhost.grpc.workers import UnknownTokenError, WorkerHub
 from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus
 from dfhost.ids import InvalidArgumentError, InvalidInstanceIdError
+from dfhost.orchestration.entities import EntityId, EntityStatus
 from dfhost.orchestration.limits import PayloadTooLargeError
 from dfhost.store import DeliveryResult, InstanceQuery, StoreError
 
@@ -312,6 +316,79 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):
         )
         return pb.AbandonActivityTaskResponse()
 
+    async def CompleteEntityTask(
+        self, request: pb.EntityBatchResult, context: Any
+    ) -> pb.CompleteTaskResponse:
+        await self._settle(context, lambda: self.workers.complete(request.completionToken, request))
+        return pb.CompleteTaskResponse()
+
+    async def AbandonTaskEntityWorkItem(
+        self, request: pb.AbandonEntityTaskRequest, context: Any
+    ) -> pb.AbandonEntityTaskResponse:
+        await self._settle(context, lambda: self.workers.abandon(request.completionToken, "entity"))
+        return pb.AbandonEntityTaskResponse()
+
+    # --- entities -----------------------------------------------------------------------
+
+    async def SignalEntity(
+        self, request: pb.SignalEntityRequest, context: Any
+    ) -> pb.SignalEntityResponse:
+        entity = await _entity_of(context, request.instanceId)
+        visible_at = _time(request, "scheduledTime")
+        await _answer(
+            context,
+            lambda: self.client.signal_entity(
+                entity.name, entity.key, request.name, text(request, "input"), visible_at=visible_at
+            ),
+        )
+        return pb.SignalEntityResponse()
+
+    async def GetEntity(self, request: pb.GetEntityRequest, context: Any) -> pb.GetEntityResponse:
+        entity = await _entity_of(context, request.instanceId)
+        status = await _answer(context, lambda: self.client.read_entity(entity.name, entity.key))
+        if status is None or status.state is None:
+            return pb.GetEntityResponse(exists=False)
+        return pb.GetEntityResponse(
+            exists=True, entity=entity_metadata(status, request.includeState)
+        )
+
+    async def QueryEntities(
+        self, request: pb.QueryEntitiesRequest, context: Any
+    ) -> pb.QueryEntitiesResponse:
+        q = request.query
+        # The SDKs' prefix may leave out the leading '@' of the instance id.
+        prefix = text(q, "instanceIdStartsWith") or "@"
+        if not prefix.startswith("@"):
+            prefix = "@" + prefix
+        since, until = _time(q, "lastModifiedFrom"), _time(q, "lastModifiedTo")
+        query = InstanceQuery(
+            instance_id_prefix=prefix,
+            top=q.pageSize.value if q.HasField("pageSize") and q.pageSize.value > 0 else 100,
+            continuation=text(q, "continuationToken") or None,
+        )
+        page = await _answer(context, lambda: self.client.query(query))
+        found = [
+            status
+            for instance in page.instances
+            if (status := EntityStatus.of(instance)) is not None
+            and (status.state is not None or q.includeTransient)
+            and (since is None or status.last_operation_at >= since)
+            and (until is None or status.last_operation_at <= until)
+        ]
+        return pb.QueryEntitiesResponse(
+            entities=[entity_metadata(status, q.includeState) for status in found],
+            continuationToken=wrapped(page.continuation),
+        )
+
+    async def CleanEntityStorage(
+        self, request: pb.CleanEntityStorageRequest, context: Any
+    ) -> pb.CleanEntityStorageResponse:
+        """Removes nothing: dfhost's entities hold no locks, so none is orphaned; a deleted
+        entity (no state) keeps its instance row, since removing it safely needs a store
+        transaction that also finds its inbox empty, which the stores do not offer (a purge
+        between a signal's send and its batch would lose the signal)."""
+        return pb.CleanEntityStorageResponse(emptyEntitiesRemoved=0, orphanedLocksReleased=0)
+
     async def _settle(self, context: Any, call: Callable[[], None]) -> None:
         try:
             call()
@@ -330,6 +407,17 @@ def _instance_response(instance: Instance | None, with_payloads: bool) -> pb.Get
     return pb.GetInstanceResponse(
         exists=True, orchestrationState=state_to_proto(instance, with_payloads)
     )
+
+
+async def _entity_of(context: Any, instance_id: str) -> EntityId:
+    entity = EntityId.parse(instance_id)
+    if entity is None:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"'{instance_id}' is not an entity instance id (@name@key).",
+        )
+        raise AssertionError("abort returns only by raising")
+    return entity
 
 
 def _time(message: Any, name: str) -> datetime | None:

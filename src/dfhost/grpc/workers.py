@@ -19,22 +19,31 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 
 from dfhost.grpc.convert import failure_from_proto, text, wrapped
+from dfhost.grpc.entities import batch_outcome, batch_request
 from dfhost.grpc.episodes import episode_request, remote_episode
 from dfhost.history import EventType, HistoryEvent, utcnow
+from dfhost.orchestration.entities import EntityId
 from dfhost.orchestration.episode import EpisodeInput
 from dfhost.runtime.remote import RemoteAbandoned, RemoteEpisode
-from dfhost.work import ActivityTask
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork
 
 __all__ = ["UnknownTokenError", "WorkerHub"]
 
 log = logging.getLogger("dfhost.grpc")
 
-Kind = Literal["orchestration", "activity"]
+Kind = Literal["orchestration", "activity", "entity"]
+Answer = pb.OrchestratorResponse | pb.ActivityResponse | pb.EntityBatchResult
+_ANSWER_OF: dict[Kind, type[Answer]] = {
+    "orchestration": pb.OrchestratorResponse,
+    "activity": pb.ActivityResponse,
+    "entity": pb.EntityBatchResult,
+}
 
 
 class UnknownTokenError(LookupError):
@@ -47,12 +56,17 @@ class _Worker:
     orchestrations: frozenset[str] | None
     """Names it takes (lower-cased); None: all."""
     activities: frozenset[str] | None
+    entities: frozenset[str] | None
     queue: asyncio.Queue[pb.WorkItem] = field(default_factory=asyncio.Queue)
     held: set[str] = field(default_factory=set)
     """Tokens of the work items sent to it (or queued for it) and not answered yet."""
 
     def takes(self, kind: Kind, name: str) -> bool:
-        names = self.orchestrations if kind == "orchestration" else self.activities
+        names = {
+            "orchestration": self.orchestrations,
+            "activity": self.activities,
+            "entity": self.entities,
+        }[kind]
         return names is None or name.lower() in names
 
 
@@ -61,7 +75,7 @@ class _Pending:
     kind: Kind
     name: str
     item: pb.WorkItem
-    answer: asyncio.Future[pb.OrchestratorResponse | pb.ActivityResponse | None]
+    answer: asyncio.Future[Answer | None]
     """The worker's answer; None if it gave the work item back."""
     worker: _Worker | None = None
 
@@ -113,6 +127,25 @@ class WorkerHub:
         assert isinstance(answer, pb.OrchestratorResponse)
         return remote_episode(episode, answer, self.payload_bytes)
 
+    async def run_entity_batch(
+        self, entity: EntityId, work: EpisodeWork, now: datetime
+    ) -> tuple[EpisodeWork, EpisodeOutcome]:
+        item = pb.WorkItem(entityRequest=batch_request(entity, work))
+        pending = self._new("entity", entity.name, item)
+        try:
+            async with asyncio.timeout(self.episode_wait):
+                answer = await pending.answer
+        except TimeoutError:
+            raise RemoteAbandoned(f"no worker answered for {entity.instance_id}") from None
+        finally:
+            self._forget(pending)
+        if answer is None:
+            if not self._released:
+                await asyncio.sleep(self.retry_after)
+            raise RemoteAbandoned(f"a worker gave back {entity.instance_id}")
+        assert isinstance(answer, pb.EntityBatchResult)
+        return batch_outcome(entity, work, answer, now, self.payload_bytes)
+
     async def run_activity(self, task: ActivityTask) -> HistoryEvent:
         request = pb.ActivityRequest(
             name=task.name,
@@ -160,6 +193,7 @@ class WorkerHub:
             id=request.worker_instance_id or f"worker-{next(self._ids)}",
             orchestrations=_names(filters.orchestrations) if filters else None,
             activities=_names(filters.activities) if filters else None,
+            entities=_entity_names(filters),
         )
         key = f"{worker.id}#{next(self._ids)}"
         self._workers[key] = worker
@@ -185,14 +219,11 @@ class WorkerHub:
                 pending.worker = None
                 self._place(pending)
 
-    def complete(self, token: str, answer: pb.OrchestratorResponse | pb.ActivityResponse) -> None:
+    def complete(self, token: str, answer: Answer) -> None:
         pending = self._pending.get(token)
         if pending is None or pending.answer.done():
             raise UnknownTokenError(token)
-        expected = (
-            pb.OrchestratorResponse if pending.kind == "orchestration" else pb.ActivityResponse
-        )
-        if not isinstance(answer, expected):
+        if not isinstance(answer, _ANSWER_OF[pending.kind]):
             raise UnknownTokenError(token)
         pending.answer.set_result(answer)
 
@@ -207,7 +238,7 @@ class WorkerHub:
     def _new(self, kind: Kind, name: str, item: pb.WorkItem) -> _Pending:
         token = uuid.uuid4().hex
         item.completionToken = token
-        answer: asyncio.Future[pb.OrchestratorResponse | pb.ActivityResponse | None]
+        answer: asyncio.Future[Answer | None]
         answer = asyncio.get_running_loop().create_future()
         pending = _Pending(kind, name, item, answer)
         self._pending[token] = pending
@@ -243,6 +274,17 @@ class WorkerHub:
             self._waiting.remove(pending)
         if not pending.answer.done():
             pending.answer.cancel()
+
+
+def _entity_names(filters: pb.WorkItemFilters | None) -> frozenset[str] | None:
+    """The entities a worker takes: with filters naming orchestrations or activities but no
+    entity, none (it registered none, and would fail every operation)."""
+    if filters is None:
+        return None
+    names = _names(filters.entities)
+    if names is None and (filters.orchestrations or filters.activities):
+        return frozenset()
+    return names
 
 
 def _names(filters: object) -> frozenset[str] | None:

@@ -50,6 +50,7 @@ __all__ = [
     "creation_request",
     "deliveries",
     "is_entity",
+    "response",
     "run_batch",
 ]
 
@@ -279,10 +280,16 @@ def run_batch(
 
 
 def _response(operation: Operation, result: _Result, now: datetime) -> Message:
-    # The SDK's ResponseMessage: `result` is JSON text, and any `exceptionType` means failure.
-    body: dict[str, str] = {"result": result.result}
-    if result.is_error:
-        body["exceptionType"] = "Error"
+    return response(operation, result.result, "Error" if result.is_error else None, now)
+
+
+def response(operation: Operation, result: str, error_type: str | None, now: datetime) -> Message:
+    """The response to a call: `result` is JSON text (the error message as a JSON string when
+    `error_type` says the operation failed)."""
+    # The SDKs' ResponseMessage: any `exceptionType` means failure.
+    body: dict[str, str] = {"result": result}
+    if error_type is not None:
+        body["exceptionType"] = error_type or "Error"
     event = HistoryEvent(
         type=EventType.EVENT_RAISED,
         timestamp=now,

@@ -405,6 +405,8 @@ class Engine:
         work = await self._whole_history(work)
         entity = entities.EntityId.parse(work.instance.instance_id)
         if entity is not None:
+            if self.remote is not None and self.app.entity(entity.name) is None:
+                return await self.remote.run_entity_batch(entity, work, self.clock())
             return work, await self._run_entity_batch(entity, work)
         inst = work.instance
         now = self.clock()
@@ -457,9 +459,13 @@ class Engine:
             outcome = step.outcome(decided.result, children, default_version=version)
         else:
             outcome = step.outcome(decided.result, default_version=version)
-        if not decided.messages:
+        if not decided.messages and not decided.starts:
             return outcome
-        return replace(outcome, messages=[*outcome.messages, *decided.messages])
+        return replace(
+            outcome,
+            messages=[*outcome.messages, *decided.messages],
+            starts=[*outcome.starts, *decided.starts],
+        )
 
     async def _replay(self, function: Function, episode: EpisodeInput) -> EpisodeResult:
         inv = Invocation(

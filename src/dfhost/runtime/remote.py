@@ -2,19 +2,21 @@
 Durable Task gRPC protocol, `dfhost.grpc`): what the engine hands them and gets back.
 
 The engine still claims, plans and commits: a remote worker only replaces the replay of an
-orchestrator (`run_episode`) or the call of an activity (`run_activity`). So an episode a
-worker decides commits through the same fenced store transaction as any other, and an
-activity's result is recorded once.
+orchestrator (`run_episode`), the call of an activity (`run_activity`) or an entity's batch
+(`run_entity_batch`). So an episode or batch a worker decides commits through the same fenced
+store transaction as any other, and an activity's result is recorded once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from dfhost.history import HistoryEvent
+from dfhost.orchestration.entities import EntityId
 from dfhost.orchestration.episode import EpisodeInput, EpisodeResult
-from dfhost.work import ActivityTask, Message
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message, StartRequest
 
 __all__ = ["RemoteAbandoned", "RemoteEpisode", "RemoteWorkers"]
 
@@ -31,7 +33,10 @@ class RemoteEpisode:
     result: EpisodeResult
     messages: list[Message] = field(default_factory=list)
     """Events for other instances that are no `Work` of dfhost's own SDK (a Durable Task
-    worker's SendEvent and TerminateOrchestration actions), committed with the episode."""
+    worker's SendEvent and TerminateOrchestration actions, its scheduled entity signals),
+    committed with the episode."""
+    starts: list[StartRequest] = field(default_factory=list)
+    """Instances to create with the episode (the entities its scheduled signals go to)."""
 
 
 class RemoteWorkers(Protocol):
@@ -44,6 +49,12 @@ class RemoteWorkers(Protocol):
         """The TaskCompleted or TaskFailed event of one run of `task` by a worker (it waits
         for a worker, and gives the task to another if one disconnects with it); raises
         `RemoteAbandoned` once released."""
+
+    async def run_entity_batch(
+        self, entity: EntityId, work: EpisodeWork, now: datetime
+    ) -> tuple[EpisodeWork, EpisodeOutcome]:
+        """(the messages consumed, what to commit) of a worker's run of the operations in
+        `work`; raises `RemoteAbandoned`."""
 
     def release(self) -> None:
         """The host is draining: give back the work no worker holds (and any that comes),
