@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,7 +16,8 @@ from durabletask import client, entities, task, worker
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 
-from tests.grpc.conftest import ServeProcess
+from tests.e2e.harness import APPS, HostProcess
+from tests.grpc.conftest import ServeProcess, grpc_address
 from tests.waiting import eventually_blocking
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -177,3 +179,41 @@ def test_an_abandoned_entity_batch_comes_back(
     assert again.entityRequest.instanceId == "@counter@c4"
     assert again.completionToken != first.completionToken
     stream.cancel()
+
+
+def calls_the_apps_counter(ctx: task.OrchestrationContext, key: str) -> Any:
+    target = entities.EntityInstanceId("Counter", key)
+    ctx.signal_entity(target, "add", 3)
+    value = yield ctx.call_entity(target, "get")
+    try:
+        yield ctx.call_entity(target, "fail")
+        failure = None
+    except task.TaskFailedError as exc:
+        failure = str(exc)
+    return [value, failure]
+
+
+def test_a_workers_orchestration_calls_a_function_apps_entity(tmp_path: Path) -> None:
+    host = HostProcess(
+        APPS / "entities_v2", f"sqlite:///{tmp_path / 'hub.sqlite3'}", extra=("--grpc-port", "0")
+    )
+    host.start()
+    try:
+        address = grpc_address(host)
+        c = client.TaskHubGrpcClient(host_address=address)
+        w = worker.TaskHubGrpcWorker(host_address=address)
+        w.add_orchestrator(calls_the_apps_counter)
+        with w:
+            w.start()  # type: ignore[no-untyped-call]
+            instance_id = c.schedule_new_orchestration(calls_the_apps_counter, input="m")
+            state = c.wait_for_orchestration_completion(instance_id, timeout=60)
+        # The app's entity, read by a Durable Task client.
+        found = c.get_entity(entities.EntityInstanceId("Counter", "m"))
+    finally:
+        host.stop()
+    assert state is not None
+    assert state.runtime_status == client.OrchestrationStatus.COMPLETED, state.failure_details
+    value, failure = json.loads(state.serialized_output or "")
+    assert value == 3
+    assert "nope" in failure
+    assert found is not None and found.get_state(int) == 3
