@@ -206,3 +206,11 @@ def test_a_state_over_the_payload_limit_fails_the_calls_and_keeps_the_state() ->
     assert outcome.instance.custom_status == "1"
     [reply] = outcome.messages
     assert json.loads(reply.event.input or "")["exceptionType"] == "PayloadTooLargeError"
+
+
+def test_a_batch_of_no_operation_keeps_the_state() -> None:
+    work = _work()
+    unchanged = pb.EntityBatchResult(entityState=batch_request(COUNTER, work).entityState)
+    consumed, outcome = batch_outcome(COUNTER, work, unchanged, T0, payload_bytes=1024)
+    assert consumed.messages == work.messages
+    assert outcome.instance.custom_status == "1" and outcome.messages == []

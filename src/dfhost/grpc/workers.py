@@ -130,7 +130,12 @@ class WorkerHub:
     async def run_entity_batch(
         self, entity: EntityId, work: EpisodeWork, now: datetime
     ) -> tuple[EpisodeWork, EpisodeOutcome]:
-        item = pb.WorkItem(entityRequest=batch_request(entity, work))
+        request = batch_request(entity, work)
+        if not request.operations:
+            # Only its creation (or messages that are no operations): nothing for a worker.
+            unchanged = pb.EntityBatchResult(entityState=request.entityState)
+            return batch_outcome(entity, work, unchanged, now, self.payload_bytes)
+        item = pb.WorkItem(entityRequest=request)
         pending = self._new("entity", entity.name, item)
         try:
             async with asyncio.timeout(self.episode_wait):
