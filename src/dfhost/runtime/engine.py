@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import logging
 import os
@@ -21,22 +20,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import partial
 from typing import TypeVar
 
 from dfhost import metrics, telemetry
 from dfhost.app.functions import Function, FunctionApp
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
-from dfhost.logs import Invocation, log_invocation
-from dfhost.orchestration import entities, limits, replay
+from dfhost.orchestration import entities, limits
 from dfhost.orchestration.episode import EpisodeInput, EpisodeResult, Failed, Running
 from dfhost.orchestration.outcome import Rewind, Settled, failure, plan_episode
 from dfhost.orchestration.session import SessionCache
-from dfhost.runtime.activities import ActivityRunner
 from dfhost.runtime.retention import Retention, RetentionPolicy
 from dfhost.runtime.shutdown import cancel_and_wait, finish_within
 from dfhost.runtime.startup import report_startup
-from dfhost.runtime.worker_threads import WorkerThreads
+from dfhost.runtime.user_code import LocalCode, UserCode
 from dfhost.store import Claim, InstanceHolder, LeaseLostError, Store, StoreError
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message
 
@@ -83,22 +79,18 @@ class Engine:
         retention: RetentionPolicy | None = None,
         wait: WaitForWork | None = None,
         inline_orchestrators: bool = False,
+        workers: UserCode | None = None,
     ) -> None:
         self.app = app
         self.store = store
         self._holder = store if isinstance(store, InstanceHolder) else None
         """The store, if it can hold an instance between episodes (`_HOLD`)."""
-        self.inline_orchestrators = inline_orchestrators
-        """Run orchestrator and entity code on the event loop's thread (a test host: its
-        episodes take microseconds and nothing else waits on the loop) instead of a pool."""
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self.lease = lease
         # Incremental episodes are on unless host.json asks for Azure's default of full
         # replays; both give the same results (tests/unit/test_replay_equivalence.py).
-        self.sessions: SessionCache | None = (
-            SessionCache() if app.settings.extended_sessions else None
-        )
+        sessions = SessionCache() if app.settings.extended_sessions else None
         self.max_episodes = max(1, app.settings.max_concurrent_orchestrators)
         self.max_activities = max(1, app.settings.max_concurrent_activities)
         self.limits = app.settings.limits
@@ -109,11 +101,20 @@ class Engine:
         # must finishing work wake the dispatch loop (work that arrives wakes it anyway).
         self._more_episodes = True
         self._more_activities = True
-        self._orchestrator_threads = WorkerThreads(min(4, self.max_episodes), "dfhost-orchestrator")
-        self._activity_threads = WorkerThreads(self.max_activities, "dfhost-activity")
-        self._activity_runner = ActivityRunner(
-            app, self.limits, self._activity_threads, lambda: self.clock()
+        self._local = LocalCode(
+            app,
+            lambda: self.clock(),
+            activity_threads=self.max_activities,
+            episode_threads=min(4, self.max_episodes),
+            sessions=sessions,
+            # A test host runs orchestrator and entity code on the event loop's thread: its
+            # episodes take microseconds and nothing else waits on the loop.
+            inline=inline_orchestrators,
         )
+        self.workers = workers
+        """Where activities and entity operations run, if not in this process
+        (`dfhost.runtime.workers.WorkerPool`); the engine does not close it."""
+        self._user_code: UserCode = self._local if workers is None else workers
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
@@ -122,6 +123,16 @@ class Engine:
         self._wait = wait
         self._warned: set[tuple[str, str]] = set()
         """(orchestrator, pitfall kind) pairs already logged: one line each is enough."""
+
+    @property
+    def sessions(self) -> SessionCache | None:
+        """The sessions of the instances whose episodes ran here lately (incremental
+        replay); None: every episode replays its whole history."""
+        return self._local.sessions
+
+    @sessions.setter
+    def sessions(self, sessions: SessionCache | None) -> None:
+        self._local.sessions = sessions
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -163,8 +174,7 @@ class Engine:
         self.store.notify()
         await cancel_and_wait((self._loop_task, self._renew_task, self._retention_task))
         await finish_within([*self._episodes, *self._activities], grace)
-        self._orchestrator_threads.shutdown()
-        self._activity_threads.shutdown()
+        await self._local.close()
 
     # --- dispatch -------------------------------------------------------------------------
 
@@ -403,34 +413,7 @@ class Engine:
         return work, step.outcome(result, default_version=version)
 
     async def _replay(self, function: Function, episode: EpisodeInput) -> EpisodeResult:
-        inv = Invocation(
-            function=function.name,
-            instance_id=episode.instance_id,
-            replaying=replay.is_replaying,
-            execution_id=episode.execution_id,
-            episode=len(episode.past),
-        )
-        generator, input_type = function.orchestrator_function, function.input_type
-        result: EpisodeResult | None = None
-        try:
-            with log_invocation(inv, "(null)"):
-                ctx = contextvars.copy_context()
-                sessions = self.sessions
-
-                def call() -> EpisodeResult:
-                    return ctx.run(replay.run_episode, generator, episode, input_type, sessions)
-
-                if self._continues_session(episode):
-                    # A cached session replays only the episode's new events: microseconds
-                    # of orchestrator code, less than a round trip to a worker thread.
-                    result = call()
-                else:
-                    result = await self._run_user_code(call)
-                if isinstance(result.outcome, Failed):
-                    raise _EpisodeFailed
-        except _EpisodeFailed:
-            pass
-        assert result is not None
+        result = await self._local.run_episode(function, episode)
         metrics.episode_replayed(result.replayed, result.cached)
         if isinstance(result.outcome, Failed):
             log.error(
@@ -445,30 +428,10 @@ class Engine:
                 log.warning("dfhost: %s", pitfall.message)
         return result
 
-    def _continues_session(self, episode: EpisodeInput) -> bool:
-        if self.sessions is None:
-            return False
-        held = self.sessions.held(episode.instance_id)
-        return held == (episode.execution_id, len(episode.past) - 1)
-
     async def _run_entity_batch(
         self, entity: entities.EntityId, work: EpisodeWork
     ) -> EpisodeOutcome:
-        function = self.app.entity(entity.name)
-        now = self.clock()
-        if function is None:  # no user code to run: every operation fails
-            return entities.run_batch(None, entity, work, now)
-        inv = Invocation(function=function.name, instance_id=work.instance.instance_id)
-        with log_invocation(inv, "(null)"):
-            # Copied inside the block, so that what the entity logs is tagged with `inv`.
-            run = contextvars.copy_context().run
-            call = partial(run, entities.run_batch, function.handler, entity, work, now)
-            return await self._run_user_code(call)
-
-    async def _run_user_code(self, call: Callable[[], T]) -> T:
-        if self.inline_orchestrators:
-            return call()
-        return await self._orchestrator_threads.run(call)
+        return await self._user_code.run_entity_batch(entity, work, self.clock())
 
     # --- activities -----------------------------------------------------------------------
 
@@ -476,10 +439,10 @@ class Engine:
         started_ns = time.time_ns()
         if telemetry.enabled():
             async with telemetry.activity_span(task, self.store.get_history) as traced:
-                event = await self._activity_runner.run(task)
+                event = await self._user_code.run_activity(task)
                 traced(event)
         else:  # the span's context manager alone costs more than a trivial activity
-            event = await self._activity_runner.run(task)
+            event = await self._user_code.run_activity(task)
         metrics.activity_done(task.name, event.type is EventType.TASK_COMPLETED, _since(started_ns))
         result = Message(instance_id=task.instance_id, execution_id=task.execution_id, event=event)
         held = self._held.pop(task.instance_id, None)
@@ -555,10 +518,6 @@ def _terminate_reason(text: str | None) -> str | None:
     except ValueError:
         return text
     return reason if isinstance(reason, str) else None
-
-
-class _EpisodeFailed(Exception):
-    """Marks the Executed line of a failed episode as Failed."""
 
 
 def _since(started_ns: int) -> float:
