@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from dfhost.runtime.engine import Engine
+    from dfhost.runtime.workers import WorkerPool
     from dfhost.web.auth import Access
 
 log = logging.getLogger("dfhost")
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         default="console",
         help="console: readable lines, as Core Tools prints them (default); json: one JSON "
         "object per line",
+    )
+    start.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the app's functions in the host's process, not in worker processes "
+        "(FUNCTIONS_WORKER_PROCESS_COUNT=0): for a debugger's breakpoints",
     )
     add_instances_command(commands)
     add_replay_commands(commands)
@@ -158,7 +165,16 @@ async def _start(args: argparse.Namespace) -> int:
 
     if problem := sdk_version_problem():
         log.warning("dfhost: WARNING: %s", problem)
-    engine = Engine(app, store, retention=operations.retention)
+    from dfhost.runtime.workers import WorkerStartError
+
+    try:
+        workers = await _start_workers(app, args)
+    except WorkerStartError as exc:
+        log.error("dfhost: a worker process could not load the app: %s", exc)
+        sock.close()
+        await store.close()
+        return 2
+    engine = Engine(app, store, retention=operations.retention, workers=workers)
     set_host_id(engine.owner)
     shutdown = _Shutdown(engine)
     try:
@@ -176,6 +192,8 @@ async def _start(args: argparse.Namespace) -> int:
         await shutdown.drained()
     finally:
         await engine.stop(grace=0 if shutdown.forced.is_set() else 10)
+        if workers is not None:
+            await workers.close()
         await store.close()
         await _close_sdk_session()
     if shutdown.forced.is_set():
@@ -184,6 +202,20 @@ async def _start(args: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(128 + shutdown.signal)
     return 0
+
+
+async def _start_workers(app: FunctionApp, args: argparse.Namespace) -> WorkerPool | None:
+    """The worker processes that run the app's activities and entities (None: in this
+    process)."""
+    count = 0 if args.in_process else app.settings.worker_processes
+    if count == 0:
+        return None
+    from dfhost.runtime.workers import WorkerPool
+
+    threads = app.settings.worker_threads or app.settings.max_concurrent_activities
+    pool = WorkerPool(app.root, count, threads, log_format=args.log_format)
+    await pool.start()
+    return pool
 
 
 class _Shutdown:

@@ -1,0 +1,303 @@
+"""The host's side of its worker processes: start them, send them work, take their results
+and logs, restart one that dies.
+
+A request is sent to the live worker with the fewest requests in flight. A worker that exits
+(os._exit, a segfault, the OOM killer) is noticed by its socket closing; its requests go to the
+other workers (or its replacement) at once, as a host's work runs again after a crash, at least
+once. A request whose worker died `MAX_ATTEMPTS` times fails instead of crashing workers in a
+loop: an activity with a TaskFailed naming the exit code, anything else with
+`WorkerCrashedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dfhost.history import HistoryEvent, utcnow
+from dfhost.logs import reemit
+from dfhost.orchestration import entities
+from dfhost.runtime.workers.protocol import encode, read_frame
+from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork
+
+__all__ = ["MAX_ATTEMPTS", "WorkerCrashedError", "WorkerError", "WorkerPool", "WorkerStartError"]
+
+log = logging.getLogger("dfhost.workers")
+
+MAX_ATTEMPTS = 3
+"""Workers that may die running one request before it fails."""
+
+
+class WorkerError(Exception):
+    """A worker could not run or answer a request (a dfhost bug): its traceback."""
+
+
+class WorkerCrashedError(WorkerError):
+    """The workers running a request exited `MAX_ATTEMPTS` times."""
+
+
+class WorkerStartError(Exception):
+    """A worker process could not load the app."""
+
+
+@dataclass(slots=True)
+class _Request:
+    message: tuple[Any, ...]
+    """(kind, *arguments): sent with a request id after the kind."""
+    what: str
+    future: asyncio.Future[Any]
+    exits: list[int | None] = field(default_factory=list)
+    """The exit codes of the workers that died running it."""
+
+
+@dataclass(slots=True, eq=False)
+class _Worker:
+    slot: int
+    process: subprocess.Popen[bytes]
+    writer: asyncio.StreamWriter
+    ready: asyncio.Future[tuple[list[str], dict[str, str]]]
+    pending: dict[int, _Request] = field(default_factory=dict)
+    live: bool = False
+    reader_task: asyncio.Task[None] | None = None
+
+
+class WorkerPool:
+    """`count` worker processes running the app in `app_dir`, each with `threads` threads for
+    sync functions. Implements `dfhost.runtime.user_code.UserCode` for the engine."""
+
+    def __init__(
+        self,
+        app_dir: Path,
+        count: int,
+        threads: int,
+        *,
+        log_format: str = "console",
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.app_dir = app_dir
+        self.count = max(1, count)
+        self.threads = max(1, threads)
+        self.log_format = log_format
+        self.clock = clock
+        self.restarts = 0
+        """Workers started again after one exited."""
+        self._workers: list[_Worker | None] = [None] * self.count
+        self._waiting: deque[_Request] = deque()
+        """Requests sent while no worker was live (all restarting)."""
+        self._ids = itertools.count()
+        self._closing = False
+        self._restarting: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every worker and wait until each has loaded the app; raises
+        `WorkerStartError` if one could not."""
+        workers = [await self._spawn(slot) for slot in range(self.count)]
+        try:
+            for worker in workers:
+                errors, _ = await worker.ready
+                if not worker.live:
+                    raise WorkerStartError("\n".join(errors) or "a worker process exited")
+        except BaseException:
+            await self.close()
+            raise
+
+    def pids(self) -> list[int]:
+        """The process ids of the live workers."""
+        return [w.process.pid for w in self._workers if w is not None and w.live]
+
+    async def close(self) -> None:
+        """Stop the workers now. What they were running is abandoned: its awaiters see
+        CancelledError, and the engine's leases make it run again later."""
+        self._closing = True
+        for task in list(self._restarting):
+            task.cancel()
+        workers = [w for w in self._workers if w is not None]
+        for worker in workers:
+            worker.writer.close()  # the worker exits when its socket closes
+        for worker in workers:
+            if worker.reader_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.reader_task
+            for request in worker.pending.values():
+                request.future.cancel()
+            worker.pending.clear()
+        for request in self._waiting:
+            request.future.cancel()
+        self._waiting.clear()
+        for worker in workers:
+            await _reap(worker.process)
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def run_activity(self, task: ActivityTask) -> HistoryEvent:
+        try:
+            result: HistoryEvent = await self._call(("activity", task), f"activity '{task.name}'")
+        except WorkerCrashedError as exc:
+            reason = f"Activity function '{task.name}' failed: {exc}"
+            return task.failed_event(self.clock(), reason, None)
+        return result
+
+    async def run_entity_batch(
+        self, entity: entities.EntityId, work: EpisodeWork, now: datetime
+    ) -> EpisodeOutcome:
+        outcome: EpisodeOutcome = await self._call(
+            ("entity", entity, work, now), f"entity '{work.instance.instance_id}'"
+        )
+        return outcome
+
+    async def _call(self, message: tuple[Any, ...], what: str) -> Any:
+        if self._closing:
+            raise RuntimeError("the worker processes are stopped")
+        request = _Request(message, what, asyncio.get_running_loop().create_future())
+        self._send(request)
+        return await request.future
+
+    def _send(self, request: _Request) -> None:
+        live = [w for w in self._workers if w is not None and w.live]
+        if not live:
+            self._waiting.append(request)
+            return
+        worker = min(live, key=lambda w: len(w.pending))
+        request_id = next(self._ids)
+        worker.pending[request_id] = request
+        kind, *arguments = request.message
+        worker.writer.write(encode((kind, request_id, *arguments)))
+
+    # --- workers --------------------------------------------------------------------------
+
+    async def _spawn(self, slot: int) -> _Worker:
+        parent, child = socket.socketpair()
+        command = [
+            sys.executable,
+            "-P",  # not the host's working directory on sys.path: only the app's folder
+            "-m",
+            "dfhost.runtime.workers",
+            str(self.app_dir),
+            "--fd",
+            str(child.fileno()),
+            "--threads",
+            str(self.threads),
+            "--log-format",
+            self.log_format,
+        ]
+        try:
+            process = _start_process(command, child.fileno())
+        finally:
+            child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        worker = _Worker(slot, process, writer, asyncio.get_running_loop().create_future())
+        self._workers[slot] = worker
+        worker.reader_task = asyncio.create_task(
+            self._read(worker, reader), name=f"dfhost-worker-{slot}"
+        )
+        return worker
+
+    async def _read(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                message = await read_frame(reader)
+                kind = message[0]
+                if kind == "log":
+                    reemit(message[1])
+                elif kind == "done":
+                    _, request_id, ok, value = message
+                    request = worker.pending.pop(request_id, None)
+                    if request is None or request.future.done():
+                        continue
+                    if ok:
+                        request.future.set_result(value)
+                    else:
+                        request.future.set_exception(WorkerError(value))
+                elif kind == "ready":
+                    _, _pid, errors, kinds = message
+                    worker.live = not any(errors) or bool(kinds)
+                    if not worker.ready.done():
+                        worker.ready.set_result((errors, kinds))
+                    if worker.live:
+                        self._flush_waiting()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        worker.live = False
+        if not worker.ready.done():
+            worker.ready.set_result(([], {}))
+        if not self._closing:
+            task = asyncio.create_task(self._replace(worker))
+            self._restarting.add(task)
+            task.add_done_callback(self._restarting.discard)
+
+    def _flush_waiting(self) -> None:
+        while self._waiting:
+            self._send(self._waiting.popleft())
+
+    async def _replace(self, worker: _Worker) -> None:
+        """A worker exited on its own: send its requests elsewhere and start another."""
+        code = await asyncio.to_thread(worker.process.wait)
+        running = list(worker.pending.values())
+        worker.pending.clear()
+        what = ""
+        if running:
+            listed = ", ".join(sorted({r.what for r in running}))
+            what = f" while running {listed}; they run again"
+        log.error(
+            "dfhost: worker process %d (pid %d) %s%s; starting another",
+            worker.slot,
+            worker.process.pid,
+            _exit_description(code),
+            what,
+        )
+        for request in running:
+            request.exits.append(code)
+            if len(request.exits) >= MAX_ATTEMPTS:
+                codes = ", ".join(_exit_description(c) for c in request.exits)
+                request.future.set_exception(
+                    WorkerCrashedError(f"the worker processes running it exited ({codes})")
+                )
+            else:
+                self._send(request)
+        delay = 0.0 if worker.live or self.restarts == 0 else 1.0
+        await asyncio.sleep(delay)
+        self.restarts += 1
+        replacement = await self._spawn(worker.slot)
+        await replacement.ready
+
+
+def _start_process(command: list[str], fd: int) -> subprocess.Popen[bytes]:
+    # Its output goes where the host's does: a crash's own message (a segfault's traceback,
+    # faulthandler's dump) appears on the host's console.
+    # DFHOST_HOST_PID tells the app's code which host it works for (a test app records it).
+    env = {**os.environ, "DFHOST_HOST_PID": str(os.getpid())}
+    return subprocess.Popen(command, pass_fds=[fd], env=env)
+
+
+def _exit_description(code: int | None) -> str:
+    if code is None:
+        return "exited"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+async def _reap(process: subprocess.Popen[bytes]) -> None:
+    try:
+        await asyncio.to_thread(process.wait, 5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        await asyncio.to_thread(process.wait)
