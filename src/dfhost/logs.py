@@ -526,6 +526,8 @@ def reemit(data: Mapping[str, object]) -> None:
     fields["exc_info"] = None
     record = logging.makeLogRecord(fields)
     logger = logging.getLogger(str(data["name"]))
+    if not logger.isEnabledFor(record.levelno):
+        return
     forwarded = data.get("invocation")
     if forwarded is None:
         logger.handle(record)
@@ -555,15 +557,17 @@ def _replaying() -> bool:
 _REPLAYING = _replaying
 
 
-def configure_forwarding(send: Callable[[dict[str, object]], None], log_format: str) -> None:
-    """Set up a worker process's logging: every record, and what user code prints, goes to
-    `send` (the host logs it, `reemit`); `log_format` is the host's (with JSON logs, prints
-    outside any function go through logging too)."""
+def configure_forwarding(
+    send: Callable[[dict[str, object]], None], log_format: str, level: int = logging.INFO
+) -> None:
+    """Set up a worker process's logging: every record from `level` up, and what user code
+    prints, goes to `send` (the host logs it, `reemit`); `log_format` and `level` are the
+    host's (with JSON logs, prints outside any function go through logging too)."""
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(ForwardingHandler(send))
-    root.setLevel(logging.INFO)
+    root.setLevel(level)
     logging.getLogger("azure.functions.DurableFunctions").setLevel(logging.WARNING)
     as_json = log_format == "json"
     if not isinstance(sys.stdout, _PrintRouter):

@@ -194,6 +194,9 @@ class WorkerPool:
             str(self.threads),
             "--log-format",
             self.log_format,
+            # What the host would drop need not travel.
+            "--log-level",
+            str(logging.getLogger().getEffectiveLevel()),
         ]
         try:
             process = _start_process(command, child.fileno())

@@ -51,13 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--log-format", default="console")
+    parser.add_argument("--log-level", type=int, default=logging.INFO)
     args = parser.parse_args(argv)
     # Only the host stops a worker (it closes the socket): a Ctrl-C in the terminal reaches
     # the whole process group, and the host drains its work before it lets the workers go.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     channel = _Channel(socket.socket(fileno=args.fd))
-    configure_forwarding(lambda record: channel.send(("log", record)), args.log_format)
+    configure_forwarding(
+        lambda record: channel.send(("log", record)), args.log_format, args.log_level
+    )
     try:
         asyncio.run(_serve(channel, args.app_dir, args.threads))
     finally:
