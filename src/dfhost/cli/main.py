@@ -87,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run the app's functions in the host's process, not in worker processes "
         "(FUNCTIONS_WORKER_PROCESS_COUNT=0): for a debugger's breakpoints",
     )
+    start.add_argument(
+        "--reload",
+        action="store_true",
+        help="when a .py or .json file of the app changes, load the new code and switch to "
+        "it (new worker processes take over; a load error keeps the previous code running)",
+    )
     add_instances_command(commands)
     add_replay_commands(commands)
     add_status_command(commands)
@@ -184,6 +190,7 @@ async def _start(args: argparse.Namespace) -> int:
         log.error("dfhost: %s", exc)
         await store.close()
         return 2
+    reloading = asyncio.create_task(_reload_on_change(engine, workers)) if args.reload else None
     try:
         client = DurableClient(store, app, default_version=app.settings.default_version)
         await ensure_instances(client, operations.ensure)
@@ -191,6 +198,10 @@ async def _start(args: argparse.Namespace) -> int:
             await _serve(app, store, sock, args.host, engine.owner, access, shutdown)
         await shutdown.drained()
     finally:
+        if reloading is not None:
+            reloading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloading
         await engine.stop(grace=0 if shutdown.forced.is_set() else 10)
         if workers is not None:
             await workers.close()
@@ -216,6 +227,17 @@ async def _start_workers(app: FunctionApp, args: argparse.Namespace) -> WorkerPo
     pool = WorkerPool(app.root, count, threads, log_format=args.log_format)
     await pool.start()
     return pool
+
+
+async def _reload_on_change(engine: Engine, workers: WorkerPool | None) -> None:
+    from dfhost.runtime.workers.reload import reload_on_change
+
+    try:
+        await reload_on_change(engine, workers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a bug of the watcher must not take the host down with it
+        log.exception("dfhost: --reload stopped watching the app")
 
 
 class _Shutdown:

@@ -150,6 +150,14 @@ class Engine:
                 self.retention.run(), name="dfhost-retention"
             )
 
+    def use_app(self, app: FunctionApp) -> None:
+        """Run `app`'s orchestrators (and, without worker processes, its activities and
+        entities) from now on: `dfhost start --reload`. A session of the old code is not
+        reused (`SessionCache.take` checks the function), so running orchestrations replay on
+        the new code, and a change that breaks their replay fails them as non-deterministic."""
+        self.app = app
+        self._local.use_app(app)
+
     def running_activities(self) -> list[str]:
         """The names of the activities this host is running now, one per execution."""
         return [task.name for task in self._activities.values()]

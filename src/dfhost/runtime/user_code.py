@@ -66,6 +66,12 @@ class LocalCode:
         self._activity_threads = WorkerThreads(activity_threads, "dfhost-activity")
         self._activities = ActivityRunner(app, app.settings.limits, self._activity_threads, clock)
 
+    def use_app(self, app: FunctionApp) -> None:
+        """Run `app`'s functions from now on (`dfhost start --reload`); calls in flight finish
+        with the code they started with."""
+        self.app = app
+        self._activities.app = app
+
     async def run_activity(self, task: ActivityTask) -> HistoryEvent:
         return await self._activities.run(task)
 

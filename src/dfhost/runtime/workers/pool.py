@@ -71,6 +71,8 @@ class _Worker:
     ready: asyncio.Future[tuple[list[str], dict[str, str]]]
     pending: dict[int, _Request] = field(default_factory=dict)
     live: bool = False
+    retiring: bool = False
+    """Replaced by a reload: finishes what it was sent, then exits."""
     reader_task: asyncio.Task[None] | None = None
 
 
@@ -99,6 +101,10 @@ class WorkerPool:
         """Requests sent while no worker was live (all restarting)."""
         self._ids = itertools.count()
         self._closing = False
+        self.errors: list[str] = []
+        """The problems the workers' app had at the last start or reload (broken functions
+        that were left out, as in the host)."""
+        self._retired: list[_Worker] = []
         self._restarting: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -107,14 +113,53 @@ class WorkerPool:
         """Start every worker and wait until each has loaded the app; raises
         `WorkerStartError` if one could not."""
         workers = [await self._spawn(slot) for slot in range(self.count)]
+        for worker in workers:
+            self._workers[worker.slot] = worker
         try:
             for worker in workers:
                 errors, _ = await worker.ready
                 if not worker.live:
                     raise WorkerStartError("\n".join(errors) or "a worker process exited")
+                self.errors = errors
         except BaseException:
             await self.close()
             raise
+
+    async def reload(self) -> list[str]:
+        """Start new workers (the app's code as it is now) and, once they have all loaded it
+        with no problem the current ones did not have, send them everything from now on;
+        the current workers finish what they were sent, then exit. Returns the new problems
+        (then nothing changed)."""
+        if self._closing:
+            return []
+        generation = [await self._spawn(slot) for slot in range(self.count)]
+        problems: list[str] = []
+        for worker in generation:
+            errors, _ = await worker.ready
+            if not worker.live:
+                problems = errors or ["a worker process exited while loading the app"]
+                break
+            problems = [e for e in errors if e not in self.errors]
+            if problems:
+                break
+        if problems or self._closing:
+            for worker in generation:
+                worker.retiring = True
+                worker.writer.close()
+            for worker in generation:
+                await _reap(worker.process)
+            return problems
+        old = self._workers
+        self._workers = list[_Worker | None](generation)
+        self._retired += [w for w in old if w is not None]
+        self.errors = errors
+        for previous in old:
+            if previous is not None:
+                previous.retiring = True
+                if not previous.writer.is_closing():
+                    previous.writer.write(encode(("stop",)))
+        self._flush_waiting()
+        return []
 
     def pids(self) -> list[int]:
         """The process ids of the live workers."""
@@ -126,7 +171,7 @@ class WorkerPool:
         self._closing = True
         for task in list(self._restarting):
             task.cancel()
-        workers = [w for w in self._workers if w is not None]
+        workers = [w for w in self._workers if w is not None] + self._retired
         for worker in workers:
             worker.writer.close()  # the worker exits when its socket closes
         for worker in workers:
@@ -204,7 +249,6 @@ class WorkerPool:
             child.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         worker = _Worker(slot, process, writer, asyncio.get_running_loop().create_future())
-        self._workers[slot] = worker
         worker.reader_task = asyncio.create_task(
             self._read(worker, reader), name=f"dfhost-worker-{slot}"
         )
@@ -238,7 +282,15 @@ class WorkerPool:
         worker.live = False
         if not worker.ready.done():
             worker.ready.set_result(([], {}))
-        if not self._closing:
+        if worker.retiring:
+            await _reap(worker.process)
+            # Exited before finishing what it was sent (it crashed): run that again.
+            for request in worker.pending.values():
+                self._send(request)
+            worker.pending.clear()
+            if worker in self._retired:
+                self._retired.remove(worker)
+        elif not self._closing:
             task = asyncio.create_task(self._replace(worker))
             self._restarting.add(task)
             task.add_done_callback(self._restarting.discard)
@@ -272,10 +324,17 @@ class WorkerPool:
                 )
             else:
                 self._send(request)
+        if self._workers[worker.slot] is not worker:
+            return  # a reload replaced it meanwhile
         delay = 0.0 if worker.live or self.restarts == 0 else 1.0
         await asyncio.sleep(delay)
         self.restarts += 1
         replacement = await self._spawn(worker.slot)
+        if self._closing or self._workers[worker.slot] is not worker:
+            replacement.writer.close()
+            await _reap(replacement.process)
+            return
+        self._workers[worker.slot] = replacement
         await replacement.ready
 
 
