@@ -25,7 +25,7 @@ from dfhost.history import utcnow
 from dfhost.logs import configure_forwarding
 from dfhost.orchestration.session import SessionCache
 from dfhost.runtime.user_code import LocalCode
-from dfhost.runtime.workers.protocol import encode, recv_frame
+from dfhost.runtime.workers.protocol import FrameBuffer, encode
 
 __all__ = ["main"]
 
@@ -106,22 +106,24 @@ async def _serve(channel: _Channel, app_dir: str, threads: int) -> None:
         except Exception:  # a dfhost bug, or a result that cannot travel: the host says so
             channel.send(("done", request, False, traceback.format_exc()))
 
-    def received(message: tuple[Any, ...] | None) -> None:
-        if message is None or message[0] == "stop":
-            stop.set()
-            return
-        kind, request, *arguments = message
-        task = loop.create_task(answer(kind, request, arguments))
-        running.add(task)
-        task.add_done_callback(running.discard)
+    def received(messages: list[tuple[Any, ...]]) -> None:
+        for message in messages:
+            if message[0] == "stop":
+                stop.set()
+                continue
+            kind, request, *arguments = message
+            task = loop.create_task(answer(kind, request, arguments))
+            running.add(task)
+            task.add_done_callback(running.discard)
 
     def read() -> None:
-        while True:
-            message = recv_frame(channel.sock)
-            loop.call_soon_threadsafe(received, message)
-            if message is None:
-                # The host is gone (or closed us): nobody can take results any more.
-                os._exit(0)
+        frames = FrameBuffer()
+        # One wake-up of the loop for all the messages one read brings.
+        while data := channel.sock.recv(1 << 16):
+            if messages := frames.feed(data):
+                loop.call_soon_threadsafe(received, messages)
+        # The host is gone (or closed us): nobody can take results any more.
+        os._exit(0)
 
     threading.Thread(target=read, name="dfhost-worker-reader", daemon=True).start()
     channel.send(("ready", os.getpid(), errors, kinds))

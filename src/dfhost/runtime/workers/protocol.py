@@ -12,13 +12,11 @@ Host to worker: `(kind, request id, *arguments)`, kind one of the `Request` name
 
 from __future__ import annotations
 
-import asyncio
 import pickle
-import socket
 import struct
 from typing import Any
 
-__all__ = ["HEADER", "decode", "encode", "read_frame", "recv_frame"]
+__all__ = ["HEADER", "FrameBuffer", "decode", "encode"]
 
 HEADER = struct.Struct("!I")
 
@@ -34,26 +32,24 @@ def decode(body: bytes) -> tuple[Any, ...]:
     return message
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...]:
-    """The next message; raises `asyncio.IncompleteReadError` once the peer is gone."""
-    (length,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-    return decode(await reader.readexactly(length))
+class FrameBuffer:
+    """Splits a byte stream into messages, however it arrives in pieces."""
 
+    def __init__(self) -> None:
+        self._buffer = bytearray()
 
-def recv_frame(sock: socket.socket) -> tuple[Any, ...] | None:
-    """The next message from a blocking socket; None once the peer is gone."""
-    header = _recv_exactly(sock, HEADER.size)
-    if header is None:
-        return None
-    body = _recv_exactly(sock, HEADER.unpack(header)[0])
-    return None if body is None else decode(body)
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(min(size - len(chunks), 1 << 20))
-        if not chunk:
-            return None
-        chunks += chunk
-    return bytes(chunks)
+    def feed(self, data: bytes) -> list[tuple[Any, ...]]:
+        """The messages `data` completes, in order."""
+        buffer = self._buffer
+        buffer += data
+        messages = []
+        start, size = 0, len(buffer)
+        while size - start >= HEADER.size:
+            (length,) = HEADER.unpack_from(buffer, start)
+            end = start + HEADER.size + length
+            if end > size:
+                break
+            messages.append(decode(bytes(buffer[start + HEADER.size : end])))
+            start = end
+        del buffer[:start]
+        return messages
