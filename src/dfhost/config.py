@@ -842,7 +842,7 @@ def _app_settings(
         default_version=str(version) if version not in (None, "") else None,
         local_http_port=port,
         extended_sessions=read(lambda: _extended_sessions(durable), True, fatal=False),
-        worker_processes=from_environment(_worker_processes, DEFAULT_WORKER_PROCESSES),
+        worker_processes=from_environment(_worker_processes, default_worker_processes()),
         worker_threads=from_environment(_worker_threads, None),
         limits=read(lambda: Limits.from_host_json(host), Limits(), fatal=True),
         http=read(lambda: HttpSettings.from_host_json(host), HttpSettings(), fatal=False),
@@ -866,16 +866,22 @@ def _concurrency(durable: Any, key: str) -> int:
     return _default_concurrency() if raw is None else _positive(raw, f"host.json {DURABLE}.{key}")
 
 
-DEFAULT_WORKER_PROCESSES = 2
-"""Worker processes when FUNCTIONS_WORKER_PROCESS_COUNT is not set (docs/configuration.md
-says why this many)."""
 MAX_WORKER_PROCESSES = 64
+
+
+def default_worker_processes(cpus: int | None = None) -> int:
+    """Worker processes when FUNCTIONS_WORKER_PROCESS_COUNT is not set: the cores beyond two
+    (the host's event loop, and its store thread with the OS), at most 8. On 2 cores none:
+    measured there, each activity's two process hops cost more than they spare the host
+    (bench/RESULTS.md, issue 20); with cores to spare, CPU-bound functions get them."""
+    cores = (os.cpu_count() or 1) if cpus is None else cpus
+    return max(0, min(cores - 2, 8))
 
 
 def _worker_processes() -> int:
     raw = get_ci(os.environ, "FUNCTIONS_WORKER_PROCESS_COUNT")
     if raw is None or not raw.strip():
-        return DEFAULT_WORKER_PROCESSES
+        return default_worker_processes()
     text = raw.strip()
     if not text.isdigit() or int(text) > MAX_WORKER_PROCESSES:
         raise SettingsError(
