@@ -72,6 +72,8 @@ class _Worker:
     ready: asyncio.Future[tuple[list[str], dict[str, str]]]
     pending: dict[int, _Request] = field(default_factory=dict)
     live: bool = False
+    outbox: list[bytes] = field(default_factory=list)
+    """Frames not written yet (`_flush`)."""
     retiring: bool = False
     """Replaced by a reload: finishes what it was sent, then exits."""
     reader_task: asyncio.Task[None] | None = None
@@ -157,8 +159,7 @@ class WorkerPool:
         for previous in old:
             if previous is not None:
                 previous.retiring = True
-                if not previous.writer.is_closing():
-                    previous.writer.write(encode(("stop",)))
+                _post(previous, encode(("stop",)))  # after what it was sent
         self._flush_waiting()
         return []
 
@@ -222,7 +223,7 @@ class WorkerPool:
         request_id = next(self._ids)
         worker.pending[request_id] = request
         kind, *arguments = request.message
-        worker.writer.write(encode((kind, request_id, *arguments)))
+        _post(worker, encode((kind, request_id, *arguments)))
 
     # --- workers --------------------------------------------------------------------------
 
@@ -338,6 +339,20 @@ class WorkerPool:
             return
         self._workers[worker.slot] = replacement
         await replacement.ready
+
+
+def _post(worker: _Worker, frame: bytes) -> None:
+    if not worker.outbox:
+        # One write for everything sent in this turn of the loop (a claim starts many
+        # activities at once): a system call each cost the loop more.
+        asyncio.get_running_loop().call_soon(_flush, worker)
+    worker.outbox.append(frame)
+
+
+def _flush(worker: _Worker) -> None:
+    frames, worker.outbox = worker.outbox, []
+    if not worker.writer.is_closing():
+        worker.writer.write(b"".join(frames))
 
 
 class _Frames(asyncio.Protocol):
