@@ -188,6 +188,8 @@ async def _start(args: argparse.Namespace) -> int:
     except StoreError as exc:
         sock.close()
         log.error("dfhost: %s", exc)
+        if workers is not None:
+            await workers.close()
         await store.close()
         return 2
     reloading = asyncio.create_task(_reload_on_change(engine, workers)) if args.reload else None
