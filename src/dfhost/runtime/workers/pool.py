@@ -163,10 +163,6 @@ class WorkerPool:
         self._flush_waiting()
         return []
 
-    def pids(self) -> list[int]:
-        """The process ids of the live workers."""
-        return [w.process.pid for w in self._workers if w is not None and w.live]
-
     async def close(self) -> None:
         """Stop the workers now. What they were running is abandoned: its awaiters see
         CancelledError, and the engine's leases make it run again later."""
@@ -197,6 +193,10 @@ class WorkerPool:
         except WorkerCrashedError as exc:
             reason = f"Activity function '{task.name}' failed: {exc}"
             return task.failed_event(self.clock(), reason, None)
+        except WorkerError as exc:  # a dfhost bug in the worker: say so rather than run again
+            log.error("dfhost: a worker process failed activity '%s':\n%s", task.name, exc)
+            reason = f"Activity function '{task.name}' failed: dfhost internal error in a worker"
+            return task.failed_event(self.clock(), reason, str(exc))
         return result
 
     async def run_entity_batch(
@@ -282,6 +282,7 @@ class WorkerPool:
 
     async def _after_exit(self, worker: _Worker, gone: asyncio.Future[None]) -> None:
         await gone
+        served = worker.live
         worker.live = False
         if not worker.ready.done():
             worker.ready.set_result(([], {}))
@@ -294,7 +295,7 @@ class WorkerPool:
             if worker in self._retired:
                 self._retired.remove(worker)
         elif not self._closing:
-            task = asyncio.create_task(self._replace(worker))
+            task = asyncio.create_task(self._replace(worker, served))
             self._restarting.add(task)
             task.add_done_callback(self._restarting.discard)
 
@@ -302,7 +303,7 @@ class WorkerPool:
         while self._waiting:
             self._send(self._waiting.popleft())
 
-    async def _replace(self, worker: _Worker) -> None:
+    async def _replace(self, worker: _Worker, served: bool) -> None:
         """A worker exited on its own: send its requests elsewhere and start another."""
         code = await asyncio.to_thread(worker.process.wait)
         running = list(worker.pending.values())
@@ -329,8 +330,8 @@ class WorkerPool:
                 self._send(request)
         if self._workers[worker.slot] is not worker:
             return  # a reload replaced it meanwhile
-        delay = 0.0 if worker.live or self.restarts == 0 else 1.0
-        await asyncio.sleep(delay)
+        # One that died before it could serve would die again at once: not in a tight loop.
+        await asyncio.sleep(0.0 if served else 1.0)
         self.restarts += 1
         replacement = await self._spawn(worker.slot)
         if self._closing or self._workers[worker.slot] is not worker:
