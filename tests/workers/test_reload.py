@@ -40,13 +40,14 @@ async def _reloads(host: HostProcess, count: int) -> None:
     )
 
 
+@pytest.mark.parametrize("workers", ["1", "0"])
 async def test_reload_switches_to_new_code_and_keeps_old_code_on_a_syntax_error(
-    start_host: HostFactory, tmp_path: Path
+    start_host: HostFactory, tmp_path: Path, workers: str
 ) -> None:
     app = tmp_path / "app"
     shutil.copytree(APPS / "reload_v2", app)
     source = app / "function_app.py"
-    host = start_host("--reload", workers="1", app=app)
+    host = start_host("--reload", workers=workers, app=app)
     assert host.proc is not None
     host_pid = host.proc.pid
     first = await _versions(host)
@@ -56,8 +57,11 @@ async def test_reload_switches_to_new_code_and_keeps_old_code_on_a_syntax_error(
     await _reloads(host, 1)
     second = await _versions(host)
     assert (second["orchestrator"], second["activity"]) == ("two", "two")
-    assert second["pid"] != first["pid"]
-    await eventually(lambda: _children(host_pid), lambda found: found == {second["pid"]})
+    if workers == "0":  # in the host's process, which loaded the new code itself
+        assert second["pid"] == first["pid"] == host_pid
+    else:  # in a new worker, the old one gone
+        assert second["pid"] != first["pid"]
+        await eventually(lambda: _children(host_pid), lambda found: found == {second["pid"]})
 
     _edit(source, 'VERSION = "two"', 'VERSION = "three" +')
     await eventually(
