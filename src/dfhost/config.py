@@ -695,9 +695,9 @@ class AppSettings:
     local_http_port: int | None = None
     worker_processes: int = 0
     """`FUNCTIONS_WORKER_PROCESS_COUNT`: processes that run activities and entity operations
-    (`dfhost.runtime.workers`); 0 runs them in the host's process. What `dfhost start` uses
-    when neither the setting nor `--in-process` says (`AppSettings` built elsewhere, as by
-    tests and `dfhost.testing`, keep 0)."""
+    (`dfhost.runtime.workers`); 0 runs them in the host's process. Read from an app, unset
+    means `default_worker_processes()`; only `dfhost start` (unless `--in-process`) and the
+    benchmarks start workers, never `dfhost.testing`."""
     worker_threads: int | None = None
     """`PYTHON_THREADPOOL_THREAD_COUNT`: threads for sync functions in each worker process;
     None: `max_concurrent_activities`, so one worker can run as many as the host claims."""

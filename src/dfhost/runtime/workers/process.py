@@ -23,7 +23,6 @@ from typing import Any
 from dfhost.config import AppLoadError
 from dfhost.history import utcnow
 from dfhost.logs import configure_forwarding
-from dfhost.orchestration.session import SessionCache
 from dfhost.runtime.user_code import LocalCode
 from dfhost.runtime.workers.protocol import FrameBuffer, encode
 
@@ -86,7 +85,7 @@ async def _serve(channel: _Channel, app_dir: str, threads: int) -> None:
         utcnow,
         activity_threads=threads,
         episode_threads=min(4, threads),
-        sessions=SessionCache() if app.settings.extended_sessions else None,
+        sessions=None,  # orchestrator episodes run in the host
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
