@@ -166,3 +166,20 @@ async def test_worker_logs_are_tagged_on_the_console(start_host: HostFactory) ->
     )
     assert tagged[0].endswith(f"chatty ({iid}): said c")
     assert tagged[1].endswith(f"chatty ({iid}): printed last")
+
+
+async def test_workers_do_not_outlive_a_killed_host(start_host: HostFactory, state: Path) -> None:
+    host = start_host(workers="2")
+    assert host.proc is not None
+    client = host.client("WorkersHub")
+    # One worker blocked in user code when the host dies.
+    await client.start_new("run_one", None, {"activity": "block_until_released", "input": "g"})
+    await eventually((state / "g.pid").exists, timeout=20)
+    workers = _children(host.proc.pid)
+    assert int((state / "g.pid").read_text()) in workers
+    host.kill()
+
+    def alive() -> set[int]:
+        return {pid for pid in workers if Path(f"/proc/{pid}").exists()}
+
+    await eventually(alive, lambda found: not found, timeout=20)
