@@ -183,7 +183,9 @@ class WorkerPool:
             request.future.cancel()
         self._waiting.clear()
         for worker in workers:
-            await _reap(worker.process)
+            # Its socket closed, a worker exits at once unless user code holds its event loop;
+            # whatever that code does is abandoned anyway.
+            await _reap(worker.process, patience=1.0)
 
     # --- requests -------------------------------------------------------------------------
 
@@ -397,9 +399,10 @@ def _exit_description(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-async def _reap(process: subprocess.Popen[bytes]) -> None:
+async def _reap(process: subprocess.Popen[bytes], patience: float = 5.0) -> None:
+    """Wait for `process` to exit, killing it after `patience` seconds."""
     try:
-        await asyncio.to_thread(process.wait, 5)
+        await asyncio.to_thread(process.wait, patience)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
