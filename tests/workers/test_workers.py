@@ -91,6 +91,17 @@ async def test_a_worker_that_exits_is_replaced_and_its_activity_runs_again(
     assert (await _run(host, "whoami", "after"))["pid"] == survivor  # type: ignore[index]
 
 
+async def test_a_worker_that_segfaults_is_replaced(start_host: HostFactory, state: Path) -> None:
+    host = start_host(workers="1")
+    survivor = await _run(host, "crash_once", "segv")
+    crashed_pid = int((state / "segv.crashed").read_text())
+    assert survivor != crashed_pid
+    assert any(
+        f"(pid {crashed_pid}) was killed by SIGSEGV while running activity 'crash_once'" in line
+        for line in host.lines
+    ), host.output
+
+
 async def test_a_worker_killed_mid_activity_is_replaced(
     start_host: HostFactory, state: Path
 ) -> None:

@@ -1,6 +1,7 @@
 """Activities and an entity that tell which process runs them, crash it, log, or block: what
 tests/workers drives through `dfhost start` with worker processes."""
 
+import ctypes
 import logging
 import os
 import time
@@ -21,10 +22,13 @@ def whoami(tag: str) -> dict:
 
 @app.activity_trigger(input_name="name")
 def crash_once(name: str) -> int:
-    # The first run ends its process as a crash would; the run after it succeeds.
+    # The first run ends its process as a crash would; the run after it succeeds. A name
+    # ending in "segv" dies of a segmentation fault, any other of os._exit(3).
     marker = STATE / f"{name}.crashed"
     if not marker.exists():
         marker.write_text(str(os.getpid()))
+        if name.endswith("segv"):
+            ctypes.string_at(0)  # reads address 0
         os._exit(3)
     return os.getpid()
 
