@@ -30,7 +30,7 @@ from dfhost.runtime.engine import Engine
 from dfhost.runtime.workers import WorkerPool
 from dfhost.store import open_store
 
-APP = Path(__file__).resolve().parent / "apps" / "cpu_app"
+APP = Path(__file__).resolve().parent / "apps" / "burn_app"
 
 
 async def wait(client: DurableClient, iid: str) -> Instance:

@@ -29,6 +29,7 @@ from dfhost.app.functions import FunctionApp
 from dfhost.app.loader import load_app
 from dfhost.client import DurableClient
 from dfhost.history import TERMINAL_STATUSES, EventType, Instance, OrchestrationStatus
+from dfhost.logs import configure_console
 from dfhost.runtime.engine import Engine
 from dfhost.runtime.workers import WorkerPool
 from dfhost.store import Store, open_store
@@ -83,6 +84,7 @@ def stored_ms(status: Instance) -> float:
 async def w1_latency(hub: Hub, p: dict[str, Any]) -> dict[str, Any]:
     observed, stored = [], []
     ids: list[str] = []
+    cpu_began = time.process_time()
     for i in range(p["count"]):
         started = time.perf_counter()
         iid = await hub.client.start_new("chain3", input_text=json.dumps(i))
@@ -91,8 +93,10 @@ async def w1_latency(hub: Hub, p: dict[str, Any]) -> dict[str, Any]:
         assert status.output == str(i + 3), status.output
         stored.append(stored_ms(status))
         ids.append(iid)
+    cpu_ms = (time.process_time() - cpu_began) * 1000 / p["count"]
     hub.measured = usage(hub.url)
     return {
+        "cpu_ms_per_chain": cpu_ms,
         "p50_ms": percentile(observed, 50),
         "p99_ms": percentile(observed, 99),
         "stored_p50_ms": percentile(stored, 50),
@@ -301,9 +305,18 @@ def main() -> None:
     parser.add_argument("--store", required=True)
     parser.add_argument("--params", default="{}")
     parser.add_argument("--probe", action="store_true")
+    parser.add_argument(
+        "--console-log",
+        metavar="FILE",
+        help="log to FILE as `dfhost start` logs to its console (INFO: a line per function "
+        "run), to measure what that costs (bench/http_overhead.py)",
+    )
     args = parser.parse_args()
-    # The SDK's DFApp warns about HTTP auth on import; function logs are not what we measure.
-    logging.basicConfig(level=logging.ERROR)
+    if args.console_log:
+        configure_console(stream=open(args.console_log, "a"))  # noqa: SIM115 - for the process
+    else:
+        # The SDK's DFApp warns about HTTP auth on import; function logs are not measured.
+        logging.basicConfig(level=logging.ERROR)
     if args.probe:
         try:
             asyncio.run(probe(args.store))

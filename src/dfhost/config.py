@@ -72,6 +72,7 @@ __all__ = [
     "get_ci",
     "get_path",
     "load_settings",
+    "parse_drain_flag",
     "parse_ensure_flag",
     "parse_timespan",
     "read_json_object",
@@ -90,6 +91,9 @@ DEFAULT_MAX_ACTIONS = 100_000
 DEFAULT_HISTORY_EVENTS = 500_000
 DEFAULT_FUNCTION_TIMEOUT = 30 * 60.0
 DEFAULT_BATCH_SIZE = 500
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+"""Seconds a stopping host waits for its running work: .NET's host shutdown timeout, and what
+Kubernetes waits between SIGTERM and SIGKILL."""
 DURABLE = "extensions.durableTask"
 OPS_SETTINGS = f"{DURABLE}.dfhost"
 
@@ -521,10 +525,13 @@ class EnsureSpec:
 
 @dataclass(frozen=True, slots=True)
 class OpsSettings:
-    """`extensions.durableTask.dfhost`'s retention and ensure (see `dfhost.runtime.retention`)."""
+    """`extensions.durableTask.dfhost`'s retention and ensure (see `dfhost.runtime.retention`)
+    and shutdownTimeout."""
 
     retention: RetentionPolicy | None = None
     ensure: list[EnsureSpec] = field(default_factory=list)
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    """Seconds a stopped host lets its running work finish before it hands the rest over."""
 
 
 def read_ops_settings(host_json: Mapping[str, Any]) -> OpsSettings:
@@ -535,13 +542,35 @@ def read_ops_settings(host_json: Mapping[str, Any]) -> OpsSettings:
     if not isinstance(section, Mapping):
         raise SettingsError(f"host.json {OPS_SETTINGS} must be an object")
     for key in section:
-        if key.lower() not in ("retention", "ensure", "limits"):
-            expected = "expected retention, ensure, limits"
+        if key.lower() not in ("retention", "ensure", "limits", "shutdowntimeout"):
+            expected = "expected retention, ensure, limits, shutdownTimeout"
             raise SettingsError(f"host.json {OPS_SETTINGS}: unknown key {key!r} ({expected})")
     return OpsSettings(
         retention=_read_retention(get_ci(section, "retention")),
         ensure=_read_ensure(get_ci(section, "ensure")),
+        shutdown_timeout=_read_shutdown_timeout(get_ci(section, "shutdownTimeout")),
     )
+
+
+def _read_shutdown_timeout(raw: Any) -> float:
+    if raw is None:
+        return DEFAULT_SHUTDOWN_TIMEOUT
+    where = f"host.json {OPS_SETTINGS}.shutdownTimeout"
+    span = parse_timespan(raw, where, example="00:00:30")
+    if span < timedelta(0):
+        raise SettingsError(f"{where} {raw!r} must not be negative")
+    return span.total_seconds()
+
+
+def parse_drain_flag(text: str) -> float:
+    """The value of `dfhost start --drain SECONDS`: a number of seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 <= seconds <= _MAX_DAYS * 86400):
+        raise SettingsError(f"--drain {text!r}: expected a number of seconds, 0 or more")
+    return seconds
 
 
 def _read_retention(raw: Any) -> RetentionPolicy | None:

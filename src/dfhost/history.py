@@ -184,6 +184,12 @@ class HistoryEvent:
         """Inverse of `to_dict`; raises `ValueError` on malformed data."""
         try:
             kwargs: dict[str, Any] = dict(data)
+            for name, value in kwargs.items():
+                expected = _PLAIN_FIELD_TYPES.get(name)
+                # Exact types: what stored JSON gives back. A number where text belongs (or
+                # true where a number does) would load here and break whoever reads it later.
+                if expected is not None and value is not None and type(value) is not expected:
+                    raise TypeError(f"{name} must be {expected.__name__}")
             kwargs["type"] = EventType(kwargs["type"])
             kwargs["timestamp"] = parse_time(kwargs["timestamp"])
             if kwargs.get("fire_at") is not None:
@@ -209,6 +215,13 @@ class HistoryEvent:
         """The same event stamped with another time."""
         return replace(self, timestamp=timestamp)
 
+
+# The fields stored as they are, by type: text and numbers (the others are parsed).
+_PLAIN_FIELD_TYPES: dict[str, type] = {
+    f.name: {"str | None": str, "int | None": int, "int": int}[str(f.type)]
+    for f in fields(HistoryEvent)
+    if str(f.type) in ("str | None", "int | None", "int")
+}
 
 # Every field but the two always stored and event_id (-1 means unset), in declaration order.
 _OPTIONAL_FIELDS = tuple(

@@ -131,7 +131,10 @@ async def test_ctrl_c_waits_for_the_running_activity_and_exits_cleanly(
     example.proc.send_signal(signal.SIGINT)
     assert example.proc.wait(30) == 0
     example.stop()
-    waiting = "dfhost: waiting for 1 running activity: durable-activity, Ctrl-C again to stop now"
+    waiting = (
+        "dfhost: waiting up to 30 s for 1 running activity: durable-activity, Ctrl-C again to "
+        "stop now"
+    )
     lines = example.lines
     said = [i for i, line in enumerate(lines) if line.endswith(waiting)]
     assert len(said) == 1, example.output

@@ -20,6 +20,7 @@ from dfhost.config import (
     StorageProvider,
     get_ci,
     load_settings,
+    parse_drain_flag,
     parse_timespan,
     read_ops_settings,
     valid,
@@ -162,6 +163,12 @@ def _retention(text: str) -> timedelta:
     return next(iter(policy.periods.values()))
 
 
+def _shutdown_timeout(text: str) -> timedelta:
+    section = {"dfhost": {"shutdownTimeout": text}}
+    seconds = read_ops_settings({"extensions": {"durableTask": section}}).shutdown_timeout
+    return timedelta(seconds=seconds)
+
+
 def _visibility(text: str) -> timedelta:
     provider = {"storageProvider": {"controlQueueVisibilityTimeout": text}}
     timeout = StorageProvider.from_host_json(durable(**provider)).control_queue_visibility_timeout
@@ -181,6 +188,7 @@ def _schedule(text: str) -> timedelta:
 READERS: dict[str, Callable[[str], timedelta]] = {
     "functionTimeout": _function_timeout,
     "retention": _retention,
+    "shutdownTimeout": _shutdown_timeout,
     "storageProvider": _visibility,
     "schedule": _schedule,
 }
@@ -327,3 +335,53 @@ def test_a_problem_two_readers_meet_is_one_line(tmp_path: Path) -> None:
     assert [(e.message, e.fatal) for e in errors] == [
         ("extensions.durableTask.dfhost must be an object", True)
     ]
+
+
+# --- shutdownTimeout and --drain ---------------------------------------------------------------
+
+
+def test_the_shutdown_timeout_is_30_seconds_unless_host_json_says_otherwise(tmp_path: Path) -> None:
+    assert settings_of(tmp_path, {}).operations.shutdown_timeout == 30.0
+    section = {"dfhost": {"ShutdownTimeout": "00:02:00"}}  # keys in any casing, as in .NET
+    assert settings_of(tmp_path, durable(**section)).operations.shutdown_timeout == 120.0
+    zero = {"dfhost": {"shutdownTimeout": "00:00:00"}}  # hand everything over at once
+    assert settings_of(tmp_path, durable(**zero)).operations.shutdown_timeout == 0.0
+
+
+def test_an_environment_override_sets_the_shutdown_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "AzureFunctionsJobHost__extensions__durableTask__dfhost__shutdownTimeout"
+    monkeypatch.setenv(name, "00:00:05")
+    assert settings_of(tmp_path, {}).operations.shutdown_timeout == 5.0
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("-00:00:05", "must not be negative"),
+        (30, "is not a duration like 00:00:30"),
+        ("30s", "is not a duration like 00:00:30"),
+    ],
+)
+def test_a_bad_shutdown_timeout_is_one_fatal_line(
+    tmp_path: Path, value: object, problem: str
+) -> None:
+    folder = app(tmp_path, durable(dfhost={"shutdownTimeout": value}))
+    _, errors = load_settings(folder)
+    assert len(errors) == 1
+    assert errors[0].fatal
+    assert "extensions.durableTask.dfhost.shutdownTimeout" in errors[0].message
+    assert problem in errors[0].message
+    assert "\n" not in errors[0].message
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("0", 0.0), ("2.5", 2.5), (" 90 ", 90.0)])
+def test_the_drain_flag_takes_seconds(text: str, seconds: float) -> None:
+    assert parse_drain_flag(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "-1", "abc", "nan", "inf", "00:00:30", "1e300"])
+def test_a_bad_drain_flag_is_refused_with_one_line(text: str) -> None:
+    with pytest.raises(SettingsError, match=r"^--drain .*: expected a number of seconds"):
+        parse_drain_flag(text)

@@ -381,6 +381,25 @@ async def test_an_outage_is_ridden_out_and_logged_once(
     assert len(back) == 1, records
 
 
+def test_an_attempt_begun_during_an_outage_that_fails_after_it_ended_is_not_a_new_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Seen under load: a connect that hung through the outage failed after another call had
+    reached the database, and the outage was logged twice."""
+    pool = connections.Connections(connections.parse_target("postgresql://127.0.0.1:9/x"))
+    caplog.set_level(logging.INFO, logger="dfhost.store.postgres")
+    cut = OSError("connection refused")
+    pool._lost(cut, pool._epoch)  # the outage starts
+    hung = pool._epoch  # a connect begins while it lasts
+    pool._reached()  # another call gets through: the outage ends
+    pool._lost(cut, hung)  # the hung connect fails only now
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("lost the connection" in line for line in lines) == 1, lines
+    assert sum("reachable again" in line for line in lines) == 1, lines
+    pool._lost(cut, pool._epoch)  # a call begun since fails: that is a new outage
+    assert sum("lost the connection" in r.getMessage() for r in caplog.records) == 2
+
+
 async def test_client_calls_give_up_after_their_patience(
     proxy: tuple[CuttableProxy, str], opened: list[Store], monkeypatch: pytest.MonkeyPatch
 ) -> None:

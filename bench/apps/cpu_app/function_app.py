@@ -1,36 +1,40 @@
-"""bench/cpu_bound.py's app: activities that compute (pure Python, holding the GIL) and a
-trivial chain to time beside them."""
+"""W7 (bench/w7_cpu.py): CPU-bound activities next to a 100 ms timer loop.
 
-import time
+`burn_all` fans out to `burn` activities of pure-Python work (`spin.py`); `ticker` waits on a
+100 ms durable timer `ticks` times and keeps in its custom status how late each one fired, in
+milliseconds: the time between a timer's due time and the start of the episode that took it
+(the episode's `current_utc_datetime`, recorded in its history, so replays agree). The bench
+reads the list while it polls, and terminates the ticker when the activities are done."""
+
+from datetime import timedelta
 
 import azure.durable_functions as df
-import azure.functions as func
+from spin import spin
 
-app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-
-
-@app.activity_trigger(input_name="ms")
-def burn(ms: int) -> int:
-    # CPU time, not wall time: the same work whoever else runs.
-    end = time.thread_time() + ms / 1000
-    spins = 0
-    while time.thread_time() < end:
-        spins += 1
-    return spins
+app = df.DFApp()
 
 
-@app.activity_trigger(input_name="value")
-def plus_one(value: int) -> int:
-    return value + 1
+@app.activity_trigger(input_name="iterations")
+def burn(iterations: int) -> int:
+    return spin(iterations)
 
 
 @app.orchestration_trigger(context_name="context")
-def burn_many(context: df.DurableOrchestrationContext):
-    count, ms = context.get_input()
-    results = yield context.task_all([context.call_activity("burn", ms) for _ in range(count)])
-    return len(results)
+def burn_all(context: df.DurableOrchestrationContext):
+    spec = context.get_input()
+    work = [context.call_activity("burn", spec["iterations"]) for _ in range(spec["count"])]
+    yield context.task_all(work)
+    return spec["count"]
 
 
 @app.orchestration_trigger(context_name="context")
-def ping(context: df.DurableOrchestrationContext):
-    return (yield context.call_activity("plus_one", context.get_input()))
+def ticker(context: df.DurableOrchestrationContext):
+    spec = context.get_input()
+    period = timedelta(milliseconds=spec["period_ms"])
+    lateness = []
+    for _ in range(spec["ticks"]):
+        due = context.current_utc_datetime + period
+        yield context.create_timer(due)
+        lateness.append((context.current_utc_datetime - due) / timedelta(milliseconds=1))
+        context.set_custom_status(lateness)
+    return lateness

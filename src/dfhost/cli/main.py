@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +30,7 @@ from dfhost.cli.instances import (
 from dfhost.cli.replay import add_replay_commands, run_replay_command
 from dfhost.cli.status import add_status_command, run_status_command
 from dfhost.client import DurableClient
-from dfhost.config import AppLoadError, LoadError, SettingsError
+from dfhost.config import AppLoadError, LoadError, SettingsError, parse_drain_flag
 from dfhost.logs import announce, configure_console, set_host_id
 from dfhost.store import StoreError, open_store
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
     from dfhost.runtime.engine import Engine
     from dfhost.runtime.workers import WorkerPool
+    from dfhost.web import WebState
     from dfhost.web.auth import Access
 
 log = logging.getLogger("dfhost")
@@ -73,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="ID=ORCHESTRATOR[:JSON]",
         help="keep this instance running: start it unless it is already (repeatable)",
+    )
+    start.add_argument(
+        "--drain",
+        metavar="SECONDS",
+        help="on SIGTERM or Ctrl-C, let running activities and episodes finish for up to this "
+        "long, then hand the rest over (default: host.json "
+        "extensions.durableTask.dfhost.shutdownTimeout, else 30)",
     )
     start.add_argument(
         "--log-format",
@@ -141,6 +151,7 @@ async def _start(args: argparse.Namespace) -> int:
         return 2  # a limit, retention or ensure setting, logged above: no guessing at those
     try:
         operations = operations_settings(app, args.ensure)
+        grace = operations.shutdown_timeout if args.drain is None else parse_drain_flag(args.drain)
     except SettingsError as exc:
         log.error("dfhost: %s", exc)
         return 2
@@ -182,7 +193,7 @@ async def _start(args: argparse.Namespace) -> int:
         return 2
     engine = Engine(app, store, retention=operations.retention, workers=workers)
     set_host_id(engine.owner)
-    shutdown = _Shutdown(engine)
+    shutdown = _Shutdown(engine, grace)
     try:
         await engine.start()
     except StoreError as exc:
@@ -204,16 +215,21 @@ async def _start(args: argparse.Namespace) -> int:
             reloading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloading
-        await engine.stop(grace=0 if shutdown.forced.is_set() else 10)
+        cut_short = shutdown.forced.is_set() or shutdown.handed_over
+        await engine.stop(grace=0 if cut_short else grace)
         if workers is not None:
             await workers.close()
+        # Closing the store hands over what was cut short: on PostgreSQL and Azure Storage
+        # it releases this host's leases for another host to take now; on SQLite it runs
+        # at the next start (or when another host on the file sees this one gone).
         await store.close()
         await _close_sdk_session()
-    if shutdown.forced.is_set():
-        # Stop now, as asked: asyncio.run would wait for threads still running user code.
+    if shutdown.forced.is_set() or shutdown.handed_over:
+        # Threads may still run user code whose work was handed over: end them with the
+        # process now (asyncio.run would wait for them; they must not outlive the handover).
         telemetry.shutdown()
         logging.shutdown()
-        os._exit(128 + shutdown.signal)
+        os._exit(128 + shutdown.signal if shutdown.forced.is_set() else 0)
     return 0
 
 
@@ -243,20 +259,43 @@ async def _reload_on_change(engine: Engine, workers: WorkerPool | None) -> None:
 
 
 class _Shutdown:
-    """The first SIGINT (Ctrl-C) or SIGTERM stops taking work and lets what runs finish, its
-    results recorded; a second one stops at once: what was running runs again after a restart
-    (at least once, as after a crash)."""
+    """The first SIGINT (Ctrl-C) or SIGTERM drains the host: it stops taking work at once
+    (claims, timer and message triggers; HTTP functions answer 503 while the management API
+    keeps answering), lets what runs finish for up to `grace` seconds with its results
+    recorded, then stops. What still runs then is handed over: its leases are released as
+    the store closes. A second signal stops at once: what was running runs again after a
+    restart (at least once, as after a crash)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, grace: float) -> None:
         self.engine = engine
+        self.grace = grace
         self.requested = False
         self.forced = asyncio.Event()
+        self.handed_over = False
+        """The grace ran out with work still running."""
         self.signal = 0
         self.server: uvicorn.Server | None = None
+        self.web_state: WebState | None = None
+        self.listeners: list[Callable[[float], Awaitable[None]]] = []
+        """Stops of the timer and message triggers, given the grace."""
         self._drain: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._received, sig)
+
+    def attach(
+        self,
+        server: uvicorn.Server,
+        web_state: WebState,
+        listeners: list[Callable[[float], Awaitable[None]]],
+    ) -> None:
+        """The HTTP server, its state and the triggers' stops, once they exist; a signal that
+        came while they were being built applies to them too."""
+        self.server, self.web_state, self.listeners = server, web_state, listeners
+        if self.requested:
+            web_state.state = "Stopping"
+            if self._drain is not None and self._drain.done():
+                server.should_exit = True
 
     def _received(self, sig: int) -> None:
         self.signal = sig
@@ -264,14 +303,49 @@ class _Shutdown:
             self.forced.set()
             if self.server is not None:
                 self.server.force_exit = True
+                self.server.should_exit = True
             return
         self.requested = True
-        if self.server is not None:
-            self.server.should_exit = True
+        if self.web_state is not None:
+            self.web_state.state = "Stopping"
         running = self.engine.running_activities()
         if running:
-            log.info("dfhost: waiting for %s, Ctrl-C again to stop now", _running(running))
-        self._drain = asyncio.create_task(self.engine.drain())
+            log.info(
+                "dfhost: waiting up to %s for %s, Ctrl-C again to stop now",
+                _seconds(self.grace),
+                _running(running),
+            )
+        self._drain = asyncio.create_task(self._drain_host())
+
+    async def _drain_host(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace
+        finished, *stopped = await asyncio.gather(
+            self.engine.drain(self.grace),
+            *(stop(self.grace) for stop in self.listeners),
+            return_exceptions=True,
+        )
+        for outcome in (finished, *stopped):
+            if isinstance(outcome, Exception):
+                log.error("dfhost: while stopping: %s", outcome, exc_info=outcome)
+        if finished is not True:
+            self.handed_over = True
+            running = self.engine.running_activities()
+            episodes = self.engine.running_episodes()
+            what = [_running(running)] if running else []
+            if episodes:
+                what.append(f"{episodes} episode{'s' if episodes > 1 else ''}")
+            log.warning(
+                "dfhost: still running after %s: %s; handing over (it runs again on another "
+                "host, or at the next start)",
+                _seconds(self.grace),
+                " and ".join(what) or "nothing",
+            )
+        if self.server is not None:
+            # HTTP requests in flight (functions, start-and-wait) get what is left of it.
+            left = math.floor(max(0.0, deadline - loop.time()))
+            self.server.config.timeout_graceful_shutdown = left
+            self.server.should_exit = True
 
     async def drained(self) -> None:
         """Once the server has stopped: until the drain ends or a second signal cuts it."""
@@ -284,6 +358,10 @@ class _Shutdown:
             self._drain.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._drain
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
 
 
 def _running(names: list[str]) -> str:
@@ -421,7 +499,11 @@ async def _serve(
             yield
 
     server = Server(config)
-    shutdown.server = server
+    shutdown.attach(
+        server,
+        web_app.state.dfhost,
+        [timers.stop, functools.partial(triggers.stop, close_io=False)],
+    )
     _print_functions(app, f"http://{rpc_host}:{port}")
     log.info("dfhost %s: listening on http://%s:%d", __version__, rpc_host, port)
     await server.serve(sockets=[sock])

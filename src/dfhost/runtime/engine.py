@@ -162,21 +162,38 @@ class Engine:
         """The names of the activities this host is running now, one per execution."""
         return [task.name for task in self._activities.values()]
 
-    async def drain(self) -> None:
+    def running_episodes(self) -> int:
+        """How many episodes this host is running or committing now."""
+        return len(self._episodes)
+
+    async def drain(self, grace: float | None = None) -> bool:
         """Stop claiming and wait until the episodes and activities in flight have finished
-        and their results are recorded. Leases are still renewed meanwhile, so work that
-        outlasts them is not taken over by another host while it runs here."""
+        and their results are recorded, for up to `grace` seconds (None: as long as they
+        take); whether they all did. Leases are still renewed meanwhile, so work that
+        outlasts them is not taken over by another host while it runs here. What is left
+        keeps running: `stop` cancels it."""
         self._stopping = True
         self.store.notify()
         await cancel_and_wait((self._loop_task, self._retention_task))
+        loop = asyncio.get_running_loop()
+        deadline = None if grace is None else loop.time() + grace
+        # A loop, not one wait: an episode committing now may still lease activities it
+        # scheduled, and those are waited for too.
         while pending := [*self._episodes, *self._activities]:
-            await asyncio.wait(pending)
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            done, _ = await asyncio.wait(pending, timeout=left)
+            if not done:
+                return False
+        return True
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let in-flight work finish for up to `grace` seconds, then cancel it.
 
-        Cancelled work is not lost: its leases are released when the store is reopened (or
-        expire), and it runs again.
+        Cancelled work is not lost: its leases are released when the store is closed (on
+        PostgreSQL and Azure Storage another host takes it at once) or reopened (SQLite), or
+        when they expire, and it runs again.
         """
         self._stopping = True
         self.store.notify()

@@ -54,7 +54,8 @@ class WebState:
     """Where the app's client bindings send their SDK calls. Settable after the server bound
     its port (port 0), since HTTP functions read it per request."""
     state: str = "Starting"
-    """The host state `/admin/host/status` reports: Starting, Running or Stopping."""
+    """The host state `/admin/host/status` reports: Starting, Running or Stopping. Stopping
+    begins when the host drains (HTTP functions then answer 503), before the server stops."""
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -84,7 +85,11 @@ def build_app(
     web_state = WebState(rpc_base_url=rpc_base_url)
     api = ManagementApi(client, hub_name=app.settings.hub_name, max_body_bytes=max_body_bytes)
     triggers = HttpTriggers(
-        app, rpc_base_url=web_state, max_body_bytes=max_body_bytes, access=access
+        app,
+        rpc_base_url=web_state,
+        max_body_bytes=max_body_bytes,
+        access=access,
+        stopping=lambda: web_state.state == "Stopping",
     )
     dashboard = Dashboard(client, app, run_function=run_function, max_body_bytes=max_body_bytes)
     sessions = SessionBook(client.store)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -84,12 +84,16 @@ class HttpTriggers:
         rpc_base_url: str | RpcBaseUrlSource,
         max_body_bytes: int,
         access: Access | None = None,
+        stopping: Callable[[], bool] | None = None,
     ) -> None:
         """`rpc_base_url` may be an object whose `rpc_base_url` is read per request: a server
         started on port 0 learns its URL only after binding. `access` checks each function's
-        `authLevel` (none: every function is anonymous)."""
+        `authLevel` (none: every function is anonymous). While `stopping()` holds, requests
+        for a function are refused with 503, as Azure's front end answers for a host that is
+        shutting down: a load balancer sends them to another host."""
         self.app = app
         self.access = access
+        self.stopping = stopping
         self.limits = app.settings.limits
         self._rpc = rpc_base_url
         self.max_body_bytes = max_body_bytes
@@ -151,6 +155,8 @@ class HttpTriggers:
         if found is None:
             return Response(status_code=404)
         entry, route_values = found
+        if self.stopping is not None and self.stopping():
+            return Response("Function host is shutting down.", 503, media_type="text/plain")
         if self.access is not None:
             refused = self.access.check_function(request, entry.function)
             if refused is not None:

@@ -53,12 +53,14 @@ class TriggerHost:
         for problem in self.problems:
             log.error("dfhost: %s", problem)
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float = 10.0, *, close_io: bool = True) -> None:
         """Stop every listener, letting what runs finish for up to `grace` seconds (what is
-        cut short was not acknowledged: it runs again later)."""
-        await asyncio.gather(*(listener.stop(grace) for listener in self.listeners))
-        self.listeners.clear()
-        await close_shared_io()
+        cut short was not acknowledged: it runs again later). `close_io` False keeps the
+        shared binding connections open, for activities still running (a draining host)."""
+        listeners, self.listeners = self.listeners, []
+        await asyncio.gather(*(listener.stop(grace) for listener in listeners))
+        if close_io:
+            await close_shared_io()
 
     def _listener(self, function: Function, invoker: TriggerInvoker) -> Listener | None:
         try:

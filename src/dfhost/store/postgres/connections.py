@@ -367,3 +367,6 @@ class Connections:
                 time.monotonic() - self._outage_since,
             )
             self._outage_since = None
+            # A new epoch: an attempt begun during the outage that fails only now (a connect
+            # that hung while the database was away) belongs to that outage, not a new one.
+            self._epoch += 1
