@@ -184,14 +184,16 @@ class DurableClient:
         instance_id: str | None = None,
         input_text: str | None = None,
         version: str | None = None,
+        *,
+        start_at: datetime | None = None,
     ) -> str:
         """Create an instance of orchestrator `name` and return its id.
 
         `input_text` is JSON text, as the orchestrator's `get_input()` will `df_loads` it. A
         finished instance with the same id is replaced; an unfinished one raises
-        `InstanceExistsError`.
+        `InstanceExistsError`. `start_at`: its first episode waits until then (Pending).
         """
-        if self.app is not None and self.app.orchestrator(name) is None:
+        if self.app is not None and not self.app.runs_orchestrator(name):
             known = sorted(f.name for f in self.app.of_kind("orchestrator"))
             raise UnknownOrchestratorError(name, known)
         check_text(name, "The orchestrator name")
@@ -210,6 +212,7 @@ class DurableClient:
             input=input_text,
             version=version if version is not None else self.default_version,
             trace_context=telemetry.current_trace_context(),
+            visible_at=start_at,
         )
         # The conflicting instance may finish or be purged between the refusal and our look at
         # it; then the id is free and trying again is what the caller wanted.
@@ -258,7 +261,7 @@ class DurableClient:
         check_payload(reason, "reason", self.payload_bytes)
         if self.app is not None:
             instance = await self.get_status(instance_id)
-            if instance is not None and self.app.orchestrator(instance.name) is None:
+            if instance is not None and not self.app.runs_orchestrator(instance.name):
                 known = sorted(f.name for f in self.app.of_kind("orchestrator"))
                 raise UnknownOrchestratorError(instance.name, known)
         return await self._send(
@@ -319,9 +322,14 @@ class DurableClient:
 
     async def terminate(self, instance_id: str, reason: str | None) -> DeliveryResult:
         # DTFx carries the reason as the event's JSON input and makes it the instance output.
+        return await self.terminate_with_output(instance_id, json.dumps(reason))
+
+    async def terminate_with_output(self, instance_id: str, output: str) -> DeliveryResult:
+        """Terminate with `output` (JSON text) as the instance's output, as a Durable Task
+        client gives it."""
         _check_orchestration_id(instance_id)
-        output = json.dumps(reason)
         check_payload(output, "reason", self.payload_bytes)
+        _check_json(output, "The termination output")
         return await self._send(
             instance_id,
             HistoryEvent(type=EventType.EXECUTION_TERMINATED, timestamp=self.clock(), input=output),

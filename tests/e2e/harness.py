@@ -35,6 +35,8 @@ class HostProcess:
         extra: tuple[str, ...] = (),
     ):
         self.app_dir = app_dir
+        self.cwd: Path | None = None
+        """The process's working folder (None: this one's)."""
         self.store_url = store_url
         self.extra = list(extra)
         """More `dfhost start` arguments (`--ensure`, `--host`, ...)."""
@@ -46,7 +48,7 @@ class HostProcess:
 
     def launch(self) -> HostProcess:
         """Start the process without waiting for it to serve (see `wait_ready`)."""
-        command = [sys.executable, "-m", "dfhost", "start", str(self.app_dir), "--port", "0"]
+        command = [*self.command(), "--port", "0"]
         if self.store_url is not None:
             command += ["--store", self.store_url]
         self.proc = subprocess.Popen(
@@ -55,6 +57,7 @@ class HostProcess:
             stderr=subprocess.STDOUT,
             text=True,
             env=self.env,
+            cwd=self.cwd,
         )
 
         def drain() -> None:
@@ -70,6 +73,10 @@ class HostProcess:
         self._drain = threading.Thread(target=drain, daemon=True)
         self._drain.start()
         return self
+
+    def command(self) -> list[str]:
+        """The dfhost command, before its --port, --store and `extra` arguments."""
+        return [sys.executable, "-m", "dfhost", "start", str(self.app_dir)]
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """Whether it is serving (False: it exited, e.g. refused to start)."""

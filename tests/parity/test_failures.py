@@ -79,7 +79,7 @@ def caught_by_orchestrator(failed: HistoryEvent) -> dict[str, Any]:
     b = HistoryBuilder(orchestrator)
     b.start()
     outcome = b.deliver(replace(failed, timestamp=b.now)).outcome
-    assert isinstance(outcome, Completed)
+    assert isinstance(outcome, Completed) and outcome.output is not None
     parsed: dict[str, Any] = json.loads(outcome.output)
     return parsed
 

@@ -120,6 +120,30 @@ def test_a_replay_takes_the_new_events_after_an_orchestrator_started_at_now() ->
     assert step.markers == []
 
 
+def test_a_new_executions_start_and_carried_events_come_before_events_sent_meanwhile() -> None:
+    def raised(value: str) -> HistoryEvent:
+        return HistoryEvent(type=EventType.EVENT_RAISED, timestamp=T0, name="e", input=value)
+
+    # A continue-as-new enqueues the restart and the events it carries at its commit, after
+    # the events a client sent while the episode ran.
+    w = work(
+        message(raised('"sent meanwhile"'), execution_id=None),
+        message(started()),
+        message(raised('"carried"')),
+        history=[],
+    )
+    step = plan_episode(w, NOW, orchestrator_known=True)
+    assert isinstance(step, Replay)
+    new = list(step.episode.new)
+    assert types(new) == [
+        EventType.ORCHESTRATOR_STARTED,
+        EventType.EXECUTION_STARTED,
+        EventType.EVENT_RAISED,
+        EventType.EVENT_RAISED,
+    ]
+    assert [e.input for e in new[2:]] == ['"carried"', '"sent meanwhile"']
+
+
 def test_running_schedules_activities_timers_and_sub_orchestrations() -> None:
     fire_at = NOW + timedelta(hours=1)
     scheduled = [

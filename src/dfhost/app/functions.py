@@ -81,6 +81,13 @@ class FunctionApp:
     functions: dict[str, Function]
     settings: AppSettings
     errors: list[LoadError]
+    remote_workers: bool = False
+    """Orchestrators and activities it lacks run in connected Durable Task workers
+    (`--grpc-port`), so a name it does not have is not unknown."""
+
+    def runs_orchestrator(self, name: str) -> bool:
+        """Whether an instance of orchestrator `name` can run on this host."""
+        return self.remote_workers or self.orchestrator(name) is not None
 
     # Function names are case-insensitive, as the extension compares them (FunctionName); it
     # also lower-cases entity names in instance ids (@name@key).

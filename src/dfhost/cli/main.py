@@ -21,6 +21,7 @@ from dfhost import __version__, telemetry
 from dfhost.app.functions import FunctionApp
 from dfhost.app.loader import load_app
 from dfhost.cli.common import command_store_url, sqlite_file
+from dfhost.cli.durabletask import GrpcSide, add_grpc_arguments, add_serve_command, serve_app
 from dfhost.cli.instances import (
     add_instances_command,
     ensure_instances,
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         help="when a .py or .json file of the app changes, load the new code and switch to "
         "it (new worker processes take over; a load error keeps the previous code running)",
     )
+    add_grpc_arguments(start)
+    add_serve_command(commands)
     add_instances_command(commands)
     add_replay_commands(commands)
     add_status_command(commands)
@@ -134,12 +137,17 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _start(args: argparse.Namespace) -> int:
     app_dir = Path(args.app_dir)
+    serving = args.command == "serve"  # no app: Durable Task workers run everything
     try:
-        app = load_app(app_dir)
+        app = serve_app(app_dir) if serving else load_app(app_dir)
     except AppLoadError as exc:
         log.error("dfhost: %s", exc)
         return 2
-    if not any(f.kind != "other" for f in app.functions.values()):
+    grpc_side = GrpcSide(args, app)
+    if problem := grpc_side.problem():
+        log.error("dfhost: %s", problem)
+        return 2
+    if not serving and not any(f.kind != "other" for f in app.functions.values()):
         # Listening with nothing to run only hides the error a few screens up.
         for error in app.errors:
             log.error("dfhost: %s: %s%s", error.source, error.message, _detail(error))
@@ -191,7 +199,9 @@ async def _start(args: argparse.Namespace) -> int:
         sock.close()
         await store.close()
         return 2
-    engine = Engine(app, store, retention=operations.retention, workers=workers)
+    engine = Engine(
+        app, store, retention=operations.retention, workers=workers, remote=grpc_side.hub
+    )
     set_host_id(engine.owner)
     shutdown = _Shutdown(engine, grace)
     try:
@@ -207,6 +217,9 @@ async def _start(args: argparse.Namespace) -> int:
     try:
         client = DurableClient(store, app, default_version=app.settings.default_version)
         await ensure_instances(client, operations.ensure)
+        if problem := await grpc_side.start(store, args.host, access):
+            log.error("dfhost: %s", problem)
+            return 2
         if not shutdown.requested:
             await _serve(app, store, sock, args.host, engine.owner, access, shutdown)
         await shutdown.drained()
@@ -215,6 +228,7 @@ async def _start(args: argparse.Namespace) -> int:
             reloading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloading
+        await grpc_side.stop()
         cut_short = shutdown.forced.is_set() or shutdown.handed_over
         await engine.stop(grace=0 if cut_short else grace)
         if workers is not None:

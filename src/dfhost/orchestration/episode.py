@@ -334,8 +334,8 @@ class Running:
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    output: str
-    """JSON text."""
+    output: str | None
+    """JSON text; None when a Durable Task worker's orchestrator returned nothing."""
 
     def payloads(self) -> list[Payload]:
         return [("output", self.output)]

@@ -221,7 +221,14 @@ def plan_episode(
         state = replace(inst, status=OrchestrationStatus.SUSPENDED, last_updated_at=now)
         return Settled(consumed, EpisodeOutcome(instance=state, new_events=markers))
 
-    inbound = [m.event for m in relevant if m.event.type not in _CONTROL_TYPES]
+    # An execution's start opens its history, and the events a continue-as-new carried over
+    # to it (addressed to it) follow, before events sent to the instance meanwhile: those
+    # reached the inbox first, as the restart is enqueued at the continue-as-new's commit.
+    inbound = [
+        m.event
+        for m in sorted(relevant, key=lambda m: _inbound_rank(m, inst))
+        if m.event.type not in _CONTROL_TYPES
+    ]
     has_start = bool(work.history) or any(e.type is EventType.EXECUTION_STARTED for e in inbound)
     if not has_start:
         why = f"{inst.instance_id} has no ExecutionStarted; dropping its messages"
@@ -239,6 +246,13 @@ def plan_episode(
         return Settled(work, failure(work, now, message, None))
     started = HistoryEvent(type=EventType.ORCHESTRATOR_STARTED, timestamp=now)
     return Replay(work, EpisodeInput.of(inst, work.history, [started, *inbound]), markers)
+
+
+def _inbound_rank(message: Message, inst: Instance) -> int:
+    if message.event.type is EventType.EXECUTION_STARTED:
+        return 0
+    carried = message.event.type is EventType.EVENT_RAISED and message.execution_id is not None
+    return 1 if carried and message.execution_id == inst.execution_id else 2
 
 
 def _rewind(

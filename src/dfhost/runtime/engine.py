@@ -27,8 +27,9 @@ from dfhost.app.functions import Function, FunctionApp
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
 from dfhost.orchestration import entities, limits
 from dfhost.orchestration.episode import EpisodeInput, EpisodeResult, Failed, Running
-from dfhost.orchestration.outcome import Rewind, Settled, failure, plan_episode
+from dfhost.orchestration.outcome import Replay, Rewind, Settled, failure, plan_episode
 from dfhost.orchestration.session import SessionCache
+from dfhost.runtime.remote import RemoteAbandoned, RemoteWorkers
 from dfhost.runtime.retention import Retention, RetentionPolicy
 from dfhost.runtime.shutdown import cancel_and_wait, finish_within
 from dfhost.runtime.startup import report_startup
@@ -80,8 +81,12 @@ class Engine:
         wait: WaitForWork | None = None,
         inline_orchestrators: bool = False,
         workers: UserCode | None = None,
+        remote: RemoteWorkers | None = None,
     ) -> None:
         self.app = app
+        self.remote = remote
+        """Workers that run the orchestrators and activities the app does not have
+        (`dfhost.grpc`); None: those fail as unknown."""
         self.store = store
         self._holder = store if isinstance(store, InstanceHolder) else None
         """The store, if it can hold an instance between episodes (`_HOLD`)."""
@@ -140,7 +145,7 @@ class Engine:
         """Register as a host and start dispatching in the background."""
         await self.store.open_host(self.owner, self.clock())
         try:
-            await report_startup(self.app, self.store, self.clock())
+            await report_startup(self.app, self.store, self.clock(), orphans=self.remote is None)
         except Exception:  # a report is not worth refusing to start over
             log.exception("dfhost: could not list orphaned instances and overdue timers")
         self._loop_task = asyncio.create_task(self._dispatch_loop(), name="dfhost-dispatch")
@@ -174,6 +179,8 @@ class Engine:
         keeps running: `stop` cancels it."""
         self._stopping = True
         self.store.notify()
+        if self.remote is not None:
+            self.remote.release()
         await cancel_and_wait((self._loop_task, self._retention_task))
         loop = asyncio.get_running_loop()
         deadline = None if grace is None else loop.time() + grace
@@ -306,6 +313,12 @@ class Engine:
         started_ns = time.time_ns()
         try:
             consumed, outcome = await self._episode_outcome(work)
+        except RemoteAbandoned:
+            with contextlib.suppress(StoreError):
+                await self.store.abandon_episode(self.owner, work)
+            if completes is not None:  # the result it carried unstored must not be lost
+                await self._record_result(completes, work.messages[0])
+            return
         except Exception as exc:  # a dfhost bug: fail the instance rather than spin on it
             log.exception("dfhost: internal error in an episode of %s", work.instance.instance_id)
             consumed = work
@@ -375,17 +388,21 @@ class Engine:
 
     def _may_hold(self, work: EpisodeWork, outcome: EpisodeOutcome) -> bool:
         """Whether to keep the instance leased after this commit (`_HOLD`): it waits for
-        nothing but the one activity it schedules, and its session stays cached here."""
+        nothing but the one activity it schedules, and its session stays cached here (or a
+        remote worker runs it, which is sent the whole history anyway)."""
+        iid = outcome.instance.instance_id
+        # A worker's orchestrator needs no session here: the held history is all it is sent.
+        remote = self.remote is not None and self.app.orchestrator(outcome.instance.name) is None
+        cached = self.sessions is not None and self.sessions.held(iid) is not None
         return (
             self._holder is not None
-            and self.sessions is not None
+            and (remote or cached)
             and len(outcome.activities) == 1
             and not outcome.messages
             and not outcome.starts
             and not outcome.reset_history
             and not work.history_start
             and outcome.instance.status is OrchestrationStatus.RUNNING
-            and self.sessions.held(outcome.instance.instance_id) is not None
         )
 
     async def _whole_history(self, work: EpisodeWork) -> EpisodeWork:
@@ -410,15 +427,19 @@ class Engine:
         inst = work.instance
         now = self.clock()
         function = self.app.orchestrator(inst.name)
-        step = plan_episode(work, now, orchestrator_known=function is not None)
+        remote = self.remote if function is None else None
+        known = function is not None or remote is not None
+        step = plan_episode(work, now, orchestrator_known=known)
         if isinstance(step, Settled):
             if step.warning is not None:
                 log.warning("dfhost: %s", step.warning)
             if step.error is not None:
                 log.error("dfhost: %s", step.error)
             return step.consumed, step.outcome
-        assert function is not None
         version = self.app.settings.default_version
+        if remote is not None:
+            return work, await self._remote_outcome(remote, step)
+        assert function is not None
         if isinstance(step, Rewind):
             reason = step.rewound.reason or "no reason"
             log.info("dfhost: rewinding %s (%s)", inst.instance_id, reason)
@@ -436,6 +457,27 @@ class Engine:
                 self.sessions.forget(inst.instance_id)
             return work, failure(work, now, problem.message, problem.details)
         return work, step.outcome(result, default_version=version)
+
+    async def _remote_outcome(self, remote: RemoteWorkers, step: Replay | Rewind) -> EpisodeOutcome:
+        """A remote worker's episode, committed like a replay's."""
+        episode = step.episode
+        if isinstance(step, Replay) and step.markers:
+            # A Durable Task worker keeps suspended itself: it must see the resume too.
+            started, *inbound = episode.new
+            episode = replace(episode, new=[started, *step.markers, *inbound])
+        decided = await remote.run_episode(episode)
+        version = self.app.settings.default_version
+        if isinstance(step, Rewind):
+            children: dict[str, Instance | None] = {}
+            if isinstance(decided.result.outcome, Running):
+                for child in step.children:
+                    children[child] = await self.store.get_instance(child)
+            outcome = step.outcome(decided.result, children, default_version=version)
+        else:
+            outcome = step.outcome(decided.result, default_version=version)
+        if not decided.messages:
+            return outcome
+        return replace(outcome, messages=[*outcome.messages, *decided.messages])
 
     async def _replay(self, function: Function, episode: EpisodeInput) -> EpisodeResult:
         result = await self._local.run_episode(function, episode)
@@ -462,12 +504,15 @@ class Engine:
 
     async def _run_activity(self, task: ActivityTask) -> None:
         started_ns = time.time_ns()
-        if telemetry.enabled():
-            async with telemetry.activity_span(task, self.store.get_history) as traced:
-                event = await self._user_code.run_activity(task)
-                traced(event)
-        else:  # the span's context manager alone costs more than a trivial activity
-            event = await self._user_code.run_activity(task)
+        try:
+            if telemetry.enabled():
+                async with telemetry.activity_span(task, self.store.get_history) as traced:
+                    event = await self._activity_event(task)
+                    traced(event)
+            else:  # the span's context manager alone costs more than a trivial activity
+                event = await self._activity_event(task)
+        except RemoteAbandoned:
+            return  # its lease ends with this host, and it runs again elsewhere or later
         metrics.activity_done(task.name, event.type is EventType.TASK_COMPLETED, _since(started_ns))
         result = Message(instance_id=task.instance_id, execution_id=task.execution_id, event=event)
         held = self._held.pop(task.instance_id, None)
@@ -486,6 +531,11 @@ class Engine:
             self._start_episode(work, completes=task)
             return
         await self._record_result(task, result)
+
+    async def _activity_event(self, task: ActivityTask) -> HistoryEvent:
+        if self.remote is not None and self.app.activity(task.name) is None:
+            return await self.remote.run_activity(task)
+        return await self._user_code.run_activity(task)
 
     async def _record_result(self, task: ActivityTask, result: Message) -> None:
         """Store an activity's result; run the episode that takes it at once if it can be

@@ -39,20 +39,27 @@ class StartupReport:
 
 
 async def report_startup(
-    app: FunctionApp, store: Store, now: datetime, limit: int = REPORT_LIMIT
+    app: FunctionApp,
+    store: Store,
+    now: datetime,
+    limit: int = REPORT_LIMIT,
+    *,
+    orphans: bool = True,
 ) -> StartupReport:
-    """Log orphaned instances and overdue timers, one line per instance, before dispatching."""
-    orphans: list[Instance] = []
+    """Log orphaned instances and overdue timers, one line per instance, before dispatching.
+    `orphans` False: orchestrators the app does not have are not orphans (connected workers
+    run them, `dfhost.grpc`)."""
+    found: list[Instance] = []
     more_orphans = 0
     query = InstanceQuery(statuses=_UNFINISHED, top=1000)
-    while True:
+    while orphans:
         page = await store.query_instances(query)
         for instance in page.instances:
             # Entities (`@name@key`) are instances too, but run entity functions.
             if instance.instance_id.startswith("@") or app.orchestrator(instance.name) is not None:
                 continue
-            if len(orphans) < limit:
-                orphans.append(instance)
+            if len(found) < limit:
+                found.append(instance)
                 _log_orphan(instance)
             else:
                 more_orphans += 1
@@ -79,7 +86,7 @@ async def report_startup(
             first.isoformat(timespec="seconds"),
             _duration(now - first),
         )
-    return StartupReport(orphans, overdue)
+    return StartupReport(found, overdue)
 
 
 def _log_orphan(instance: Instance) -> None:

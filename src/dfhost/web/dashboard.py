@@ -322,7 +322,7 @@ class Dashboard:
             history_url=history_url,
             children=children,
             error=_failure(instance) if instance.status is OrchestrationStatus.FAILED else None,
-            unknown_orchestrator=self.app.orchestrator(instance.name) is None,
+            unknown_orchestrator=not self.app.runs_orchestrator(instance.name),
             unfinished=unfinished,
             logs=self.logs.lines(instance_id),
             refresh=_choice(request.query_params.get("refresh"), REFRESH_CHOICES, 0),
