@@ -31,6 +31,7 @@ from dfhost.client import DurableClient
 from dfhost.history import TERMINAL_STATUSES, EventType, Instance, OrchestrationStatus
 from dfhost.logs import configure_console
 from dfhost.runtime.engine import Engine
+from dfhost.runtime.workers import WorkerPool
 from dfhost.store import Store, open_store
 
 APP = Path(__file__).resolve().parent / "apps" / "bench_app"
@@ -264,7 +265,13 @@ async def open_hub(url: str) -> Hub:
         raise RuntimeError(f"bench app does not load: {app.errors}")
     store = open_store(url)
     await store.start()
-    engine = Engine(app, store)
+    # As `dfhost start` does: FUNCTIONS_WORKER_PROCESS_COUNT=0 runs the functions in this process.
+    workers = None
+    if app.settings.worker_processes:
+        threads = app.settings.worker_threads or app.settings.max_concurrent_activities
+        workers = WorkerPool(app.root, app.settings.worker_processes, threads)
+        await workers.start()
+    engine = Engine(app, store, workers=workers)
     await engine.start()
     return Hub(app, store, engine, url)
 
@@ -280,6 +287,8 @@ async def run(workload: str, url: str, params: dict[str, Any]) -> dict[str, Any]
         return metrics | per_unit(before, hub.measured or usage(url), units)
     finally:
         await hub.engine.stop()
+        if hub.engine.workers is not None:
+            await hub.engine.workers.close()
         await hub.store.close()
 
 

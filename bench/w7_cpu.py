@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/w7_cpu.py [--activities 8] [--work-seconds 2] [--ticks 50]
                                      [--backend sqlite|postgres] [--worker-processes N]
+                                     [--iterations N]
 
 Starts `dfhost start bench/apps/cpu_app` on a fresh task hub. It calibrates, in this process,
 how many iterations of `spin.py`'s loop take `--work-seconds` (pure Python, no I/O), then
@@ -224,8 +225,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--worker-processes", type=int)
+    parser.add_argument("--iterations", type=int, help="the loop's work per activity, fixed")
     args = parser.parse_args()
-    iterations = calibrate(args.work_seconds)
+    # Calibrating under a changing load gives each invocation different work: pass the
+    # printed count to the next invocations with --iterations to compare them.
+    iterations = args.iterations or calibrate(args.work_seconds)
     print(f"{iterations:,} iterations take ~{args.work_seconds:g} s here", flush=True)
     for number in range(args.runs):
         load = _load()

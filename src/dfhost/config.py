@@ -722,6 +722,14 @@ class AppSettings:
     max_concurrent_orchestrators: int = field(default_factory=_default_concurrency)
     default_version: str | None = None
     local_http_port: int | None = None
+    worker_processes: int = 0
+    """`FUNCTIONS_WORKER_PROCESS_COUNT`: processes that run activities and entity operations
+    (`dfhost.runtime.workers`); 0 runs them in the host's process. Read from an app, unset
+    means `default_worker_processes()`; only `dfhost start` (unless `--in-process`) and the
+    benchmarks start workers, never `dfhost.testing`."""
+    worker_threads: int | None = None
+    """`PYTHON_THREADPOOL_THREAD_COUNT`: threads for sync functions in each worker process;
+    None: `max_concurrent_activities`, so one worker can run as many as the host claims."""
     extended_sessions: bool = True
     """Keep orchestrators' replay state between episodes: on unless `extendedSessionsEnabled`
     is false (Azure's default is off; both give the same results)."""
@@ -845,6 +853,13 @@ def _app_settings(
             errors.add(src, str(exc).removeprefix("host.json "), fatal=fatal)
             return default
 
+    def from_environment(reader: Callable[[], T], default: T) -> T:
+        try:
+            return reader()
+        except SettingsError as exc:  # an app setting: local.settings.json or the environment
+            errors.add("app settings", f"{exc}; using {default}")
+            return default
+
     def concurrency(key: str) -> int:
         return read(lambda: _concurrency(durable, key), _default_concurrency(), fatal=False)
 
@@ -856,6 +871,8 @@ def _app_settings(
         default_version=str(version) if version not in (None, "") else None,
         local_http_port=port,
         extended_sessions=read(lambda: _extended_sessions(durable), True, fatal=False),
+        worker_processes=from_environment(_worker_processes, default_worker_processes()),
+        worker_threads=from_environment(_worker_threads, None),
         limits=read(lambda: Limits.from_host_json(host), Limits(), fatal=True),
         http=read(lambda: HttpSettings.from_host_json(host), HttpSettings(), fatal=False),
         operations=read(lambda: read_ops_settings(host), OpsSettings(), fatal=True),
@@ -876,6 +893,38 @@ def _trigger_settings(host: Mapping[str, Any], src: Path, errors: LoadErrors) ->
 def _concurrency(durable: Any, key: str) -> int:
     raw = get_ci(durable, key)
     return _default_concurrency() if raw is None else _positive(raw, f"host.json {DURABLE}.{key}")
+
+
+MAX_WORKER_PROCESSES = 64
+
+
+def default_worker_processes(cpus: int | None = None) -> int:
+    """Worker processes when FUNCTIONS_WORKER_PROCESS_COUNT is not set: the cores beyond two
+    (the host's event loop, and its store thread with the OS), at most 8. On 2 cores none:
+    measured there, each activity's two process hops cost more than they spare the host
+    (bench/RESULTS.md, issue 20); with cores to spare, CPU-bound functions get them."""
+    cores = (os.cpu_count() or 1) if cpus is None else cpus
+    return max(0, min(cores - 2, 8))
+
+
+def _worker_processes() -> int:
+    raw = get_ci(os.environ, "FUNCTIONS_WORKER_PROCESS_COUNT")
+    if raw is None or not raw.strip():
+        return default_worker_processes()
+    text = raw.strip()
+    if not text.isdigit() or int(text) > MAX_WORKER_PROCESSES:
+        raise SettingsError(
+            f"FUNCTIONS_WORKER_PROCESS_COUNT {raw!r} is not a whole number from 0 "
+            f"(run functions in the host's process) to {MAX_WORKER_PROCESSES}"
+        )
+    return int(text)
+
+
+def _worker_threads() -> int | None:
+    raw = get_ci(os.environ, "PYTHON_THREADPOOL_THREAD_COUNT")
+    if raw is None or not raw.strip():
+        return None
+    return _positive(raw, "PYTHON_THREADPOOL_THREAD_COUNT")
 
 
 def _extended_sessions(durable: Any) -> bool:

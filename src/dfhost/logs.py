@@ -34,18 +34,21 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TextIO, cast
 
 __all__ = [
+    "ForwardingHandler",
     "InstanceLogs",
     "Invocation",
     "LogLine",
     "announce",
     "configure_console",
+    "configure_forwarding",
     "escape_controls",
     "invocation",
     "keep_instance_logs",
     "log_invocation",
+    "reemit",
     "set_host_id",
 ]
 
@@ -247,8 +250,8 @@ class _ConsoleFormatter(logging.Formatter):
         stamp = f"{self._second_text}.{int(record.msecs):03d}"
         inv = getattr(record, "dfhost_invocation", None)
         message = _message(record)
-        if record.exc_info:
-            message = f"{message}\n{self.formatException(record.exc_info)}"
+        if exception := _exception_text(self, record):
+            message = f"{message}\n{exception}"
         prefix = f"[{stamp}Z] "
         if isinstance(inv, Invocation):
             prefix += f"{escape_controls(inv.tag)}: "
@@ -284,9 +287,16 @@ class _JsonFormatter(logging.Formatter):
                 episode=inv.episode,
                 replay=getattr(record, "dfhost_replay", False),
             )
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+        if exception := _exception_text(self, record):
+            out["exception"] = exception
         return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    if record.exc_info:
+        return formatter.formatException(record.exc_info)
+    # A record forwarded from a worker process (`reemit`) carries its traceback as text.
+    return getattr(record, "dfhost_exception", None)
 
 
 _host_id: str | None = None
@@ -467,3 +477,124 @@ def keep_instance_logs() -> InstanceLogs:
     handler = InstanceLogs()
     root.addHandler(handler)
     return handler
+
+
+# --- records of worker processes ---------------------------------------------------------------
+#
+# User code can run in worker processes (`dfhost.runtime.workers`). Their records travel to the
+# host as plain dicts and are logged there again, so that the console, the JSON lines and the
+# dashboard's `InstanceLogs` see them exactly as if the host had run the code: same tags, same
+# order, replays filtered by the host's own rules.
+
+_ForwardedInvocation = tuple[str, str, str | None, str | None, int | None, bool]
+"""(function, invocation id, instance id, execution id, episode, replaying)."""
+
+
+class ForwardingHandler(logging.Handler):
+    """A worker process's only handler: hands each record to `send` as a dict."""
+
+    def __init__(self, send: Callable[[dict[str, object]], None]) -> None:
+        super().__init__(logging.DEBUG)
+        self._send = send
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock: `send` serializes writes itself, and records from different
+        # threads need no order between them beyond the one the pipe gives.
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._send(_forwardable(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _forwardable(record: logging.LogRecord) -> dict[str, object]:
+    inv = _current.get()
+    data: dict[str, object] = {
+        "name": record.name,
+        "levelno": record.levelno,
+        "levelname": record.levelname,
+        # Formatted here, control characters of the arguments escaped as the host would:
+        # the arguments may be objects the host cannot rebuild.
+        "msg": _message(record),
+        "created": record.created,
+        "msecs": record.msecs,
+        "process": record.process,
+        "threadName": record.threadName,
+    }
+    if record.exc_info:
+        data["dfhost_exception"] = logging.Formatter().formatException(record.exc_info)
+    fields = getattr(record, "dfhost_fields", None)
+    if isinstance(fields, dict):
+        data["dfhost_fields"] = fields
+    if inv is not None:
+        invocation_data: _ForwardedInvocation = (
+            inv.function,
+            inv.id,
+            inv.instance_id,
+            inv.execution_id,
+            inv.episode,
+            inv.is_replaying(),
+        )
+        data["invocation"] = invocation_data
+    return data
+
+
+def reemit(data: Mapping[str, object]) -> None:
+    """Log a record forwarded by a worker process (`ForwardingHandler`) through this
+    process's handlers, tagged with the invocation it was logged in."""
+    fields = {k: v for k, v in data.items() if k != "invocation"}
+    fields["args"] = None
+    fields["exc_info"] = None
+    record = logging.makeLogRecord(fields)
+    logger = logging.getLogger(str(data["name"]))
+    if not logger.isEnabledFor(record.levelno):
+        return
+    forwarded = data.get("invocation")
+    if forwarded is None:
+        logger.handle(record)
+        return
+    function, inv_id, instance_id, execution_id, episode, replay = cast(
+        _ForwardedInvocation, forwarded
+    )
+    inv = Invocation(
+        function=function,
+        id=inv_id,
+        instance_id=instance_id,
+        execution_id=execution_id,
+        episode=episode,
+        replaying=_REPLAYING if replay else None,
+    )
+    token = _current.set(inv)
+    try:
+        logger.handle(record)
+    finally:
+        _current.reset(token)
+
+
+def _replaying() -> bool:
+    return True
+
+
+_REPLAYING = _replaying
+
+
+def configure_forwarding(
+    send: Callable[[dict[str, object]], None], log_format: str, level: int = logging.INFO
+) -> None:
+    """Set up a worker process's logging: every record from `level` up, and what user code
+    prints, goes to `send` (the host logs it, `reemit`); `log_format` and `level` are the
+    host's (with JSON logs, prints outside any function go through logging too)."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(ForwardingHandler(send))
+    root.setLevel(level)
+    logging.getLogger("azure.functions.DurableFunctions").setLevel(logging.WARNING)
+    as_json = log_format == "json"
+    if not isinstance(sys.stdout, _PrintRouter):
+        sys.stdout = _PrintRouter(sys.stdout)
+    sys.stdout.everything = as_json
+    logging.captureWarnings(as_json)

@@ -64,7 +64,7 @@ class HostProcess:
             assert self.proc is not None and self.proc.stdout is not None
             for line in self.proc.stdout:
                 self.lines.append(line.rstrip("\n"))
-                found = re.search(r"listening on (http://\S+)", line)
+                found = re.search(r"listening on (http://[^\s\"]+)", line)
                 if found:
                     self.origin = found.group(1)
                     self.ready.set()

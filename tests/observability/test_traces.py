@@ -194,3 +194,34 @@ def test_configuration_from_the_environment() -> None:
             telemetry.configure_from_env({"OTEL_TRACES_EXPORTER": "nosuch"})
     finally:
         telemetry.shutdown()
+
+
+async def test_activities_in_worker_processes_stay_in_the_instances_trace(
+    recorder: Recorder, tmp_path: Any
+) -> None:
+    from dfhost.app.loader import load_app
+    from dfhost.client import DurableClient
+    from dfhost.runtime.engine import Engine
+    from dfhost.runtime.workers import WorkerPool
+    from dfhost.store import open_store
+
+    app = load_app(APP)
+    store = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
+    await store.start()
+    pool = WorkerPool(app.root, 1, 2)
+    await pool.start()
+    engine = Engine(app, store, workers=pool)
+    await engine.start()
+    try:
+        client = DurableClient(store, app)
+        iid = await client.start_new("chain", "w1")
+        status = await client.wait_for_completion(iid, timeout=30, interval=0.05)
+        assert status is not None and status.output == "8"
+    finally:
+        await engine.stop()
+        await pool.close()
+        await store.close()
+    spans = recorder.spans()
+    assert_one_tree(spans)
+    orchestration = one(spans, "orchestration:chain")
+    assert children(spans, orchestration) == {"episode:chain": 4, "activity:double": 3}

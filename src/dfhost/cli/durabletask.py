@@ -52,7 +52,8 @@ def add_serve_command(commands: Any) -> None:
         "Durable Task SDK workers and clients, with the management API and dashboard over "
         "HTTP (--port), and no function app of its own.",
     )
-    serve.set_defaults(app_dir=".", ensure=[])
+    # No app code: nothing for worker processes or a reload (`dfhost start` flags).
+    serve.set_defaults(app_dir=".", ensure=[], in_process=True, reload=False)
     serve.add_argument(
         "--store", required=True, help="task hub: sqlite:///PATH or postgresql://..."
     )

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from dfhost.runtime.engine import Engine
+    from dfhost.runtime.workers import WorkerPool
     from dfhost.web import WebState
     from dfhost.web.auth import Access
 
@@ -90,6 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         default="console",
         help="console: readable lines, as Core Tools prints them (default); json: one JSON "
         "object per line",
+    )
+    start.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the app's functions in the host's process, not in worker processes "
+        "(FUNCTIONS_WORKER_PROCESS_COUNT=0): for a debugger's breakpoints",
+    )
+    start.add_argument(
+        "--reload",
+        action="store_true",
+        help="when a .py or .json file of the app changes, load the new code and switch to "
+        "it (new worker processes take over; a load error keeps the previous code running)",
     )
     add_grpc_arguments(start)
     add_serve_command(commands)
@@ -177,7 +190,18 @@ async def _start(args: argparse.Namespace) -> int:
 
     if problem := sdk_version_problem():
         log.warning("dfhost: WARNING: %s", problem)
-    engine = Engine(app, store, retention=operations.retention, remote=grpc_side.hub)
+    from dfhost.runtime.workers import WorkerStartError
+
+    try:
+        workers = await _start_workers(app, args)
+    except WorkerStartError as exc:
+        log.error("dfhost: a worker process could not load the app: %s", exc)
+        sock.close()
+        await store.close()
+        return 2
+    engine = Engine(
+        app, store, retention=operations.retention, workers=workers, remote=grpc_side.hub
+    )
     set_host_id(engine.owner)
     shutdown = _Shutdown(engine, grace)
     try:
@@ -185,8 +209,11 @@ async def _start(args: argparse.Namespace) -> int:
     except StoreError as exc:
         sock.close()
         log.error("dfhost: %s", exc)
+        if workers is not None:
+            await workers.close()
         await store.close()
         return 2
+    reloading = asyncio.create_task(_reload_on_change(engine, workers)) if args.reload else None
     try:
         client = DurableClient(store, app, default_version=app.settings.default_version)
         await ensure_instances(client, operations.ensure)
@@ -197,9 +224,15 @@ async def _start(args: argparse.Namespace) -> int:
             await _serve(app, store, sock, args.host, engine.owner, access, shutdown)
         await shutdown.drained()
     finally:
+        if reloading is not None:
+            reloading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloading
         await grpc_side.stop()
         cut_short = shutdown.forced.is_set() or shutdown.handed_over
         await engine.stop(grace=0 if cut_short else grace)
+        if workers is not None:
+            await workers.close()
         # Closing the store hands over what was cut short: on PostgreSQL and Azure Storage
         # it releases this host's leases for another host to take now; on SQLite it runs
         # at the next start (or when another host on the file sees this one gone).
@@ -212,6 +245,31 @@ async def _start(args: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(128 + shutdown.signal if shutdown.forced.is_set() else 0)
     return 0
+
+
+async def _start_workers(app: FunctionApp, args: argparse.Namespace) -> WorkerPool | None:
+    """The worker processes that run the app's activities and entities (None: in this
+    process)."""
+    count = 0 if args.in_process else app.settings.worker_processes
+    if count == 0:
+        return None
+    from dfhost.runtime.workers import WorkerPool
+
+    threads = app.settings.worker_threads or app.settings.max_concurrent_activities
+    pool = WorkerPool(app.root, count, threads, log_format=args.log_format)
+    await pool.start()
+    return pool
+
+
+async def _reload_on_change(engine: Engine, workers: WorkerPool | None) -> None:
+    from dfhost.runtime.workers.reload import reload_on_change
+
+    try:
+        await reload_on_change(engine, workers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a bug of the watcher must not take the host down with it
+        log.exception("dfhost: --reload stopped watching the app")
 
 
 class _Shutdown:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import logging
 import os
@@ -21,23 +20,20 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import partial
 from typing import TypeVar
 
 from dfhost import metrics, telemetry
 from dfhost.app.functions import Function, FunctionApp
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
-from dfhost.logs import Invocation, log_invocation
-from dfhost.orchestration import entities, limits, replay
+from dfhost.orchestration import entities, limits
 from dfhost.orchestration.episode import EpisodeInput, EpisodeResult, Failed, Running
 from dfhost.orchestration.outcome import Replay, Rewind, Settled, failure, plan_episode
 from dfhost.orchestration.session import SessionCache
-from dfhost.runtime.activities import ActivityRunner
 from dfhost.runtime.remote import RemoteAbandoned, RemoteWorkers
 from dfhost.runtime.retention import Retention, RetentionPolicy
 from dfhost.runtime.shutdown import cancel_and_wait, finish_within
 from dfhost.runtime.startup import report_startup
-from dfhost.runtime.worker_threads import WorkerThreads
+from dfhost.runtime.user_code import LocalCode, UserCode
 from dfhost.store import Claim, InstanceHolder, LeaseLostError, Store, StoreError
 from dfhost.work import ActivityTask, EpisodeOutcome, EpisodeWork, Message
 
@@ -84,6 +80,7 @@ class Engine:
         retention: RetentionPolicy | None = None,
         wait: WaitForWork | None = None,
         inline_orchestrators: bool = False,
+        workers: UserCode | None = None,
         remote: RemoteWorkers | None = None,
     ) -> None:
         self.app = app
@@ -93,17 +90,12 @@ class Engine:
         self.store = store
         self._holder = store if isinstance(store, InstanceHolder) else None
         """The store, if it can hold an instance between episodes (`_HOLD`)."""
-        self.inline_orchestrators = inline_orchestrators
-        """Run orchestrator and entity code on the event loop's thread (a test host: its
-        episodes take microseconds and nothing else waits on the loop) instead of a pool."""
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self.lease = lease
         # Incremental episodes are on unless host.json asks for Azure's default of full
         # replays; both give the same results (tests/unit/test_replay_equivalence.py).
-        self.sessions: SessionCache | None = (
-            SessionCache() if app.settings.extended_sessions else None
-        )
+        sessions = SessionCache() if app.settings.extended_sessions else None
         self.max_episodes = max(1, app.settings.max_concurrent_orchestrators)
         self.max_activities = max(1, app.settings.max_concurrent_activities)
         self.limits = app.settings.limits
@@ -114,11 +106,20 @@ class Engine:
         # must finishing work wake the dispatch loop (work that arrives wakes it anyway).
         self._more_episodes = True
         self._more_activities = True
-        self._orchestrator_threads = WorkerThreads(min(4, self.max_episodes), "dfhost-orchestrator")
-        self._activity_threads = WorkerThreads(self.max_activities, "dfhost-activity")
-        self._activity_runner = ActivityRunner(
-            app, self.limits, self._activity_threads, lambda: self.clock()
+        self._local = LocalCode(
+            app,
+            lambda: self.clock(),
+            activity_threads=self.max_activities,
+            episode_threads=min(4, self.max_episodes),
+            sessions=sessions,
+            # A test host runs orchestrator and entity code on the event loop's thread: its
+            # episodes take microseconds and nothing else waits on the loop.
+            inline=inline_orchestrators,
         )
+        self.workers = workers
+        """Where activities and entity operations run, if not in this process
+        (`dfhost.runtime.workers.WorkerPool`); the engine does not close it."""
+        self._user_code: UserCode = self._local if workers is None else workers
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
@@ -127,6 +128,16 @@ class Engine:
         self._wait = wait
         self._warned: set[tuple[str, str]] = set()
         """(orchestrator, pitfall kind) pairs already logged: one line each is enough."""
+
+    @property
+    def sessions(self) -> SessionCache | None:
+        """The sessions of the instances whose episodes ran here lately (incremental
+        replay); None: every episode replays its whole history."""
+        return self._local.sessions
+
+    @sessions.setter
+    def sessions(self, sessions: SessionCache | None) -> None:
+        self._local.sessions = sessions
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -143,6 +154,14 @@ class Engine:
             self._retention_task = asyncio.create_task(
                 self.retention.run(), name="dfhost-retention"
             )
+
+    def use_app(self, app: FunctionApp) -> None:
+        """Run `app`'s orchestrators (and, without worker processes, its activities and
+        entities) from now on: `dfhost start --reload`. A session of the old code is not
+        reused (`SessionCache.take` checks the function), so running orchestrations replay on
+        the new code, and a change that breaks their replay fails them as non-deterministic."""
+        self.app = app
+        self._local.use_app(app)
 
     def running_activities(self) -> list[str]:
         """The names of the activities this host is running now, one per execution."""
@@ -187,8 +206,7 @@ class Engine:
         self.store.notify()
         await cancel_and_wait((self._loop_task, self._renew_task, self._retention_task))
         await finish_within([*self._episodes, *self._activities], grace)
-        self._orchestrator_threads.shutdown()
-        self._activity_threads.shutdown()
+        await self._local.close()
 
     # --- dispatch -------------------------------------------------------------------------
 
@@ -468,34 +486,7 @@ class Engine:
         )
 
     async def _replay(self, function: Function, episode: EpisodeInput) -> EpisodeResult:
-        inv = Invocation(
-            function=function.name,
-            instance_id=episode.instance_id,
-            replaying=replay.is_replaying,
-            execution_id=episode.execution_id,
-            episode=len(episode.past),
-        )
-        generator, input_type = function.orchestrator_function, function.input_type
-        result: EpisodeResult | None = None
-        try:
-            with log_invocation(inv, "(null)"):
-                ctx = contextvars.copy_context()
-                sessions = self.sessions
-
-                def call() -> EpisodeResult:
-                    return ctx.run(replay.run_episode, generator, episode, input_type, sessions)
-
-                if self._continues_session(episode):
-                    # A cached session replays only the episode's new events: microseconds
-                    # of orchestrator code, less than a round trip to a worker thread.
-                    result = call()
-                else:
-                    result = await self._run_user_code(call)
-                if isinstance(result.outcome, Failed):
-                    raise _EpisodeFailed
-        except _EpisodeFailed:
-            pass
-        assert result is not None
+        result = await self._local.run_episode(function, episode)
         metrics.episode_replayed(result.replayed, result.cached)
         if isinstance(result.outcome, Failed):
             log.error(
@@ -510,30 +501,10 @@ class Engine:
                 log.warning("dfhost: %s", pitfall.message)
         return result
 
-    def _continues_session(self, episode: EpisodeInput) -> bool:
-        if self.sessions is None:
-            return False
-        held = self.sessions.held(episode.instance_id)
-        return held == (episode.execution_id, len(episode.past) - 1)
-
     async def _run_entity_batch(
         self, entity: entities.EntityId, work: EpisodeWork
     ) -> EpisodeOutcome:
-        function = self.app.entity(entity.name)
-        now = self.clock()
-        if function is None:  # no user code to run: every operation fails
-            return entities.run_batch(None, entity, work, now)
-        inv = Invocation(function=function.name, instance_id=work.instance.instance_id)
-        with log_invocation(inv, "(null)"):
-            # Copied inside the block, so that what the entity logs is tagged with `inv`.
-            run = contextvars.copy_context().run
-            call = partial(run, entities.run_batch, function.handler, entity, work, now)
-            return await self._run_user_code(call)
-
-    async def _run_user_code(self, call: Callable[[], T]) -> T:
-        if self.inline_orchestrators:
-            return call()
-        return await self._orchestrator_threads.run(call)
+        return await self._user_code.run_entity_batch(entity, work, self.clock())
 
     # --- activities -----------------------------------------------------------------------
 
@@ -570,7 +541,7 @@ class Engine:
     async def _activity_event(self, task: ActivityTask) -> HistoryEvent:
         if self.remote is not None and self.app.activity(task.name) is None:
             return await self.remote.run_activity(task)
-        return await self._activity_runner.run(task)
+        return await self._user_code.run_activity(task)
 
     async def _record_result(self, task: ActivityTask, result: Message) -> None:
         """Store an activity's result; run the episode that takes it at once if it can be
@@ -628,10 +599,6 @@ def _terminate_reason(text: str | None) -> str | None:
     except ValueError:
         return text
     return reason if isinstance(reason, str) else None
-
-
-class _EpisodeFailed(Exception):
-    """Marks the Executed line of a failed episode as Failed."""
 
 
 def _since(started_ns: int) -> float:

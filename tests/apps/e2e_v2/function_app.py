@@ -59,7 +59,8 @@ def wait_for_file(name: str) -> str:
     # Renamed into place whole: tests read the pid as soon as the file exists.
     marker = path.parent / f"{name}.started"
     partial = path.parent / f"{name}.starting"
-    partial.write_text(str(os.getpid()))
+    # The host's pid, also when the activity runs in one of its worker processes.
+    partial.write_text(os.environ.get("DFHOST_HOST_PID", str(os.getpid())))
     partial.replace(marker)
     while not path.exists():
         time.sleep(0.05)

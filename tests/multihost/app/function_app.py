@@ -16,7 +16,9 @@ app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 def _record(kind: str, key: str) -> None:
     state = os.environ.get("DFHOST_MH_STATE")
     if state:
-        line = f"{kind} {key} {os.getpid()} {time.time():.3f}\n"
+        # The host's pid, also when the activity runs in one of its worker processes.
+        host = os.environ.get("DFHOST_HOST_PID", os.getpid())
+        line = f"{kind} {key} {host} {time.time():.3f}\n"
         with open(Path(state) / "runs.log", "a") as log:
             log.write(line)
 

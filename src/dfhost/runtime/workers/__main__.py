@@ -1,0 +1,5 @@
+import sys
+
+from dfhost.runtime.workers.process import main
+
+sys.exit(main())
