@@ -367,7 +367,24 @@ def throwaway_postgres(binaries: Binaries) -> Iterator[str]:
     finally:
         if proc is not None:
             _stop(proc)
+            _end_session(proc.pid)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _end_session(leader: int) -> None:
+    """End what is left of a server's own session once its first process has exited:
+    rabbitmq-server is a script whose Erlang VM could outlive it (on a loaded machine the
+    node still answered after the script had gone)."""
+    deadline = time.monotonic() + 30
+    sig = signal.SIGTERM
+    while True:
+        try:
+            os.killpg(leader, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # the session is gone
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -510,6 +527,7 @@ def _throwaway_server(
     finally:
         if proc is not None:
             _stop(proc)
+            _end_session(proc.pid)
         shutil.rmtree(folder, ignore_errors=True)
 
 
