@@ -46,6 +46,21 @@ activities, timer triggers), `episodes` (claims and commits), `account` (the ser
 (messages held), `outbox` (everything sent), `dedupe`, `partitions`, `timers`.
 """
 
-from dfhost.store.azure.store import AzureStore
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dfhost.store.azure.store import AzureStore
 
 __all__ = ["AzureStore"]
+
+
+def __getattr__(name: str) -> Any:
+    # The store on first use, so that `config`, which every app's start reads, works where
+    # the optional Azure SDK is not installed (`pip install dfhost` on the SQLite default).
+    if name == "AzureStore":
+        from dfhost.store.azure.store import AzureStore
+
+        return AzureStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
