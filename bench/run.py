@@ -281,6 +281,22 @@ def sqlite_database(side: str) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def throwaway_database(backend: str, side: str) -> Iterator[str]:
+    """A fresh task hub for one run: a PostgreSQL database at PG_URL (exits with one line when
+    none answers) or a SQLite file."""
+    if backend == "postgres":
+        postgres = Postgres(PG_URL)
+        why = postgres.reachable()
+        if why is not None:
+            raise SystemExit(f"postgres: not available ({why})")
+        with postgres.database() as url:
+            yield url
+    else:
+        with sqlite_database(side) as url:
+            yield url
+
+
 # --- the sides ------------------------------------------------------------------------------
 
 

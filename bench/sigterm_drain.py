@@ -14,7 +14,6 @@ after `--` go to both `dfhost start`s (`--drain 1`, for instance).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import signal
@@ -23,10 +22,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-from run import PG_URL, Postgres, sqlite_database
+from run import throwaway_database
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "apps" / "drain_v2"
@@ -96,22 +94,8 @@ def _request(method: str, url: str, body: object = None) -> tuple[int, object]:
         return exc.code, exc.read().decode(errors="replace")
 
 
-@contextlib.contextmanager
-def _database(backend: str) -> Iterator[str]:
-    if backend == "postgres":
-        postgres = Postgres(PG_URL)
-        why = postgres.reachable()
-        if why is not None:
-            raise SystemExit(f"postgres: not available ({why})")
-        with postgres.database() as url:
-            yield url
-    else:
-        with sqlite_database("drain") as url:
-            yield url
-
-
 def one_run(backend: str, count: int, seconds: float, extra: list[str]) -> dict[str, object]:
-    with _database(backend) as url, tempfile.TemporaryDirectory() as folder:
+    with throwaway_database(backend, "drain") as url, tempfile.TemporaryDirectory() as folder:
         runs = Path(folder)
         first = Host(url, runs, extra)
         try:

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from process_stats import percentile
-from run import PG_URL, Postgres, sqlite_database
+from run import throwaway_database
 
 BENCH = Path(__file__).resolve().parent
 APP = BENCH / "apps" / "cpu_app"
@@ -136,20 +136,6 @@ def _until(probe: Any, timeout: float, what: str) -> Any:
     return value
 
 
-@contextlib.contextmanager
-def database(backend: str) -> Iterator[str]:
-    if backend == "postgres":
-        postgres = Postgres(PG_URL)
-        why = postgres.reachable()
-        if why is not None:
-            raise SystemExit(f"postgres: not available ({why})")
-        with postgres.database() as url:
-            yield url
-    else:
-        with sqlite_database("w7") as url:
-            yield url
-
-
 def status_of(api: Api, instance_id: str) -> dict[str, Any]:
     code, body = api.call("GET", f"{API}/instances/{instance_id}")
     if code not in (200, 202):
@@ -162,7 +148,7 @@ def run(args: argparse.Namespace, iterations: int) -> dict[str, Any]:
     env = {}
     if args.worker_processes is not None:
         env["FUNCTIONS_WORKER_PROCESS_COUNT"] = str(args.worker_processes)
-    with database(args.backend) as url, host(url, env) as (base, out):
+    with throwaway_database(args.backend, "w7") as url, host(url, env) as (base, out):
         api = Api(base)
         # Warm up: the first activity and timer load the SDK and fill the caches.
         api.call(
