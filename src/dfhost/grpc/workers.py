@@ -110,20 +110,7 @@ class WorkerHub:
 
     async def run_episode(self, episode: EpisodeInput) -> RemoteEpisode:
         item = pb.WorkItem(orchestratorRequest=episode_request(episode))
-        pending = self._new("orchestration", episode.name, item)
-        try:
-            async with asyncio.timeout(self.episode_wait):
-                answer = await pending.answer
-        except TimeoutError:
-            raise RemoteAbandoned(f"no worker answered for {episode.instance_id}") from None
-        finally:
-            self._forget(pending)
-        if answer is None:
-            # Given back: the episode's lease goes back to the hub, a little later, so that a
-            # worker giving back everything does not spin the host.
-            if not self._released:
-                await asyncio.sleep(self.retry_after)
-            raise RemoteAbandoned(f"a worker gave back {episode.instance_id}")
+        answer = await self._answer("orchestration", episode.name, episode.instance_id, item)
         assert isinstance(answer, pb.OrchestratorResponse)
         return remote_episode(episode, answer, self.payload_bytes)
 
@@ -136,20 +123,28 @@ class WorkerHub:
             unchanged = pb.EntityBatchResult(entityState=request.entityState)
             return batch_outcome(entity, work, unchanged, now, self.payload_bytes)
         item = pb.WorkItem(entityRequest=request)
-        pending = self._new("entity", entity.name, item)
+        answer = await self._answer("entity", entity.name, entity.instance_id, item)
+        assert isinstance(answer, pb.EntityBatchResult)
+        return batch_outcome(entity, work, answer, now, self.payload_bytes)
+
+    async def _answer(self, kind: Kind, name: str, instance_id: str, item: pb.WorkItem) -> Answer:
+        """A worker's answer to an episode's or entity batch's work item; RemoteAbandoned when
+        none answers in time or a worker gives it back."""
+        pending = self._new(kind, name, item)
         try:
             async with asyncio.timeout(self.episode_wait):
                 answer = await pending.answer
         except TimeoutError:
-            raise RemoteAbandoned(f"no worker answered for {entity.instance_id}") from None
+            raise RemoteAbandoned(f"no worker answered for {instance_id}") from None
         finally:
             self._forget(pending)
         if answer is None:
+            # Given back: the lease goes back to the hub, a little later, so that a worker
+            # giving back everything does not spin the host.
             if not self._released:
                 await asyncio.sleep(self.retry_after)
-            raise RemoteAbandoned(f"a worker gave back {entity.instance_id}")
-        assert isinstance(answer, pb.EntityBatchResult)
-        return batch_outcome(entity, work, answer, now, self.payload_bytes)
+            raise RemoteAbandoned(f"a worker gave back {instance_id}")
+        return answer
 
     async def run_activity(self, task: ActivityTask) -> HistoryEvent:
         request = pb.ActivityRequest(
