@@ -5,6 +5,7 @@ apply to `--store` too), and a command that only looks at a hub never creates an
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,3 +62,18 @@ def sqlite_file(url: str) -> Path | None:
     if not base.startswith("sqlite:///") or base.endswith(":memory:"):
         return None
     return Path(base[len("sqlite:///") :])
+
+
+def add_key_options(parser: argparse.ArgumentParser) -> None:
+    """--require-keys / --allow-anonymous, for every command that serves."""
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--require-keys",
+        action="store_true",
+        help="enforce keys on a loopback address too (they are on any other address)",
+    )
+    keys.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve a non-loopback address without keys (anyone reaching it may do anything)",
+    )

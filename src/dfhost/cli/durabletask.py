@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dfhost.app.functions import FunctionApp
+from dfhost.cli.common import add_key_options
 from dfhost.config import AppSettings
 
 if TYPE_CHECKING:
@@ -61,17 +62,7 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind, both ports (default 127.0.0.1)"
     )
-    keys = serve.add_mutually_exclusive_group()
-    keys.add_argument(
-        "--require-keys",
-        action="store_true",
-        help="enforce keys on a loopback address too (they are on any other address)",
-    )
-    keys.add_argument(
-        "--allow-anonymous",
-        action="store_true",
-        help="serve a non-loopback address without keys (anyone reaching it may do anything)",
-    )
+    add_key_options(serve)
     serve.add_argument(
         "--drain",
         metavar="SECONDS",

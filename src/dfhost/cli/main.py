@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from dfhost import __version__, telemetry
 from dfhost.app.functions import FunctionApp
 from dfhost.app.loader import load_app
-from dfhost.cli.common import command_store_url, sqlite_file
+from dfhost.cli.common import add_key_options, command_store_url, sqlite_file
 from dfhost.cli.durabletask import GrpcSide, add_grpc_arguments, add_serve_command, serve_app
 from dfhost.cli.instances import (
     add_instances_command,
@@ -60,17 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         help="task hub: sqlite:///PATH, postgresql://..., azure[:SETTING] "
         "(default sqlite:///APP_DIR/.dfhost/..., or Azure Storage if host.json says so)",
     )
-    keys = start.add_mutually_exclusive_group()
-    keys.add_argument(
-        "--require-keys",
-        action="store_true",
-        help="enforce keys on a loopback address too (they are on any other address)",
-    )
-    keys.add_argument(
-        "--allow-anonymous",
-        action="store_true",
-        help="serve a non-loopback address without keys (anyone reaching it may do anything)",
-    )
+    add_key_options(start)
     start.add_argument(
         "--ensure",
         action="append",
