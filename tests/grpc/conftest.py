@@ -9,7 +9,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 
 from tests.conftest import selected_backends
 from tests.e2e.harness import HostProcess
@@ -64,3 +67,19 @@ def served(hub_url: str, tmp_path: Path) -> Iterator[ServeProcess]:
     host.start()
     yield host
     host.stop()
+
+
+@pytest.fixture
+def stub(served: ServeProcess) -> Iterator[pb_grpc.TaskHubSidecarServiceStub]:
+    """The raw protocol, for what the SDK's worker does not let a test do (disconnect, give
+    back, answer late)."""
+    with grpc.insecure_channel(served.address) as channel:
+        yield pb_grpc.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def next_work_item(stream: Iterator[pb.WorkItem]) -> pb.WorkItem:
+    """The next work item of a GetWorkItems stream, past its health pings."""
+    for item in stream:
+        if not item.HasField("healthPing"):
+            return item
+    raise AssertionError("the work item stream ended")

@@ -5,7 +5,6 @@ HTTP management API shows."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 
 from tests.e2e.harness import APPS, HostProcess
-from tests.grpc.conftest import ServeProcess, grpc_address
+from tests.grpc.conftest import ServeProcess, grpc_address, next_work_item
 from tests.waiting import eventually_blocking
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -128,19 +127,6 @@ def test_an_orchestration_calls_and_signals_an_entity(served: ServeProcess) -> N
     assert [e["InstanceId"] for e in sent] == ["@counter@c2"] * 3
 
 
-@pytest.fixture
-def stub(served: ServeProcess) -> Iterator[pb_grpc.TaskHubSidecarServiceStub]:
-    with grpc.insecure_channel(served.address) as channel:
-        yield pb_grpc.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
-
-
-def _next_work_item(stream: Iterator[pb.WorkItem]) -> pb.WorkItem:
-    for item in stream:
-        if not item.HasField("healthPing"):
-            return item
-    raise AssertionError("the work item stream ended")
-
-
 def test_a_disconnected_workers_entity_batch_goes_to_the_next(
     served: ServeProcess, stub: pb_grpc.TaskHubSidecarServiceStub
 ) -> None:
@@ -148,7 +134,7 @@ def test_a_disconnected_workers_entity_batch_goes_to_the_next(
     counter_id = entities.EntityInstanceId("counter", "c3")
     c.signal_entity(counter_id, "add", 2)
     stream = stub.GetWorkItems(pb.GetWorkItemsRequest(), timeout=60)
-    item = _next_work_item(stream)
+    item = next_work_item(stream)
     assert item.entityRequest.instanceId == "@counter@c3"
     assert [op.operation for op in item.entityRequest.operations] == ["add"]
     stream.cancel()  # gone without answering
@@ -171,11 +157,11 @@ def test_an_abandoned_entity_batch_comes_back(
     c = client.TaskHubGrpcClient(host_address=served.address)
     c.signal_entity(entities.EntityInstanceId("counter", "c4"), "add", 1)
     stream = stub.GetWorkItems(pb.GetWorkItemsRequest(), timeout=60)
-    first = _next_work_item(stream)
+    first = next_work_item(stream)
     stub.AbandonTaskEntityWorkItem(
         pb.AbandonEntityTaskRequest(completionToken=first.completionToken)
     )
-    again = _next_work_item(stream)
+    again = next_work_item(stream)
     assert again.entityRequest.instanceId == "@counter@c4"
     assert again.completionToken != first.completionToken
     stream.cancel()

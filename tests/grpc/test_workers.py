@@ -3,8 +3,6 @@ lose it; answers with a stale token are refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 from durabletask import client
@@ -12,23 +10,10 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from google.protobuf import wrappers_pb2
 
-from tests.grpc.conftest import ServeProcess
+from tests.grpc.conftest import ServeProcess, next_work_item
 from tests.grpc.test_sdk import sdk_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture
-def stub(served: ServeProcess) -> Iterator[pb_grpc.TaskHubSidecarServiceStub]:
-    with grpc.insecure_channel(served.address) as channel:
-        yield pb_grpc.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
-
-
-def _next_work_item(stream: Iterator[pb.WorkItem]) -> pb.WorkItem:
-    for item in stream:
-        if not item.HasField("healthPing"):
-            return item
-    raise AssertionError("the work item stream ended")
 
 
 def test_a_disconnected_workers_orchestrator_work_item_goes_to_the_next(
@@ -37,7 +22,7 @@ def test_a_disconnected_workers_orchestrator_work_item_goes_to_the_next(
     c = client.TaskHubGrpcClient(host_address=served.address)
     instance_id = c.schedule_new_orchestration("child", input=1)
     stream = stub.GetWorkItems(pb.GetWorkItemsRequest(), timeout=60)
-    item = _next_work_item(stream)
+    item = next_work_item(stream)
     assert item.orchestratorRequest.instanceId == instance_id
     # The orchestrator decides to run an activity; the activity's work item then goes to
     # this same worker, which disconnects without answering it.
@@ -52,7 +37,7 @@ def test_a_disconnected_workers_orchestrator_work_item_goes_to_the_next(
             instanceId=instance_id, actions=[schedule], completionToken=item.completionToken
         )
     )
-    activity = _next_work_item(stream)
+    activity = next_work_item(stream)
     assert activity.activityRequest.name == "plus_one"
     assert activity.activityRequest.orchestrationInstance.instanceId == instance_id
     stream.cancel()
@@ -81,11 +66,11 @@ def test_an_abandoned_work_item_comes_back(
     c = client.TaskHubGrpcClient(host_address=served.address)
     instance_id = c.schedule_new_orchestration("child", input=1)
     stream = stub.GetWorkItems(pb.GetWorkItemsRequest(), timeout=60)
-    first = _next_work_item(stream)
+    first = next_work_item(stream)
     stub.AbandonTaskOrchestratorWorkItem(
         pb.AbandonOrchestrationTaskRequest(completionToken=first.completionToken)
     )
-    again = _next_work_item(stream)
+    again = next_work_item(stream)
     assert again.orchestratorRequest.instanceId == instance_id
     assert again.completionToken != first.completionToken
     stream.cancel()
@@ -104,7 +89,7 @@ def test_work_items_follow_the_workers_filters(
     picky = stub.GetWorkItems(only_other, timeout=60)
     taker = stub.GetWorkItems(pb.GetWorkItemsRequest(), timeout=60)
     instance_id = c.schedule_new_orchestration("child", input=1)
-    item = _next_work_item(taker)
+    item = next_work_item(taker)
     assert item.orchestratorRequest.instanceId == instance_id
     picky.cancel()
     taker.cancel()
