@@ -220,7 +220,7 @@ class Connections:
             try:
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                    self._reached()
+                    self._reached(epoch)
                     delay = _FIRST_BACKOFF
                     if listening.is_set():
                         wake()  # whatever was sent while we were away is unheard
@@ -318,7 +318,8 @@ class Connections:
             finally:
                 if pooled is not None:
                     await self._release(pooled)
-        self._reached()
+        assert pooled is not None  # the try above either set it or raised
+        self._reached(pooled.epoch)
         return result
 
     async def _release(self, pooled: _Pooled) -> None:
@@ -327,6 +328,9 @@ class Connections:
             self._open
             and not conn.closed
             and conn.info.transaction_status == TransactionStatus.IDLE
+            # During an outage a connection that outlived its start is not reused: the next
+            # call opens a new one, and only that one's success says the outage is over.
+            and (self._outage_since is None or pooled.epoch >= self._epoch)
         ):
             self._idle.append(pooled)
         else:
@@ -359,8 +363,12 @@ class Connections:
             _one_line(exc),
         )
 
-    def _reached(self) -> None:
-        if self._outage_since is not None:
+    def _reached(self, epoch: int) -> None:
+        """Note a call that succeeded on a connection opened in `epoch`; log an outage's end.
+
+        A connection opened before the outage that still works (one the cut missed) says
+        nothing about new ones: counting it had the log flap between lost and back again."""
+        if self._outage_since is not None and epoch >= self._epoch:
             log.info(
                 "dfhost: task hub %s is reachable again after %.1f s",
                 self.label,
