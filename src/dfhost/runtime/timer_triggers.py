@@ -37,6 +37,7 @@ from dfhost.logs import Invocation, log_invocation
 from dfhost.runtime.schedule import Schedule, ScheduleError, parse_schedule, time_zone_named
 from dfhost.runtime.shutdown import cancel_and_wait, finish_within
 from dfhost.runtime.triggers.bindings_io import has_io, shared_io
+from dfhost.runtime.triggers.invoker import log_function_exception
 from dfhost.store import Claim, Store, TimerStatus
 from dfhost.wire import client_binding
 
@@ -302,8 +303,8 @@ class TimerRunner:
                     if has_io(function):
                         io = shared_io(self.app.settings.triggers)
                         await io.deliver(function, outputs, result, {})
-                except Exception:
-                    log.exception("Exception while executing function: Functions.%s", function.name)
+                except Exception as exc:
+                    log_function_exception(function.name, exc)
                     raise
         except Exception:
             pass  # no retry: the next occurrence runs as scheduled, as in Azure

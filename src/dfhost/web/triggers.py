@@ -26,6 +26,7 @@ from dfhost.app.functions import Binding, Function, FunctionApp
 from dfhost.app.invoke import call_function, within
 from dfhost.logs import Invocation, log_invocation
 from dfhost.runtime.triggers.bindings_io import has_io, shared_io
+from dfhost.runtime.triggers.invoker import log_function_exception
 from dfhost.web.common import (
     BadRequestError,
     BodyTooLargeError,
@@ -232,8 +233,8 @@ class HttpTriggers:
                         sent = None if entry.http_output == "$return" else result
                         await io.deliver(function, outputs, sent, route_values)
                     return _to_response(value if value is not None else result)
-                except Exception:
-                    log.exception("Exception while executing function: Functions.%s", function.name)
+                except Exception as exc:
+                    log_function_exception(function.name, exc)
                     raise
         except Exception:
             return Response(

@@ -23,13 +23,24 @@ from dfhost.app.functions import Function, FunctionApp
 from dfhost.app.invoke import call_function, within
 from dfhost.config import describe_exception
 from dfhost.logs import Invocation, log_invocation
+from dfhost.orchestration.failures import python_traceback
 from dfhost.runtime.triggers.bindings_io import BindingIO
 from dfhost.runtime.triggers.stats import TRIGGER_STATS
 from dfhost.wire import client_binding
 
-__all__ = ["TriggerInvoker"]
+__all__ = ["TriggerInvoker", "log_function_exception"]
 
 log = logging.getLogger("dfhost")
+
+
+def log_function_exception(name: str, exc: BaseException) -> None:
+    """The host's line for a function that raised, with a traceback of the user's frames only:
+    dfhost's, the SDK's and asyncio's would bury the one that matters."""
+    log.error(
+        "Exception while executing function: Functions.%s",
+        name,
+        extra={"dfhost_exception": python_traceback(exc)},
+    )
 
 
 class TriggerInvoker:
@@ -75,7 +86,7 @@ class TriggerInvoker:
                     await self._call(function, data, bound, inv)
                 except Exception as exc:
                     error = describe_exception(exc)
-                    log.exception("Exception while executing function: Functions.%s", function.name)
+                    log_function_exception(function.name, exc)
                     raise
         finally:
             TRIGGER_STATS.finished(function.name, trigger, time.perf_counter() - started, error)
