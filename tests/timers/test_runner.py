@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -178,6 +179,34 @@ async def test_run_now_over_http_never_overlaps(
     finally:
         await runner.stop()
     assert all(run["past_due"] is False for run in read_runs(runs_file))
+
+
+async def test_use_app_schedules_the_new_timers_and_lets_a_run_in_progress_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: Store
+) -> None:
+    runs_file = tmp_path / "runs.jsonl"
+    app = load_timers_app(monkeypatch, runs_file, ["slow"], DFHOST_SLOW_SECONDS="1.5")
+    await hub.open_host("host", utcnow())
+    runner = TimerRunner(app, hub, owner="host", rpc_base_url=RPC)
+    await runner.start()
+    try:
+        # Running now (started here, or by its schedule a moment before).
+        assert await runner.run_now("slow") in ("started", "busy")
+        monkeypatch.delenv("AzureWebJobs.tick.Disabled")
+        reloaded = load_timers_app(monkeypatch, runs_file, ["tick"], TICK_SCHEDULE="* * * * * *")
+        switched = time.time()
+        await runner.use_app(reloaded)
+        assert list(runner.timers) == ["tick"]
+        assert await runner.run_now("slow") == "not_found"
+        runs = await eventually(
+            lambda: read_runs(runs_file),
+            lambda runs: [r["fn"] for r in runs].count("tick") >= 2 and "slow" in str(runs),
+            timeout=15,
+        )
+    finally:
+        await runner.stop()
+    [slow] = [run for run in runs if run["fn"] == "slow"]
+    assert slow["end"] - switched > 1  # the run in progress was not cut short
 
 
 def test_unusable_schedules_are_one_line_each_and_skipped(

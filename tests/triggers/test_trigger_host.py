@@ -1,5 +1,5 @@
 """A triggered function whose settings cannot be used does not run, with one line saying why;
-the others start."""
+the others start; a reloaded app's listeners replace the old ones."""
 
 from __future__ import annotations
 
@@ -34,3 +34,26 @@ async def test_a_function_without_its_connection_is_reported_and_the_others_star
         "RabbitMQ connectionStringSetting) is not set; it does not run"
     ]
     assert "dfhost: redisListTrigger 'FromRedisList' listens to Redis list" in caplog.text
+
+
+async def test_use_app_replaces_the_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RedisConnection", "redis://127.0.0.1:1/0")  # set, never reached
+    monkeypatch.setenv("RabbitMQConnection", "amqp://guest:guest@127.0.0.1:1/")
+    for name in ("RABBIT_IN", "RABBIT_OUT", "REDIS_LIST", "REDIS_STREAM", "REDIS_CHANNEL"):
+        monkeypatch.setenv(name, "unused")
+    app = load_app(APPS / "triggers_v1")
+    host = TriggerHost(app, owner="test-host", rpc_base_url="http://127.0.0.1:1/")
+    await host.start()
+    try:
+        old = {listener.function.name: listener for listener in host.listeners}
+        assert "FromRedisList" in old and host.event_grid is not None
+        old_grid = host.event_grid
+        monkeypatch.setenv("AzureWebJobs.FromRedisList.Disabled", "true")
+        await host.use_app(load_app(APPS / "triggers_v1"), grace=1)
+        new = {listener.function.name: listener for listener in host.listeners}
+    finally:
+        await host.stop(grace=1)
+    assert set(new) == set(old) - {"FromRedisList"}
+    assert all(listener._task is None for listener in old.values())  # stopped
+    assert not set(old.values()) & set(new.values())
+    assert host.event_grid is not old_grid

@@ -20,6 +20,7 @@ from dfhost.client import DurableClient
 from dfhost.config import AppSettings
 from dfhost.store import Store
 from dfhost.web import build_app
+from dfhost.web.openapi import OPENAPI_PATH
 
 from .conftest import BASE, asgi, live_server
 
@@ -265,6 +266,24 @@ async def test_a_function_with_an_invalid_route_is_skipped_with_an_error(
         assert (await http.get("/api/x/1")).status_code == 404
         assert (await http.get("/api/y/1")).text == "ok"
     assert "function 'broken': invalid route 'x/{id:nope}'" in caplog.text
+
+
+async def test_use_app_switches_the_functions_served_and_the_names_known(
+    store: Store, v1_app: FunctionApp
+) -> None:
+    first = make_app(http_function("old", lambda req: "old", route="a"))
+    client = DurableClient(store, first)
+    web_app = build_app(client, first, rpc_base_url="http://x/")
+    async with asgi(web_app) as http:
+        assert (await http.get("/api/a")).text == "old"
+        assert "Echo" not in (await http.get(OPENAPI_PATH)).text
+        web_app.state.dfhost.use_app(v1_app)  # dfhost start --reload
+        assert (await http.get("/api/a")).status_code == 404
+        assert (await http.get("/api/greet/Bob")).text == "Hello Bob"
+        assert "Echo" in (await http.get(OPENAPI_PATH)).text
+        started = await http.post(f"{BASE}/orchestrators/Echo", json="hi")
+        assert started.status_code == 202, started.text
+    assert client.app is v1_app
 
 
 async def test_specific_routes_win_over_general_ones(store: Store) -> None:

@@ -1,6 +1,6 @@
 """`dfhost start --reload`: a change to the app's code is picked up by new worker processes
-(and the host's orchestrators), an activity in flight finishes on its old worker, and code
-that does not load leaves the previous code running."""
+(and the host's orchestrators, HTTP and timer functions), an activity in flight finishes on
+its old worker, and code that does not load leaves the previous code running."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.harness import APPS, HostProcess, finished
@@ -102,3 +103,85 @@ async def test_an_activity_in_flight_finishes_on_its_old_worker(
     await eventually(lambda: _children(host_pid), lambda found: old_worker not in found)
     after = await _versions(host)
     assert after["activity"] == "two"
+
+
+_ADDED = """
+
+@app.route(route="added", methods=["GET"])
+def added(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(f"added {VERSION}")
+
+
+@app.timer_trigger(schedule="0 0 0 1 1 *", arg_name="timer", run_on_startup=True)
+def added_timer(timer: func.TimerRequest) -> None:
+    (Path(os.environ["DFHOST_WORKERS_STATE"]) / "added_timer").write_text(VERSION)
+"""
+
+_EVENT = {
+    "id": "e1",
+    "topic": "/subscriptions/x/resourceGroups/y",
+    "subject": "subject",
+    "eventType": "My.Type",
+    "eventTime": "2026-01-01T00:00:00Z",
+    "data": {},
+    "dataVersion": "1.0",
+}
+
+
+async def test_reload_switches_http_timer_and_event_functions(
+    start_host: HostFactory, tmp_path: Path, state: Path
+) -> None:
+    app = tmp_path / "app"
+    shutil.copytree(APPS / "reload_v2", app)
+    source = app / "function_app.py"
+    original = source.read_text()
+    host = start_host("--reload", workers="0", app=app)
+
+    def ran(name: str) -> str | None:
+        path = state / name
+        return path.read_text() if path.exists() else None
+
+    async with httpx.AsyncClient(base_url=host.origin) as http:
+
+        async def run_timer(name: str) -> int:
+            return (await http.post(f"/admin/functions/{name}", json={"input": ""})).status_code
+
+        async def send_event(name: str) -> int:
+            response = await http.post(
+                f"/runtime/webhooks/EventGrid?functionName={name}",
+                json=[_EVENT],
+                headers={"aeg-event-type": "Notification"},
+            )
+            return response.status_code
+
+        assert (await http.get("/api/version")).text == "one"
+        assert (await http.get("/api/added")).status_code == 404
+        assert await run_timer("timer_version") == 202
+        await eventually(lambda: ran("timer_version"), lambda text: text == "one")
+        (state / "timer_version").unlink()
+        assert await send_event("grid_version") == 202  # run before the answer
+        assert ran("grid_version") == "one"
+
+        # A changed HTTP function and timer, a new route and a new timer.
+        source.write_text(original.replace('VERSION = "one"', 'VERSION = "two"') + _ADDED)
+        await _reloads(host, 1)
+        assert (await http.get("/api/version")).text == "two"
+        assert (await http.get("/api/added")).text == "added two"
+        await eventually(lambda: ran("added_timer"), lambda text: text == "two")  # runOnStartup
+        assert await run_timer("timer_version") == 202
+        await eventually(lambda: ran("timer_version"), lambda text: text == "two")
+        assert await send_event("grid_version") == 202
+        assert ran("grid_version") == "two"
+        assert "host.json changed" not in host.output
+
+        # Settings files only take effect at a restart; the reload says so.
+        (app / "host.json").write_text((app / "host.json").read_text() + "\n")
+        await _reloads(host, 2)
+        assert "dfhost: host.json changed: restart dfhost for its settings to apply" in host.output
+
+        # Removed again: the route and the timer are gone.
+        source.write_text(original)
+        await _reloads(host, 3)
+        assert (await http.get("/api/added")).status_code == 404
+        assert await run_timer("added_timer") == 404
+        assert (await http.get("/api/version")).text == "one"

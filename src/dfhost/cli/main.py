@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from dfhost.runtime.engine import Engine
     from dfhost.runtime.workers import WorkerPool
+    from dfhost.runtime.workers.reload import OnReload
     from dfhost.web import WebState
     from dfhost.web.auth import Access
 
@@ -203,7 +204,12 @@ async def _start(args: argparse.Namespace) -> int:
             await workers.close()
         await store.close()
         return 2
-    reloading = asyncio.create_task(_reload_on_change(engine, workers)) if args.reload else None
+    # Filled by _serve with what switches its parts (HTTP, timer and message triggers) to a
+    # reloaded app: they exist only once the server is built.
+    on_reload: list[OnReload] = []
+    reloading = (
+        asyncio.create_task(_reload_on_change(engine, workers, on_reload)) if args.reload else None
+    )
     try:
         client = DurableClient(store, app, default_version=app.settings.default_version)
         await ensure_instances(client, operations.ensure)
@@ -211,7 +217,7 @@ async def _start(args: argparse.Namespace) -> int:
             log.error("dfhost: %s", problem)
             return 2
         if not shutdown.requested:
-            await _serve(app, store, sock, args.host, engine.owner, access, shutdown)
+            await _serve(app, store, sock, args.host, engine.owner, access, shutdown, on_reload)
         await shutdown.drained()
     finally:
         if reloading is not None:
@@ -251,11 +257,13 @@ async def _start_workers(app: FunctionApp, args: argparse.Namespace) -> WorkerPo
     return pool
 
 
-async def _reload_on_change(engine: Engine, workers: WorkerPool | None) -> None:
+async def _reload_on_change(
+    engine: Engine, workers: WorkerPool | None, on_reload: list[OnReload]
+) -> None:
     from dfhost.runtime.workers.reload import reload_on_change
 
     try:
-        await reload_on_change(engine, workers)
+        await reload_on_change(engine, workers, on_reload)
     except asyncio.CancelledError:
         raise
     except Exception:  # a bug of the watcher must not take the host down with it
@@ -463,7 +471,10 @@ async def _serve(
     owner: str,
     access: Access,
     shutdown: _Shutdown,
+    on_reload: list[OnReload],
 ) -> None:
+    """Serve until shut down; adds to `on_reload` what switches the server's parts to a
+    reloaded app (`--reload`)."""
     import uvicorn
 
     from dfhost.runtime.timer_triggers import TimerRunner
@@ -508,6 +519,14 @@ async def _serve(
         web_app.state.dfhost,
         [timers.stop, functools.partial(triggers.stop, close_io=False)],
     )
+
+    async def use_app(new: FunctionApp) -> None:
+        web_app.state.dfhost.use_app(new)  # HTTP functions, the client, the dashboard
+        await timers.use_app(new)
+        await triggers.use_app(new)
+        _print_functions(new, f"http://{rpc_host}:{port}")
+
+    on_reload.append(use_app)
     _print_functions(app, f"http://{rpc_host}:{port}")
     log.info("dfhost %s: listening on http://%s:%d", __version__, rpc_host, port)
     await server.serve(sockets=[sock])

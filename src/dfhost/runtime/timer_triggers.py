@@ -11,6 +11,7 @@ setting wins) keeps the function's schedule status {Last, Next, LastUpdated} in 
 A host starting after the recorded Next passed runs the function once with `past_due=True`,
 not once per missed occurrence; `runOnStartup` runs it once at every host start otherwise.
 `POST /admin/functions/{name}` runs it now (`run_now`), under the same no-overlap rule.
+`use_app` switches to a reloaded app's timers.
 """
 
 from __future__ import annotations
@@ -97,10 +98,12 @@ class TimerRunner:
         self.rpc_base_url = rpc_base_url
         self.clock = clock
         self.lease = lease
+        self.env = os.environ if env is None else env
         self.problems: list[str] = []
-        self.timers = self._prepare(app, os.environ if env is None else env)
+        self.timers = self._prepare(app, self.env)
         self._running: dict[str, _Run] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._started = False
         self._stopping = False
 
     def _prepare(self, app: FunctionApp, env: Mapping[str, str]) -> dict[str, TimerFunction]:
@@ -143,6 +146,7 @@ class TimerRunner:
 
     async def start(self) -> None:
         """Start every timer in the background (a past-due or on-startup run comes first)."""
+        self._started = True
         now = self.clock()
         for timer in self.timers.values():
             upcoming = timer.schedule.next_occurrence(now).astimezone(timer.time_zone)
@@ -159,10 +163,24 @@ class TimerRunner:
                     self._schedule(timer), name=f"dfhost-timer-{timer.function.name}"
                 )
             )
-        if self.timers:
+        if self.timers or self._running:
             self._loops.append(
                 asyncio.create_task(self._renew_leases(), name="dfhost-timer-leases")
             )
+
+    async def use_app(self, app: FunctionApp) -> None:
+        """Schedule `app`'s timers instead (`dfhost start --reload`), as a host start would
+        (`runOnStartup` runs again). Runs in progress finish on the code they started with;
+        until they do, their function does not run again."""
+        loops, self._loops = self._loops, []
+        self.app = app
+        self.problems = []
+        self.timers = self._prepare(app, self.env)
+        for problem in self.problems:
+            log.error("dfhost: %s", problem)
+        await cancel_and_wait(loops)
+        if self._started and not self._stopping:
+            await self.start()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop scheduling; let runs in progress finish for up to `grace` seconds.

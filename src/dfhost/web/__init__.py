@@ -53,10 +53,23 @@ class WebState:
     rpc_base_url: str
     """Where the app's client bindings send their SDK calls. Settable after the server bound
     its port (port 0), since HTTP functions read it per request."""
+    app: FunctionApp
+    """The app served; `use_app` switches to another."""
     state: str = "Starting"
     """The host state `/admin/host/status` reports: Starting, Running or Stopping. Stopping
     begins when the host drains (HTTP functions then answer 503), before the server stops."""
     started_at: float = field(default_factory=time.monotonic)
+    switches: list[Callable[[FunctionApp], None]] = field(default_factory=list)
+    """What `use_app` calls: the parts of build_app that hold the app (HTTP functions, client,
+    dashboard)."""
+
+    def use_app(self, app: FunctionApp) -> None:
+        """Serve `app` from now on (`dfhost start --reload`): its HTTP functions, and its
+        orchestrator and entity names in the management API (the client it was built with
+        included), the dashboard, the OpenAPI document and the host status's load errors."""
+        self.app = app
+        for switch in self.switches:
+            switch(app)
 
 
 def build_app(
@@ -82,7 +95,7 @@ def build_app(
     access = access if access is not None else Access()
     if not rpc_base_url.endswith("/"):
         rpc_base_url += "/"
-    web_state = WebState(rpc_base_url=rpc_base_url)
+    web_state = WebState(rpc_base_url=rpc_base_url, app=app)
     api = ManagementApi(client, hub_name=app.settings.hub_name, max_body_bytes=max_body_bytes)
     triggers = HttpTriggers(
         app,
@@ -94,6 +107,12 @@ def build_app(
     dashboard = Dashboard(client, app, run_function=run_function, max_body_bytes=max_body_bytes)
     sessions = SessionBook(client.store)
 
+    def switch(new: FunctionApp) -> None:
+        client.app = dashboard.app = new
+        triggers.use_app(new)
+
+    web_state.switches.append(switch)
+
     async def host_status(request: Request) -> Response:
         running = web_state.state == "Running"
         body = {
@@ -102,7 +121,7 @@ def build_app(
             "version": __version__,
             "versionDetails": f"dfhost {__version__}",
             "processUptime": round((time.monotonic() - web_state.started_at) * 1000),
-            "errors": [f"{e.source}: {e.message}" for e in app.errors],
+            "errors": [f"{e.source}: {e.message}" for e in web_state.app.errors],
         }
         return JSONResponse(body, 200 if running else 503)
 
@@ -137,7 +156,7 @@ def build_app(
             Route("/admin/host/ping", lambda _: Response(), methods=["GET", "POST"]),
             Route("/admin/functions/{name}", invoke_function, methods=["POST"]),
             Route(METRICS_PATH, metrics_endpoint(client.store, client.clock), methods=["GET"]),
-            Route(OPENAPI_PATH, openapi_endpoint(app), methods=["GET"]),
+            Route(OPENAPI_PATH, openapi_endpoint(lambda: web_state.app), methods=["GET"]),
             Mount(BASE_PATH, routes=api.routes()),
             Route(DASHBOARD_PATH, lambda _: RedirectResponse(f"{DASHBOARD_PATH}/", 308)),
             *login_routes(access, sessions),

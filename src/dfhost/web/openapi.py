@@ -502,11 +502,18 @@ def document(app: FunctionApp | None = None) -> dict[str, Any]:
     }
 
 
-def openapi_endpoint(app: FunctionApp | None = None) -> Callable[[Request], Awaitable[Response]]:
-    """The endpoint serving `document(app)` (built once: the app does not change)."""
-    body = document(app)
+def openapi_endpoint(
+    current: Callable[[], FunctionApp | None] = lambda: None,
+) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint serving `document(current())`, built again only when the app changed
+    (`dfhost start --reload`)."""
+    built: tuple[FunctionApp | None, dict[str, Any]] | None = None
 
     async def endpoint(request: Request) -> Response:
-        return JSONResponse(body)
+        nonlocal built
+        app = current()
+        if built is None or built[0] is not app:
+            built = (app, document(app))
+        return JSONResponse(built[1])
 
     return endpoint

@@ -92,12 +92,17 @@ class HttpTriggers:
         `authLevel` (none: every function is anonymous). While `stopping()` holds, requests
         for a function are refused with 503, as Azure's front end answers for a host that is
         shutting down: a load balancer sends them to another host."""
-        self.app = app
         self.access = access
         self.stopping = stopping
-        self.limits = app.settings.limits
         self._rpc = rpc_base_url
         self.max_body_bytes = max_body_bytes
+        self.use_app(app)
+
+    def use_app(self, app: FunctionApp) -> None:
+        """Serve `app`'s HTTP functions from now on (`dfhost start --reload`); a request
+        already running finishes on the function it started with."""
+        self.app = app
+        self.limits = app.settings.limits
         self.functions = self._compile(app)
 
     @property

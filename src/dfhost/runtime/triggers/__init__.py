@@ -5,7 +5,7 @@ with the bindings they and every other function use (`bindings_io.py`).
 `TriggerHost` is what `dfhost start` runs next to the engine: it builds a listener per
 triggered function (a function whose settings cannot be used is listed in `problems`, one line
 each, and does not run; the others do), starts them with the web server and stops them with it,
-letting invocations in progress finish.
+letting invocations in progress finish; `use_app` swaps them for a reloaded app's.
 """
 
 from __future__ import annotations
@@ -39,9 +39,12 @@ class TriggerHost:
         self.problems: list[str] = []
         self.listeners: list[Listener] = []
         self.event_grid: EventGridFunctions | None = None
+        self._started = False
+        self._stopped = False
 
     async def start(self) -> None:
         """Build and start the listeners (on the server's event loop: clients belong to it)."""
+        self._started = True
         io = shared_io(self.app.settings.triggers)
         invoker = TriggerInvoker(self.app, io, self.rpc_base_url)
         self.event_grid = EventGridFunctions(self.app, invoker)
@@ -57,10 +60,24 @@ class TriggerHost:
         """Stop every listener, letting what runs finish for up to `grace` seconds (what is
         cut short was not acknowledged: it runs again later). `close_io` False keeps the
         shared binding connections open, for activities still running (a draining host)."""
-        listeners, self.listeners = self.listeners, []
-        await asyncio.gather(*(listener.stop(grace) for listener in listeners))
+        self._stopped = True
+        await self._stop_listeners(grace)
         if close_io:
             await close_shared_io()
+
+    async def use_app(self, app: FunctionApp, grace: float = 10.0) -> None:
+        """Listen for `app`'s functions instead (`dfhost start --reload`): the old listeners
+        stop as in `stop` (what they run may finish for up to `grace` seconds), new ones
+        start; the binding connections stay open."""
+        self.app = app
+        self.problems = []
+        await self._stop_listeners(grace)
+        if self._started and not self._stopped:
+            await self.start()
+
+    async def _stop_listeners(self, grace: float) -> None:
+        listeners, self.listeners = self.listeners, []
+        await asyncio.gather(*(listener.stop(grace) for listener in listeners))
 
     def _listener(self, function: Function, invoker: TriggerInvoker) -> Listener | None:
         try:

@@ -5,15 +5,22 @@ second): no file-watching dependency, and it works the same on every file system
 container mounts included. A change first loads in the host (its orchestrators run there);
 if that reports a problem the previous load did not have (a syntax error, an import that
 fails), the problem is logged and everything keeps running the previous code. Otherwise new
-worker processes load it and take over (`WorkerPool.reload`), and the engine runs the new
-orchestrators.
+worker processes load it and take over (`WorkerPool.reload`), the engine runs the new
+orchestrators, and the caller's `on_reload` callbacks switch the rest of the host (HTTP, timer
+and message triggers; they live in layers above this one) to the new app.
+
+Settings are read once (config.py): the new app keeps the settings the host started with, so
+every part of the host goes on agreeing on them, and a change to host.json or
+local.settings.json is logged as needing a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from dfhost.app.functions import FunctionApp
@@ -22,15 +29,19 @@ from dfhost.config import AppLoadError, LoadError
 from dfhost.runtime.engine import Engine
 from dfhost.runtime.workers.pool import WorkerPool
 
-__all__ = ["reload_on_change", "snapshot"]
+__all__ = ["OnReload", "reload_on_change", "snapshot"]
 
 log = logging.getLogger("dfhost.reload")
 
 _WATCHED = (".py", ".json")
+_SETTINGS_FILES = ("host.json", "local.settings.json")
 _SKIPPED = {"__pycache__", "node_modules"}
 POLL_SECONDS = 0.5
 
 Snapshot = dict[str, tuple[int, int]]
+
+OnReload = Callable[[FunctionApp], Awaitable[None]]
+"""Switches a part of the host to the reloaded app, after the engine switched."""
 
 
 def snapshot(root: Path) -> Snapshot:
@@ -55,8 +66,11 @@ def _changed(before: Snapshot, after: Snapshot, root: Path) -> list[str]:
     return sorted(os.path.relpath(p, root) for p in paths)
 
 
-async def reload_on_change(engine: Engine, workers: WorkerPool | None) -> None:
-    """Until cancelled: reload `engine.app` (and `workers`) whenever its files change."""
+async def reload_on_change(
+    engine: Engine, workers: WorkerPool | None, on_reload: Sequence[OnReload] = ()
+) -> None:
+    """Until cancelled: reload `engine.app` (and `workers`, then `on_reload`, read at each
+    reload) whenever its files change."""
     root = engine.app.root
     seen = await asyncio.to_thread(snapshot, root)
     while True:
@@ -66,18 +80,27 @@ async def reload_on_change(engine: Engine, workers: WorkerPool | None) -> None:
             continue
         changed = _changed(seen, now, root)
         seen = now
-        await _reload(engine, workers, changed)
+        await _reload(engine, workers, on_reload, changed)
 
 
-async def _reload(engine: Engine, workers: WorkerPool | None, changed: list[str]) -> None:
+async def _reload(
+    engine: Engine, workers: WorkerPool | None, on_reload: Sequence[OnReload], changed: list[str]
+) -> None:
     what = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
     log.info("dfhost: %s changed; reloading", what)
+    if settings := [name for name in _SETTINGS_FILES if name in changed]:
+        log.warning(
+            "dfhost: %s changed: restart dfhost for %s settings to apply (a reload applies code)",
+            " and ".join(settings),
+            "its" if len(settings) == 1 else "their",
+        )
     current = engine.app
     try:
         app = await asyncio.to_thread(load_app, current.root)
     except AppLoadError as exc:
         log.error("dfhost: %s; still running the previous code", exc)
         return
+    app = dataclasses.replace(app, settings=current.settings, remote_workers=current.remote_workers)
     problems = _new_problems(current, app)
     if problems:
         for error in problems:
@@ -93,6 +116,11 @@ async def _reload(engine: Engine, workers: WorkerPool | None, changed: list[str]
             log.error("dfhost: not reloaded, still running the previous code")
             return
     engine.use_app(app)
+    for use_app in on_reload:
+        try:
+            await use_app(app)
+        except Exception:  # the other parts still switch; this one keeps what it had
+            log.exception("dfhost: a part of the host could not switch to the reloaded app")
     log.info("dfhost: reloaded: %d functions", len(app.functions))
 
 
