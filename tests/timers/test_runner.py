@@ -209,6 +209,40 @@ async def test_use_app_schedules_the_new_timers_and_lets_a_run_in_progress_finis
     assert slow["end"] - switched > 1  # the run in progress was not cut short
 
 
+async def test_a_claim_that_commits_while_the_runner_switches_apps_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: Store
+) -> None:
+    """A reload cancels the schedule loops; one that was claiming a run must not drop a claim
+    the store then commits (the function would not run again for a whole lease)."""
+    runs_file = tmp_path / "runs.jsonl"
+    app = load_timers_app(monkeypatch, runs_file, ["slow"], DFHOST_SLOW_SECONDS="0")
+    await hub.open_host("host", utcnow())
+    runner = TimerRunner(app, hub, owner="host", rpc_base_url=RPC)  # not started: no schedule
+    claim_timer_run = hub.claim_timer_run
+    committed, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_answer(name: str, due_at: datetime | None, claim: Claim) -> int | None:
+        token = await claim_timer_run(name, due_at, claim)
+        committed.set()
+        await answer.wait()  # committed; the answer is on its way when the cancel comes
+        return token
+
+    monkeypatch.setattr(hub, "claim_timer_run", slow_to_answer)
+    firing = asyncio.create_task(runner.run_now("slow"))
+    await committed.wait()
+    firing.cancel()
+    answer.set()
+    with pytest.raises(asyncio.CancelledError):
+        await firing
+    monkeypatch.setattr(hub, "claim_timer_run", claim_timer_run)
+    await eventually(lambda: read_runs(runs_file), lambda runs: len(runs) == 1, timeout=10)
+    # The run ended and gave its claim back: the function runs again at once.
+    result = await eventually(lambda: runner.run_now("slow"), lambda r: r == "started", timeout=10)
+    assert result == "started"
+    await runner.stop()
+    assert len(read_runs(runs_file)) == 2
+
+
 def test_unusable_schedules_are_one_line_each_and_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: Store
 ) -> None:

@@ -17,6 +17,7 @@ not once per missed occurrence; `runOnStartup` runs it once at every host start 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -271,19 +272,40 @@ class TimerRunner:
                 )
             return "busy"
         now = self.clock()
+        claim = Claim(owner=self.owner, now=now, lease_until=now + self.lease)
+        claiming = asyncio.ensure_future(self.store.claim_timer_run(name, due_at, claim))
         try:
-            claim = Claim(owner=self.owner, now=now, lease_until=now + self.lease)
-            token = await self.store.claim_timer_run(name, due_at, claim)
+            token = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # Stopped or reloaded mid-claim: a claim that commits all the same still runs
+            # (stop waits for it); dropped, it would keep the function from running for
+            # a whole lease.
+            with contextlib.suppress(Exception):
+                if (token := await claiming) is not None:
+                    self._start_run(timer, token, due_at, now, past_due, manual)
+            raise
         except Exception:
             log.exception("dfhost: timer '%s': could not reach the task hub", name)
             return "busy"
         if token is None:
             # Another host ran this occurrence, or is running the function right now.
             return "busy"
-        task = asyncio.create_task(self._run(timer, token, due_at, now, past_due, manual))
-        self._running[name] = _Run(token=token, task=task, fired_at=now)
-        task.add_done_callback(lambda _: self._running.pop(name, None))
+        self._start_run(timer, token, due_at, now, past_due, manual)
         return "started"
+
+    def _start_run(
+        self,
+        timer: TimerFunction,
+        token: int,
+        due_at: datetime | None,
+        fired_at: datetime,
+        past_due: bool,
+        manual: bool,
+    ) -> None:
+        name = timer.function.name
+        task = asyncio.create_task(self._run(timer, token, due_at, fired_at, past_due, manual))
+        self._running[name] = _Run(token=token, task=task, fired_at=fired_at)
+        task.add_done_callback(lambda _: self._running.pop(name, None))
 
     async def _run(
         self,
