@@ -167,8 +167,10 @@ async def test_sigkill_one_of_two_hosts_the_other_takes_over_within_the_window(
                 f"{takeover:.2f} s (window {window} s); all done {recovered:.2f} s after the kill"
             )
             assert {r.key for r in retaken} == orphaned
-            # Dead once its last heartbeat is `window` old; the others wake exactly then.
-            assert takeover <= window + 2.0
+            # Dead once its last heartbeat is `window` old; the others wake exactly then. The
+            # margin is for a loaded machine (2 s failed once at load 5-10); without the
+            # takeover the work would wait for its 5-minute lease.
+            assert takeover <= window + 4.0
 
             await restarting
             more: list[Spec] = [

@@ -65,14 +65,16 @@ async def test_a_monitored_timer_catches_up_once_after_downtime(
 ) -> None:
     runs_file = tmp_path / "runs.jsonl"
     app = load_timers_app(monkeypatch, runs_file, ["every_minute"])
-    # A clock 0.4 s before a minute, so that the every-minute timer fires at once.
-    now = utcnow()
-    offset = now.replace(second=59, microsecond=600_000) - now
     stores = [open_store(hub_url) for _ in range(3)]
     for store in stores:
         await store.start()
     try:
         await stores[0].open_host("first", utcnow())
+        # A clock 1.5 s before a minute, so that the every-minute timer fires soon; set just
+        # before the start (set before the stores opened, a loaded machine once passed the
+        # minute before the timer was scheduled, and the run was a minute away).
+        now = utcnow()
+        offset = now.replace(second=58, microsecond=500_000) - now
         first = TimerRunner(app, stores[0], owner="first", rpc_base_url=RPC, clock=shifted(offset))
         assert first.timers["every_minute"].use_monitor  # the default at once a minute
         await first.start()
