@@ -318,6 +318,15 @@ class InstanceTables:
     async def count(self, query: InstanceQuery) -> int:
         return len(await self.scan(query, ["PartitionKey"]))
 
+    async def status_counts(self) -> dict[tuple[str, OrchestrationStatus], int]:
+        """How many instances of each name are in each status: one scan of two columns (paging
+        with `query` scans the whole table once per page)."""
+        counts: dict[tuple[str, OrchestrationStatus], int] = {}
+        for e in await self.scan(InstanceQuery(), ["Name", "Status"]):
+            key = (str(e["Name"]), OrchestrationStatus(e["Status"]))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     async def ids(self, query: InstanceQuery) -> list[str]:
         return [
             decode_key(str(e["PartitionKey"])) for e in await self.scan(query, ["PartitionKey"])

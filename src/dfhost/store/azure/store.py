@@ -290,16 +290,8 @@ class AzureStore(Wakeups):
         timers not yet due (activities running are not told apart: None), the oldest ready
         work is the oldest of the first 32 visible messages of each queue, and the next
         timer is known only to a hosting store, among its own partitions' messages."""
-        counts: dict[tuple[str, OrchestrationStatus], int] = {}
         with self.account.errors():
-            token: str | None = None
-            while True:
-                page = await self.rows.query(InstanceQuery(top=1000, continuation=token))
-                for inst in page.instances:
-                    counts[inst.name, inst.status] = counts.get((inst.name, inst.status), 0) + 1
-                token = page.continuation
-                if token is None:
-                    break
+            counts = await self.rows.status_counts()
             queues = [*self.account.control, self.account.workitems]
             lengths = [
                 (await q.get_queue_properties()).approximate_message_count or 0 for q in queues
