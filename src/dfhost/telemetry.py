@@ -55,6 +55,7 @@ __all__ = [
     "activity_span",
     "configure",
     "configure_from_env",
+    "continue_trace",
     "current_trace_context",
     "enabled",
     "episode_done",
@@ -238,6 +239,20 @@ def run_span(name: str, attributes: Mapping[str, str | bool | int | float]) -> I
         return
     with _tracer.start_as_current_span(name, attributes=attributes):
         yield
+
+
+@contextmanager
+def continue_trace(traceparent: str | None) -> Iterator[None]:
+    """Make the span `traceparent` names current, as the parent of the spans started within
+    (in a worker process: the host's activity span); recording stays as configured here."""
+    if not traceparent:
+        yield
+        return
+    token = otel_context.attach(_PROPAGATOR.extract({"traceparent": traceparent}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def current_trace_context() -> str | None:

@@ -4,6 +4,7 @@ no duplicates although every episode replays the whole history, one trace per or
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -217,11 +218,18 @@ async def test_activities_in_worker_processes_stay_in_the_instances_trace(
         iid = await client.start_new("chain", "w1")
         status = await client.wait_for_completion(iid, timeout=30, interval=0.05)
         assert status is not None and status.output == "8"
+        # User code's spans in the worker are children of the host's activity span.
+        iid = await client.start_new("whose_span", "w2")
+        status = await client.wait_for_completion(iid, timeout=30, interval=0.05)
+        assert status is not None and status.output is not None
     finally:
         await engine.stop()
         await pool.close()
         await store.close()
     spans = recorder.spans()
-    assert_one_tree(spans)
     orchestration = one(spans, "orchestration:chain")
+    assert_one_tree([s for s in spans if s.context.trace_id == orchestration.context.trace_id])
     assert children(spans, orchestration) == {"episode:chain": 4, "activity:double": 3}
+    activity = one(spans, "activity:current_span")
+    parent = f"{activity.context.trace_id:032x}-{activity.context.span_id:016x}"
+    assert json.loads(status.output) == parent

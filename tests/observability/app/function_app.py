@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import azure.durable_functions as df
 import azure.functions as func
+from opentelemetry import trace
 
 app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
@@ -24,6 +25,18 @@ def flaky(key: str) -> str:
     if _failures[key] == 1:
         raise RuntimeError(f"first try of {key} fails")
     return "ok"
+
+
+@app.activity_trigger(input_name="unused")
+def current_span(unused: None) -> str:
+    """The span a span the user's code started here would be the child of."""
+    ctx = trace.get_current_span().get_span_context()
+    return f"{ctx.trace_id:032x}-{ctx.span_id:016x}"
+
+
+@app.orchestration_trigger(context_name="context")
+def whose_span(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity("current_span", None))
 
 
 @app.orchestration_trigger(context_name="context")

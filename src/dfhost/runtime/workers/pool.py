@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from dfhost import telemetry
 from dfhost.history import HistoryEvent, utcnow
 from dfhost.logs import reemit
 from dfhost.orchestration import entities
@@ -191,7 +192,10 @@ class WorkerPool:
 
     async def run_activity(self, task: ActivityTask) -> HistoryEvent:
         try:
-            result: HistoryEvent = await self._call(("activity", task), f"activity '{task.name}'")
+            # The activity's span goes along, so that spans the user's code starts in the
+            # worker are its children, as they are in the host.
+            message = ("activity", task, telemetry.current_trace_context())
+            result: HistoryEvent = await self._call(message, f"activity '{task.name}'")
         except WorkerCrashedError as exc:
             reason = f"Activity function '{task.name}' failed: {exc}"
             return task.failed_event(self.clock(), reason, None)
@@ -205,7 +209,8 @@ class WorkerPool:
         self, entity: entities.EntityId, work: EpisodeWork, now: datetime
     ) -> EpisodeOutcome:
         outcome: EpisodeOutcome = await self._call(
-            ("entity", entity, work, now), f"entity '{work.instance.instance_id}'"
+            ("entity", entity, work, now, telemetry.current_trace_context()),
+            f"entity '{work.instance.instance_id}'",
         )
         return outcome
 

@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from dfhost import telemetry
 from dfhost.config import AppLoadError
 from dfhost.history import utcnow
 from dfhost.logs import configure_forwarding
@@ -148,13 +149,15 @@ async def _serve(channel: _Channel, app_dir: str, threads: int) -> None:
 
     async def answer(kind: str, request: int, arguments: list[Any]) -> None:
         try:
-            if kind == "activity":
-                value: Any = await code.run_activity(arguments[0])
-            elif kind == "entity":
-                entity, work, now = arguments
-                value = await code.run_entity_batch(entity, work, now)
-            else:
-                raise ValueError(f"unknown request {kind!r}")
+            *arguments, traceparent = arguments
+            with telemetry.continue_trace(traceparent):
+                if kind == "activity":
+                    value: Any = await code.run_activity(arguments[0])
+                elif kind == "entity":
+                    entity, work, now = arguments
+                    value = await code.run_entity_batch(entity, work, now)
+                else:
+                    raise ValueError(f"unknown request {kind!r}")
             message: tuple[Any, ...] = ("done", request, True, value)
             channel.send(message)
         except Exception:  # a dfhost bug, or a result that cannot travel: the host says so
