@@ -272,6 +272,12 @@ class TimerRunner:
                 )
             return "busy"
         now = self.clock()
+
+        def start_run(token: int) -> None:
+            task = asyncio.create_task(self._run(timer, token, due_at, now, past_due, manual))
+            self._running[name] = _Run(token=token, task=task, fired_at=now)
+            task.add_done_callback(lambda _: self._running.pop(name, None))
+
         claim = Claim(owner=self.owner, now=now, lease_until=now + self.lease)
         claiming = asyncio.ensure_future(self.store.claim_timer_run(name, due_at, claim))
         try:
@@ -282,7 +288,7 @@ class TimerRunner:
             # a whole lease.
             with contextlib.suppress(Exception):
                 if (token := await claiming) is not None:
-                    self._start_run(timer, token, due_at, now, past_due, manual)
+                    start_run(token)
             raise
         except Exception:
             log.exception("dfhost: timer '%s': could not reach the task hub", name)
@@ -290,22 +296,8 @@ class TimerRunner:
         if token is None:
             # Another host ran this occurrence, or is running the function right now.
             return "busy"
-        self._start_run(timer, token, due_at, now, past_due, manual)
+        start_run(token)
         return "started"
-
-    def _start_run(
-        self,
-        timer: TimerFunction,
-        token: int,
-        due_at: datetime | None,
-        fired_at: datetime,
-        past_due: bool,
-        manual: bool,
-    ) -> None:
-        name = timer.function.name
-        task = asyncio.create_task(self._run(timer, token, due_at, fired_at, past_due, manual))
-        self._running[name] = _Run(token=token, task=task, fired_at=fired_at)
-        task.add_done_callback(lambda _: self._running.pop(name, None))
 
     async def _run(
         self,
