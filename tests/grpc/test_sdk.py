@@ -224,6 +224,41 @@ def test_client_operations(served: ServeProcess) -> None:
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_finished_instance_ids_come_in_full_pages_filtered_by_completion_time(
+    served: ServeProcess,
+) -> None:
+    c = client.TaskHubGrpcClient(host_address=served.address)
+    ids = [f"list-{i}" for i in range(6)]
+    finished: dict[str, Any] = {}
+    with sdk_worker(served.address) as w:
+        w.start()  # type: ignore[no-untyped-call]
+        for instance_id in ids:
+            c.schedule_new_orchestration(waits, instance_id=instance_id)
+        for instance_id in ids:  # one at a time, oldest first: each finishes after the last
+            c.wait_for_orchestration_start(instance_id, timeout=30)
+            c.raise_orchestration_event(instance_id, "go", data=1)
+            state = c.wait_for_orchestration_completion(instance_id, timeout=30)
+            assert state is not None
+            finished[instance_id] = state.last_updated_at
+
+    def listed(**filters: Any) -> list[str]:
+        """Every page's ids, checking that only the last page is short."""
+        pages, token = [], None
+        while True:
+            page = c.list_instance_ids(page_size=2, continuation_token=token, **filters)
+            pages.append(list(page.items))
+            token = page.continuation_token
+            if token is None:
+                assert all(len(full) == 2 for full in pages[:-1]), pages
+                return [i for ids in pages for i in ids]
+
+    # The newest-created instances finished last: filtered out, they must not leave pages
+    # short (the first pages came back empty, then half full).
+    assert listed(completed_time_to=finished["list-2"]) == ["list-2", "list-1", "list-0"]
+    assert listed(completed_time_from=finished["list-4"]) == ["list-5", "list-4"]
+    assert listed() == ids[::-1]
+
+
 def _status_becomes(
     c: client.TaskHubGrpcClient, instance_id: str, status: client.OrchestrationStatus
 ) -> client.OrchestrationState:

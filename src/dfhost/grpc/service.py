@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -41,6 +42,7 @@ from dfhost.ids import InvalidArgumentError, InvalidInstanceIdError
 from dfhost.orchestration.entities import EntityId, EntityStatus
 from dfhost.orchestration.limits import PayloadTooLargeError
 from dfhost.store import DeliveryResult, InstanceQuery, StoreError
+from dfhost.store.query import encode_continuation
 
 __all__ = ["TaskHubService"]
 
@@ -50,6 +52,9 @@ T = TypeVar("T")
 
 _HISTORY_CHUNK = 500
 """Events per `StreamInstanceHistory` message."""
+_LIST_PAGES_PER_CALL = 10
+"""Pages of finished instances one ListInstanceIds call reads at most: a completion-time
+filter that matches few must not scan a whole hub in one call."""
 _POLL_FIRST, _POLL_MAX = 0.05, 1.0
 """A wait for another host's commit polls the store, backing off between these (seconds)."""
 
@@ -211,29 +216,33 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):
     async def ListInstanceIds(
         self, request: pb.ListInstanceIdsRequest, context: Any
     ) -> pb.ListInstanceIdsResponse:
-        """Finished instances' ids, a page at a time (by the time they finished)."""
+        """Finished instances' ids, a page at a time (newest first), filtered by the time they
+        finished; a page is full unless it is the last, or the filter left many pages
+        without a match (then a short page comes with the token to go on)."""
         statuses = [STATUS_FROM_PROTO[s] for s in request.runtimeStatus] or list(TERMINAL_STATUSES)
         since = _time(request, "completedTimeFrom")
         until = _time(request, "completedTimeTo")
-        query = InstanceQuery(
-            statuses=statuses,
-            top=request.pageSize or 100,
-            continuation=text(request, "lastInstanceKey") or None,
-        )
-        page = await _answer(context, lambda: self.client.query(query))
-        ids = [
-            i.instance_id
-            for i in page.instances
-            if (since is None or i.last_updated_at >= since)
-            and (until is None or i.last_updated_at <= until)
-        ]
+        size = request.pageSize or 100
+        token = text(request, "lastInstanceKey") or None
+        ids: list[str] = []
+        for _ in range(_LIST_PAGES_PER_CALL):
+            query = InstanceQuery(statuses=statuses, top=size, continuation=token)
+            page = await _answer(context, partial(self.client.query, query))
+            token = page.continuation
+            for instance in page.instances:
+                finished = instance.last_updated_at
+                if (since is None or finished >= since) and (until is None or finished <= until):
+                    ids.append(instance.instance_id)
+                    if len(ids) == size:
+                        # Go on after this one; the rest of this page goes to the next call.
+                        if instance is not page.instances[-1]:
+                            token = encode_continuation(instance.created_at, instance.instance_id)
+                        break
+            if token is None or len(ids) == size:
+                break
         return pb.ListInstanceIdsResponse(
             instanceIds=ids,
-            lastInstanceKey=(
-                None
-                if page.continuation is None
-                else wrappers_pb2.StringValue(value=page.continuation)
-            ),
+            lastInstanceKey=None if token is None else wrappers_pb2.StringValue(value=token),
         )
 
     async def PurgeInstances(
