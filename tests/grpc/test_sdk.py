@@ -65,6 +65,14 @@ def waits(ctx: task.OrchestrationContext, _: Any) -> Any:
     return value
 
 
+def family(ctx: task.OrchestrationContext, depth: int) -> Any:
+    """`depth` generations of sub-orchestrations (ID-c, ID-c-c, ...); the last waits for "go"."""
+    if depth == 0:
+        return (yield ctx.wait_for_external_event("go"))
+    child_id = f"{ctx.instance_id}-c"
+    return (yield ctx.call_sub_orchestrator(family, input=depth - 1, instance_id=child_id))
+
+
 def failing(ctx: task.OrchestrationContext, _: Any) -> Any:
     yield ctx.call_activity(fails, input=1)
 
@@ -88,7 +96,7 @@ def sdk_worker(
     address: str, metadata: list[tuple[str, str]] | None = None
 ) -> worker.TaskHubGrpcWorker:
     w = worker.TaskHubGrpcWorker(host_address=address, metadata=metadata)
-    for orchestrator in (patterns, child, counter, waits, failing, rewindable):
+    for orchestrator in (patterns, child, counter, waits, family, failing, rewindable):
         w.add_orchestrator(orchestrator)
     for activity in (plus_one, fails, fails_once):
         w.add_activity(activity)
@@ -257,6 +265,32 @@ def test_finished_instance_ids_come_in_full_pages_filtered_by_completion_time(
     assert listed(completed_time_to=finished["list-2"]) == ["list-2", "list-1", "list-0"]
     assert listed(completed_time_from=finished["list-4"]) == ["list-5", "list-4"]
     assert listed() == ids[::-1]
+
+
+def test_terminate_and_purge_reach_sub_orchestrations_unless_told_not_to(
+    served: ServeProcess,
+) -> None:
+    c = client.TaskHubGrpcClient(host_address=served.address)
+    with sdk_worker(served.address) as w:
+        w.start()  # type: ignore[no-untyped-call]
+        for root in ("deep", "shallow"):
+            c.schedule_new_orchestration(family, input=2, instance_id=root)
+            _status_becomes(c, f"{root}-c-c", client.OrchestrationStatus.RUNNING)
+        c.terminate_orchestration("deep", output="stop")  # recursive, the SDK's default
+        for instance_id in ("deep", "deep-c", "deep-c-c"):
+            ended = _status_becomes(c, instance_id, client.OrchestrationStatus.TERMINATED)
+            assert ended.serialized_output == '"stop"'
+        c.terminate_orchestration("shallow", recursive=False)
+        _status_becomes(c, "shallow", client.OrchestrationStatus.TERMINATED)
+        still = c.get_orchestration_state("shallow-c-c")
+        assert still is not None and still.runtime_status == client.OrchestrationStatus.RUNNING
+
+        assert c.purge_orchestration("deep").deleted_instance_count == 3
+        assert [c.get_orchestration_state(i) for i in ("deep", "deep-c", "deep-c-c")] == [None] * 3
+        with pytest.raises(grpc.RpcError) as running:  # its children still run
+            c.purge_orchestration("shallow")
+        assert running.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert c.purge_orchestration("shallow", recursive=False).deleted_instance_count == 1
 
 
 def _status_becomes(

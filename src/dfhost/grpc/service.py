@@ -37,7 +37,7 @@ from dfhost.grpc.convert import (
 )
 from dfhost.grpc.entities import entity_metadata
 from dfhost.grpc.workers import UnknownTokenError, WorkerHub
-from dfhost.history import TERMINAL_STATUSES, Instance, OrchestrationStatus
+from dfhost.history import TERMINAL_STATUSES, EventType, Instance, OrchestrationStatus
 from dfhost.ids import InvalidArgumentError, InvalidInstanceIdError
 from dfhost.orchestration.entities import EntityId, EntityStatus
 from dfhost.orchestration.limits import PayloadTooLargeError
@@ -52,6 +52,9 @@ T = TypeVar("T")
 
 _HISTORY_CHUNK = 500
 """Events per `StreamInstanceHistory` message."""
+_TERMINATE_WAIT = 10.0
+"""Seconds a recursive terminate waits for an instance to end before it reads which
+sub-orchestrations it started."""
 _LIST_PAGES_PER_CALL = 10
 """Pages of finished instances one ListInstanceIds call reads at most: a completion-time
 filter that matches few must not scan a whole hub in one call."""
@@ -145,14 +148,36 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):
         self, request: pb.TerminateRequest, context: Any
     ) -> pb.TerminateResponse:
         output = text(request, "output")
+        output = output if output is not None else "null"
         result = await _answer(
-            context,
-            lambda: self.client.terminate_with_output(
-                request.instanceId, output if output is not None else "null"
-            ),
+            context, lambda: self.client.terminate_with_output(request.instanceId, output)
         )
         await _delivered(context, result, request.instanceId, finished_ok=True)
+        if request.recursive:  # the Durable Task SDKs' default
+            await _answer(context, lambda: self._terminate_children(request.instanceId, output))
         return pb.TerminateResponse()
+
+    async def _terminate_children(self, instance_id: str, output: str) -> None:
+        """Terminate the sub-orchestrations `instance_id` started, theirs too, once it has
+        ended (an episode under way when the terminate came may still start one)."""
+        seen = {instance_id}
+        parents = [instance_id]
+        while parents:
+            parent = parents.pop()
+            await self.client.wait_for_completion(parent, timeout=_TERMINATE_WAIT)
+            for child in await self._children(parent):
+                if child not in seen:
+                    seen.add(child)
+                    parents.append(child)
+                    await self.client.terminate_with_output(child, output)
+
+    async def _children(self, instance_id: str) -> list[str]:
+        """The sub-orchestrations `instance_id`'s history says it started."""
+        return [
+            e.instance_id
+            for e in await self.client.get_history(instance_id)
+            if e.type is EventType.SUB_ORCHESTRATION_CREATED and e.instance_id
+        ]
 
     async def SuspendInstance(self, request: pb.SuspendRequest, context: Any) -> pb.SuspendResponse:
         result = await _answer(
@@ -259,22 +284,36 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):
         elif request.HasField("instanceBatch"):
             purged = 0
             for instance_id in request.instanceBatch.instanceIds:
-                purged += await self._purge_one(context, instance_id)
+                purged += await self._purge_one(context, instance_id, request.recursive)
         else:
-            purged = await self._purge_one(context, request.instanceId)
+            purged = await self._purge_one(context, request.instanceId, request.recursive)
         return pb.PurgeInstancesResponse(
             deletedInstanceCount=purged, isComplete=wrappers_pb2.BoolValue(value=True)
         )
 
-    async def _purge_one(self, context: Any, instance_id: str) -> int:
-        instance = await _answer(context, lambda: self.client.get_status(instance_id))
-        if instance is not None and instance.status not in TERMINAL_STATUSES:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"Instance '{instance_id}' is {instance.status.value}: only a finished "
-                "instance is purged.",
-            )
-        return await _answer(context, lambda: self.client.purge(instance_id))
+    async def _purge_one(self, context: Any, instance_id: str, recursive: bool) -> int:
+        """Purge a finished instance, and with `recursive` the sub-orchestrations it started
+        (the Durable Task SDKs' default), all of them finished first."""
+        purging = [instance_id]
+        if recursive:
+            pending = [instance_id]
+            while pending:
+                children = await _answer(context, partial(self._children, pending.pop()))
+                fresh = [c for c in children if c not in purging]
+                purging += fresh
+                pending += fresh
+        for each in purging:
+            instance = await _answer(context, partial(self.client.get_status, each))
+            if instance is not None and instance.status not in TERMINAL_STATUSES:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Instance '{each}' is {instance.status.value}: only a finished "
+                    "instance is purged.",
+                )
+        purged = 0
+        for each in purging:
+            purged += await _answer(context, partial(self.client.purge, each))
+        return purged
 
     async def StreamInstanceHistory(
         self, request: pb.StreamInstanceHistoryRequest, context: Any
