@@ -13,7 +13,7 @@ from google.protobuf import wrappers_pb2
 from dfhost.grpc.entities import batch_outcome, batch_request
 from dfhost.grpc.episodes import remote_episode
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
-from dfhost.orchestration.entities import EntityId, Operation
+from dfhost.orchestration.entities import EntityId, LockRequest, Operation, Release, request_of
 from dfhost.orchestration.episode import EntityMessage, EpisodeInput, Failed, Running
 from dfhost.work import EpisodeWork, Message
 
@@ -93,12 +93,48 @@ def test_calls_and_signals_are_sent_as_a_function_apps() -> None:
     assert [s.instance_id for s in decided.starts] == ["@counter@k"]
 
 
-def test_a_lock_request_fails_the_orchestration_with_the_reason() -> None:
-    lock = pb.EntityLockRequestedEvent(criticalSectionId="s", lockSet=["@counter@k"])
+def test_lock_requests_and_releases_are_sent_as_dtfx_does() -> None:
+    lock = pb.EntityLockRequestedEvent(
+        criticalSectionId="s",
+        lockSet=["@counter@a", "@counter@b"],
+        parentInstanceId=_text("caller"),
+    )
+    unlock = pb.EntityUnlockSentEvent(
+        criticalSectionId="s",
+        targetInstanceId=_text("@counter@b"),
+        parentInstanceId=_text("caller"),
+    )
+    response = pb.OrchestratorResponse(
+        actions=[
+            _entity_action(1, entityLockRequested=lock),
+            _entity_action(2, entityUnlockSent=unlock),
+        ]
+    )
+    decided = remote_episode(_episode(), response, payload_bytes=1024)
+    assert decided.result.outcome == Running() and decided.result.work == []
+    # EventSent to the first entity of the set, whose input the SDKs read the id of.
+    sent = decided.result.events
+    assert [(e.type, e.event_id, e.instance_id) for e in sent] == [
+        (EventType.EVENT_SENT, 1, "@counter@a"),
+        (EventType.EVENT_SENT, 2, "@counter@b"),
+    ]
+    assert json.loads(sent[0].input or "")["id"] == "s"
+    request, release = decided.messages
+    assert request_of(request.event) == LockRequest(
+        "s", "caller", "x", ("@counter@a", "@counter@b"), 0
+    )
+    assert request.instance_id == "@counter@a"
+    assert Release.from_event(release.event) == Release("s", "caller")
+    assert release.instance_id == "@counter@b"
+    assert [s.instance_id for s in decided.starts] == ["@counter@a"]
+
+
+def test_a_lock_request_on_a_non_entity_fails_the_orchestration() -> None:
+    lock = pb.EntityLockRequestedEvent(criticalSectionId="s", lockSet=["not-an-entity"])
     response = pb.OrchestratorResponse(actions=[_entity_action(1, entityLockRequested=lock)])
     decided = remote_episode(_episode(), response, payload_bytes=1024)
     assert isinstance(decided.result.outcome, Failed)
-    assert "entity locks" in decided.result.outcome.message
+    assert "not an entity id" in decided.result.outcome.message
 
 
 def _work(*operations: Operation, state: str | None = "1") -> EpisodeWork:

@@ -206,6 +206,8 @@ def entity_metadata(status: EntityStatus, include_state: bool) -> pb.EntityMetad
     metadata = pb.EntityMetadata(
         instanceId=status.entity.instance_id,
         lastModifiedTime=time_to_proto(status.last_operation_at),
+        backlogQueueSize=status.backlog,
+        lockedBy=wrapped(status.locked_by),
     )
     if include_state and status.state is not None:
         metadata.serializedState.value = status.state

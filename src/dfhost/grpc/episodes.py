@@ -19,7 +19,15 @@ from dfhost.grpc.convert import (
     wrapped,
 )
 from dfhost.history import EventType, HistoryEvent
-from dfhost.orchestration.entities import EntityId, Operation, creation_request
+from dfhost.orchestration.entities import (
+    OPERATION_EVENT,
+    RELEASE_EVENT,
+    EntityId,
+    LockRequest,
+    Operation,
+    Release,
+    creation_request,
+)
 from dfhost.orchestration.episode import (
     ActivityCall,
     Completed,
@@ -175,8 +183,14 @@ def _entity_message(
         scheduled = (
             time_from_proto(signaled.scheduledTime) if signaled.HasField("scheduledTime") else None
         )
+    elif which == "entityLockRequested":
+        _lock_request(episode, action, events, messages, starts)
+        return
+    elif which == "entityUnlockSent":
+        _unlock(episode, action, events, messages)
+        return
     else:
-        raise _Refused(f"dfhost does not support entity locks (the entity message {which!r})")
+        raise _Refused(f"dfhost does not carry out the entity message {which!r}")
     entity = EntityId.parse(target or "")
     if entity is None:
         raise _Refused(f"{target!r} is not an entity id (@name@key)")
@@ -198,6 +212,75 @@ def _entity_message(
     ).message(entity, episode.now)
     messages.append(replace(message, visible_at=scheduled))
     starts.append(creation_request(entity, episode.now))
+
+
+def _lock_request(
+    episode: EpisodeInput,
+    action: pb.OrchestratorAction,
+    events: list[HistoryEvent],
+    messages: list[Message],
+    starts: list[StartRequest],
+) -> None:
+    """A lock request, recorded and sent as DTFx does: an EventSent to the first entity of the
+    sorted set whose input is the request (the SDKs read its `id`, the critical section's); the
+    grant comes back as an EventRaised named by that id."""
+    asked = action.sendEntityMessage.entityLockRequested
+    lock_set: list[str] = []
+    for target in asked.lockSet:
+        entity = EntityId.parse(target)
+        if entity is None:
+            raise _Refused(f"{target!r} is not an entity id (@name@key)")
+        lock_set.append(entity.instance_id)
+    if not lock_set or not 0 <= asked.position < len(lock_set):
+        raise _Refused("a lock request with no entity at its position")
+    # The SDKs sort the set, the same order for every orchestration, so that none waits for
+    # another's locks while holding one it needs: the entities are locked in the order given.
+    request = LockRequest(
+        asked.criticalSectionId or str(uuid.uuid4()),
+        episode.instance_id,
+        episode.execution_id,
+        tuple(lock_set),
+        asked.position,
+    )
+    events.append(
+        HistoryEvent(
+            type=EventType.EVENT_SENT,
+            timestamp=episode.now,
+            event_id=action.id,
+            name=OPERATION_EVENT,
+            input=request.request_message(),
+            instance_id=request.target,
+        )
+    )
+    messages.append(request.message(episode.now))
+    first = EntityId.parse(request.target)
+    assert first is not None
+    starts.append(creation_request(first, episode.now))
+
+
+def _unlock(
+    episode: EpisodeInput,
+    action: pb.OrchestratorAction,
+    events: list[HistoryEvent],
+    messages: list[Message],
+) -> None:
+    """The release of one entity's lock, recorded as an EventSent and sent as DTFx's."""
+    unlock = action.sendEntityMessage.entityUnlockSent
+    entity = EntityId.parse(text(unlock, "targetInstanceId") or "")
+    if entity is None:
+        raise _Refused(f"{text(unlock, 'targetInstanceId')!r} is not an entity id (@name@key)")
+    release = Release(unlock.criticalSectionId, episode.instance_id)
+    events.append(
+        HistoryEvent(
+            type=EventType.EVENT_SENT,
+            timestamp=episode.now,
+            event_id=action.id,
+            name=RELEASE_EVENT,
+            input=release.request_message(),
+            instance_id=entity.instance_id,
+        )
+    )
+    messages.append(release.message(entity.instance_id, episode.now))
 
 
 def _completion(done: pb.CompleteOrchestrationAction, now: datetime) -> Outcome:

@@ -46,12 +46,18 @@ __all__ = [
     "EntityId",
     "EntityStatus",
     "InvalidEntityIdError",
+    "LockRequest",
     "Operation",
+    "Release",
+    "Schedule",
+    "SchedulerState",
     "creation_request",
     "deliveries",
     "is_entity",
+    "request_of",
     "response",
     "run_batch",
+    "schedule",
 ]
 
 log = logging.getLogger("dfhost.entities")
@@ -143,11 +149,13 @@ class Operation:
         """The operation an inbox event carries; None if it is not one (or is malformed)."""
         if event.type is not EventType.EVENT_RAISED or event.name != OPERATION_EVENT:
             return None
-        try:
-            data = json.loads(event.input or "")
-        except json.JSONDecodeError:
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("op"), str):
+        data = _json_object(event.input)
+        return None if data is None else cls.of(data)
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Operation | None:
+        """The operation of a RequestMessage; None if it is none (a lock request)."""
+        if not isinstance(data.get("op"), str):
             return None
         text = data.get("input")
         return cls(
@@ -172,13 +180,24 @@ class EntityStatus:
     state: str | None
     """JSON text; None when the entity does not exist (never created, or deleted)."""
     last_operation_at: datetime
+    locked_by: str | None = None
+    """The orchestration holding its lock."""
+    backlog: int = 0
+    """Operations and lock requests waiting in its queue for the lock."""
 
     @classmethod
     def of(cls, instance: Instance) -> EntityStatus | None:
         entity = EntityId.parse(instance.instance_id)
         if entity is None:
             return None
-        return cls(entity, instance.custom_status, instance.last_updated_at)
+        locks = SchedulerState.of(instance)
+        return cls(
+            entity,
+            instance.custom_status,
+            instance.last_updated_at,
+            locks.locked_by,
+            len(locks.queue),
+        )
 
 
 def creation_request(entity: EntityId, now: datetime) -> StartRequest:
@@ -379,3 +398,306 @@ def _guarded(user_function: Callable[[Any], Any]) -> Callable[[Any], None]:
             raise
 
     return operation
+
+
+# --- locks: critical sections -----------------------------------------------------------------
+#
+# As DTFx does: an orchestration locks a sorted set of entities by sending a lock request to the
+# first; each entity, once it is free, records the orchestration as its holder and forwards the
+# request to the next one, and the last sends the grant to the orchestration. While an entity is
+# locked, only the holder's operations run; the others' operations and lock requests wait in its
+# queue, in arrival order, until the holder's release. The entity's scheduler state (holder and
+# queue) is kept in its instance's `input`, which entities do not otherwise use (DTFx keeps it in
+# the input of the entity's orchestration too), so it commits with the batch on every backend.
+
+RELEASE_EVENT = "release"
+"""The EventRaised name of DTFx's release message (`{"parent", "id"}`)."""
+WAKE_EVENT = "dfhost.continue"
+"""An entity's message to itself: operations it put back in its queue wait to run."""
+LOCK_GRANTED = "Lock Acquisition Completed"
+"""The result of DTFx's response to a lock request."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockRequest:
+    """A request to lock `lock_set` (entity instance ids, sorted), at `lock_set[position]`."""
+
+    critical_section_id: str
+    parent_instance_id: str
+    parent_execution_id: str | None
+    lock_set: tuple[str, ...]
+    position: int
+
+    @property
+    def target(self) -> str:
+        return self.lock_set[self.position]
+
+    def data(self) -> dict[str, Any]:
+        """DTFx's RequestMessage of a lock request (no operation; the lock set, the position)."""
+        return {
+            "op": None,
+            "id": self.critical_section_id,
+            "parent": self.parent_instance_id,
+            "parentExecution": self.parent_execution_id,
+            "lockset": list(self.lock_set),
+            "pos": self.position,
+        }
+
+    def request_message(self) -> str:
+        return json.dumps(self.data(), separators=(",", ":"))
+
+    def message(self, now: datetime) -> Message:
+        """The request, on its way to the entity at its position."""
+        event = HistoryEvent(
+            type=EventType.EVENT_RAISED,
+            timestamp=now,
+            name=OPERATION_EVENT,
+            input=self.request_message(),
+        )
+        return Message(instance_id=self.target, event=event)
+
+    def granted(self, now: datetime) -> Message:
+        """The response that tells the orchestration it holds every lock of the set (named by
+        the critical section id, as a call's response is by its request id)."""
+        event = HistoryEvent(
+            type=EventType.EVENT_RAISED,
+            timestamp=now,
+            name=self.critical_section_id,
+            input=json.dumps({"result": LOCK_GRANTED}),
+        )
+        return Message(
+            instance_id=self.parent_instance_id,
+            execution_id=self.parent_execution_id,
+            event=event,
+        )
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> LockRequest | None:
+        lock_set, position = data.get("lockset"), data.get("pos")
+        parent = _optional_str(data.get("parent"))
+        if (
+            data.get("op") is not None
+            or not isinstance(lock_set, list)
+            or not all(isinstance(e, str) for e in lock_set)
+            or not isinstance(position, int)
+            or not 0 <= position < len(lock_set)
+            or parent is None
+        ):
+            return None
+        return cls(
+            str(data.get("id") or ""),
+            parent,
+            _optional_str(data.get("parentExecution")),
+            tuple(lock_set),
+            position,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """An orchestration's release of the lock it holds on an entity (or asked for)."""
+
+    critical_section_id: str
+    parent_instance_id: str
+
+    def request_message(self) -> str:
+        return json.dumps(
+            {"parent": self.parent_instance_id, "id": self.critical_section_id},
+            separators=(",", ":"),
+        )
+
+    def message(self, entity_instance_id: str, now: datetime) -> Message:
+        event = HistoryEvent(
+            type=EventType.EVENT_RAISED,
+            timestamp=now,
+            name=RELEASE_EVENT,
+            input=self.request_message(),
+        )
+        return Message(instance_id=entity_instance_id, event=event)
+
+    @classmethod
+    def from_event(cls, event: HistoryEvent) -> Release | None:
+        if event.type is not EventType.EVENT_RAISED or event.name != RELEASE_EVENT:
+            return None
+        data = _json_object(event.input)
+        parent = _optional_str(data.get("parent")) if data is not None else None
+        if data is None or parent is None:
+            return None
+        return cls(str(data.get("id") or ""), parent)
+
+
+Request = Operation | LockRequest
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    try:
+        data = json.loads(text or "")
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _request_of(data: dict[str, Any]) -> Request | None:
+    return Operation.of(data) or LockRequest.of(data)
+
+
+def request_of(event: HistoryEvent) -> Request | None:
+    """The operation or lock request an inbox event carries; None if it is neither."""
+    if event.type is not EventType.EVENT_RAISED or event.name != OPERATION_EVENT:
+        return None
+    data = _json_object(event.input)
+    return None if data is None else _request_of(data)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerState:
+    """An entity's lock holder and the requests waiting for it to be free."""
+
+    locked_by: str | None = None
+    """The instance id of the orchestration holding the lock."""
+    queue: tuple[Request, ...] = ()
+
+    @classmethod
+    def of(cls, instance: Instance) -> SchedulerState:
+        if instance.input is None:
+            return cls()
+        data = _json_object(instance.input)
+        if data is None:
+            log.error("dfhost: entity %s has an unreadable lock state", instance.instance_id)
+            return cls()
+        queue: list[Request] = []
+        for item in data.get("queue") or []:
+            request = _request_of(item) if isinstance(item, dict) else None
+            if request is None:
+                log.error(
+                    "dfhost: entity %s drops an unreadable queued request", instance.instance_id
+                )
+            else:
+                queue.append(request)
+        return cls(_optional_str(data.get("lockedBy")), tuple(queue))
+
+    def stored(self) -> str | None:
+        """The instance's `input`: None when free with nothing waiting."""
+        if self.locked_by is None and not self.queue:
+            return None
+        queue = [
+            json.loads(r.request_message()) if isinstance(r, Operation) else r.data()
+            for r in self.queue
+        ]
+        return json.dumps({"lockedBy": self.locked_by, "queue": queue}, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """What an entity's batch does with its inbox: the operations that run now, and the rest."""
+
+    entity: EntityId
+    operations: list[Message]
+    """The operation messages to run now, in order (inbox messages, or queued ones rebuilt)."""
+    state: SchedulerState
+    """The holder and queue once every operation in `operations` ran."""
+    messages: list[Message]
+    """Lock requests forwarded to the next entity of their set, grants to orchestrations."""
+    starts: list[StartRequest]
+    """The next entities of lock sets, created if need be."""
+
+    def finish(self, outcome: EpisodeOutcome, answered: int, now: datetime) -> EpisodeOutcome:
+        """The batch's `outcome`, where the first `answered` of `operations` ran, with the
+        scheduler's state and messages. Operations that did not run go back to the front of the
+        queue (as DTFx puts them back), and the entity wakes itself to run them."""
+        unanswered = [
+            op
+            for message in self.operations[answered:]
+            if (op := Operation.from_event(message.event)) is not None
+        ]
+        state = replace(self.state, queue=(*unanswered, *self.state.queue))
+        messages = [*outcome.messages, *self.messages]
+        if unanswered:
+            wake = HistoryEvent(type=EventType.EVENT_RAISED, timestamp=now, name=WAKE_EVENT)
+            messages.append(Message(instance_id=self.entity.instance_id, event=wake))
+        return replace(
+            outcome,
+            instance=replace(outcome.instance, input=state.stored()),
+            messages=messages,
+            starts=[*outcome.starts, *self.starts],
+        )
+
+
+def schedule(entity: EntityId, work: EpisodeWork, now: datetime) -> Schedule:
+    """Which of the entity's queued and inbox requests run in this batch, given its locks."""
+    state = SchedulerState.of(work.instance)
+    locked_by = state.locked_by
+    queue = list(state.queue)
+    run: list[Message] = []
+    messages: list[Message] = []
+    starts: dict[str, StartRequest] = {}
+
+    def may_run(request: Request) -> bool:
+        # The holder's requests never wait (a lock request of the holder is granted again: it
+        # cannot wait for itself).
+        return locked_by is None or request.parent_instance_id == locked_by
+
+    def admit(request: Request, message: Message | None) -> None:
+        nonlocal locked_by
+        if isinstance(request, Operation):
+            run.append(message or request.message(entity, now))
+            return
+        locked_by = request.parent_instance_id
+        if request.position + 1 < len(request.lock_set):
+            forward = replace(request, position=request.position + 1)
+            next_entity = EntityId.parse(forward.target)
+            if next_entity is None:  # checked when the orchestration sent it
+                log.error("dfhost: lock set %s has a non-entity id", request.lock_set)
+                return
+            messages.append(forward.message(now))
+            starts.setdefault(forward.target, creation_request(next_entity, now))
+        else:
+            messages.append(request.granted(now))
+
+    def drain() -> None:
+        while queue and may_run(queue[0]):
+            admit(queue.pop(0), None)
+
+    drain()
+    for message in work.messages:
+        event = message.event
+        release = Release.from_event(event)
+        if release is not None:
+            if locked_by is not None and release.parent_instance_id == locked_by:
+                locked_by = None
+                drain()
+            else:
+                # A request not granted yet (its orchestration ended waiting) is withdrawn.
+                queue = [
+                    r
+                    for r in queue
+                    if not (
+                        isinstance(r, LockRequest)
+                        and r.critical_section_id == release.critical_section_id
+                    )
+                ]
+            continue
+        request = request_of(event)
+        if request is None:
+            if event.type is not EventType.EXECUTION_STARTED and event.name != WAKE_EVENT:
+                log.warning(
+                    "dfhost: entity %s ignores a %s message (entities run operations only)",
+                    entity.instance_id,
+                    event.type.name,
+                )
+            continue
+        if isinstance(request, LockRequest) and request.target != entity.instance_id:
+            log.error(
+                "dfhost: entity %s ignores a lock request for %s",
+                entity.instance_id,
+                request.target,
+            )
+            continue
+        # Free, the queue is empty (drained): only what arrives while locked can wait.
+        if may_run(request):
+            admit(request, message)
+        else:
+            queue.append(request)
+    return Schedule(
+        entity, run, SchedulerState(locked_by, tuple(queue)), messages, list(starts.values())
+    )

@@ -423,9 +423,16 @@ class Engine:
         work = await self._whole_history(work)
         entity = entities.EntityId.parse(work.instance.instance_id)
         if entity is not None:
+            # The locks decide which operations run now; the rest wait in the entity's queue.
+            # Every inbox message is consumed: what did not run is in the stored queue.
+            now = self.clock()
+            plan = entities.schedule(entity, work, now)
+            runnable = replace(work, messages=plan.operations)
             if self.remote is not None and self.app.entity(entity.name) is None:
-                return await self.remote.run_entity_batch(entity, work, self.clock())
-            return work, await self._run_entity_batch(entity, work)
+                ran, outcome = await self.remote.run_entity_batch(entity, runnable, now)
+            else:
+                ran, outcome = runnable, await self._run_entity_batch(entity, runnable)
+            return work, plan.finish(outcome, len(ran.messages), now)
         inst = work.instance
         now = self.clock()
         function = self.app.orchestrator(inst.name)
