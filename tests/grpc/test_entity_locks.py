@@ -122,3 +122,25 @@ def test_an_orchestration_failing_in_its_critical_section_releases_the_lock(
     found = _journal(c)
     assert found is not None and not found._locked_by
     assert _lines(c) == ["doomed", "after", "C-start", "C-end"]
+
+
+def test_a_terminated_orchestration_releases_its_lock_and_withdraws_its_request(
+    served: ServeProcess,
+) -> None:
+    c = client.TaskHubGrpcClient(host_address=served.address)
+    with _worker(served.address) as w:
+        w.start()  # type: ignore[no-untyped-call]
+        holder = c.schedule_new_orchestration(critical, input="T")
+        eventually_blocking(lambda: _lines(c), lambda v: v == ["T-start"], timeout=30)
+        waiting = c.schedule_new_orchestration(critical, input="W")
+        _wait_for_backlog(c, 1)
+        c.signal_entity(JOURNAL, "append", "after")
+        _wait_for_backlog(c, 2)
+
+        # The waiting one's request leaves the queue; the holder's end frees the entity.
+        c.terminate_orchestration(waiting)
+        _wait_for_backlog(c, 1)
+        c.terminate_orchestration(holder)
+        eventually_blocking(lambda: _lines(c), lambda v: v == ["T-start", "after"], timeout=30)
+    found = _journal(c)
+    assert found is not None and not found._locked_by and found.backlog_queue_size == 0

@@ -19,6 +19,7 @@ from dfhost.orchestration.entities import (
     SchedulerState,
     request_of,
     schedule,
+    unreleased_locks,
 )
 from dfhost.work import EpisodeOutcome, EpisodeWork, Message
 
@@ -165,3 +166,29 @@ def test_other_messages_are_ignored() -> None:
         T0,
     )
     assert plan.operations == [] and plan.messages == [] and plan.state == SchedulerState()
+
+
+def _sent(event_id: int, target: str, name: str, body: str) -> HistoryEvent:
+    return HistoryEvent(
+        type=EventType.EVENT_SENT,
+        timestamp=T0,
+        event_id=event_id,
+        name=name,
+        input=body,
+        instance_id=target,
+    )
+
+
+def test_an_ending_execution_releases_what_it_did_not() -> None:
+    first = _lock("orch1", A, B)
+    history = [
+        _sent(1, A.instance_id, OPERATION_EVENT, first.request_message()),
+        _sent(2, A.instance_id, "release", Release("cs-orch1", "orch1").request_message()),
+        # Not its own: another orchestration's request is not its to release.
+        _sent(3, B.instance_id, OPERATION_EVENT, _lock("orch2", B).request_message()),
+        # A call whose operation is named like the event is no lock request.
+        _sent(4, A.instance_id, OPERATION_EVENT, _op("op", "orch1").request_message()),
+    ]
+    [release] = unreleased_locks("orch1", history, T0)
+    assert release.instance_id == B.instance_id
+    assert Release.from_event(release.event) == Release("cs-orch1", "orch1")

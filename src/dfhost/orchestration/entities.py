@@ -58,6 +58,7 @@ __all__ = [
     "response",
     "run_batch",
     "schedule",
+    "unreleased_locks",
 ]
 
 log = logging.getLogger("dfhost.entities")
@@ -701,3 +702,27 @@ def schedule(entity: EntityId, work: EpisodeWork, now: datetime) -> Schedule:
     return Schedule(
         entity, run, SchedulerState(locked_by, tuple(queue)), messages, list(starts.values())
     )
+
+
+def unreleased_locks(
+    instance_id: str, history: Sequence[HistoryEvent], now: datetime
+) -> list[Message]:
+    """Releases of the locks an ending execution of `instance_id` asked for (its lock requests'
+    EventSent in `history`) and did not release: the SDKs release them when an orchestration
+    ends, but a terminate, or a failure dfhost decides, does not run the orchestrator. A
+    request still on its way down its set is withdrawn where it waits."""
+    held: dict[tuple[str, str], None] = {}
+    for event in history:
+        if event.type is not EventType.EVENT_SENT:
+            continue
+        if event.name == OPERATION_EVENT:
+            data = _json_object(event.input)
+            request = LockRequest.of(data) if data is not None else None
+            if request is not None and request.parent_instance_id == instance_id:
+                for target in request.lock_set:
+                    held[(target, request.critical_section_id)] = None
+        elif event.name == RELEASE_EVENT and event.instance_id:
+            data = _json_object(event.input)
+            if data is not None:
+                held.pop((event.instance_id, str(data.get("id") or "")), None)
+    return [Release(section, instance_id).message(target, now) for target, section in held]

@@ -24,7 +24,14 @@ from typing import TypeVar
 
 from dfhost import metrics, telemetry
 from dfhost.app.functions import Function, FunctionApp
-from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus, utcnow
+from dfhost.history import (
+    TERMINAL_STATUSES,
+    EventType,
+    HistoryEvent,
+    Instance,
+    OrchestrationStatus,
+    utcnow,
+)
 from dfhost.orchestration import entities, limits
 from dfhost.orchestration.episode import EpisodeInput, EpisodeResult, Failed, Running
 from dfhost.orchestration.outcome import Replay, Rewind, Settled, failure, plan_episode
@@ -433,6 +440,17 @@ class Engine:
             else:
                 ran, outcome = runnable, await self._run_entity_batch(entity, runnable)
             return work, plan.finish(outcome, len(ran.messages), now)
+        consumed, outcome = await self._orchestration_outcome(work)
+        if outcome.drop_pending_work and work.instance.status not in TERMINAL_STATUSES:
+            # An execution that ends holding entity locks (terminated, or failed by dfhost
+            # rather than its orchestrator) releases them, as the SDKs do when it ends itself.
+            ended = [*work.history, *outcome.new_events]
+            releases = entities.unreleased_locks(work.instance.instance_id, ended, self.clock())
+            if releases:
+                outcome = replace(outcome, messages=[*outcome.messages, *releases])
+        return consumed, outcome
+
+    async def _orchestration_outcome(self, work: EpisodeWork) -> tuple[EpisodeWork, EpisodeOutcome]:
         inst = work.instance
         now = self.clock()
         function = self.app.orchestrator(inst.name)
