@@ -37,7 +37,13 @@ from dfhost.ids import (
     shown,
     validate_instance_id,
 )
-from dfhost.orchestration.entities import EntityId, EntityStatus, Operation, creation_request
+from dfhost.orchestration.entities import (
+    EntityId,
+    EntityStatus,
+    Operation,
+    Release,
+    creation_request,
+)
 from dfhost.orchestration.limits import check_payload
 from dfhost.store import DeliveryResult, InstancePage, InstanceQuery, Store, TimerStatus
 from dfhost.wire import UnsafeJsonError, check_json_text
@@ -451,6 +457,29 @@ class DurableClient:
             if found or page.continuation is None:
                 return found, page.continuation
             q = replace(q, continuation=page.continuation)
+
+    async def release_orphaned_locks(
+        self, *, top: int = 100, continuation: str | None = None
+    ) -> tuple[int, str | None]:
+        """Release the entity locks held by orchestrations that no longer run (finished, or
+        purged), in one page of entities: (the locks released, the token of the next page).
+        The release is an ordinary message, so it is processed in order with the entity's
+        other messages: a release the holder sent before it ended is not undone."""
+        q = InstanceQuery(instance_id_prefix="@", top=top, continuation=continuation)
+        page = await self.store.query_instances(q)
+        released = 0
+        for instance in page.instances:
+            status = EntityStatus.of(instance)
+            if status is None or status.locked_by is None:
+                continue
+            holder = await self.store.get_instance(status.locked_by)
+            if holder is not None and holder.status not in TERMINAL_STATUSES:
+                continue
+            # The holder is matched by instance id, as DTFx does: no critical section id.
+            release = Release("", status.locked_by).message(instance.instance_id, self.clock())
+            if await self.store.send_message(release) == "sent":
+                released += 1
+        return released, page.continuation
 
     async def wait_for_completion(
         self,

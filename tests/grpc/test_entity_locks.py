@@ -84,6 +84,8 @@ def test_critical_sections_on_one_entity_run_one_after_the_other(served: ServePr
         c.signal_entity(JOURNAL, "append", "outside")
         _wait_for_backlog(c, 2)
         assert _lines(c) == ["A-start"]
+        # A runs: its lock is no orphan.
+        assert c.clean_entity_storage().orphaned_locks_released == 0
 
         c.raise_orchestration_event(first, "go")
         _completed(c, first)

@@ -431,11 +431,24 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):
     async def CleanEntityStorage(
         self, request: pb.CleanEntityStorageRequest, context: Any
     ) -> pb.CleanEntityStorageResponse:
-        """Removes nothing: dfhost's entities hold no locks, so none is orphaned; a deleted
-        entity (no state) keeps its instance row, since removing it safely needs a store
-        transaction that also finds its inbox empty, which the stores do not offer (a purge
-        between a signal's send and its batch would lose the signal)."""
-        return pb.CleanEntityStorageResponse(emptyEntitiesRemoved=0, orphanedLocksReleased=0)
+        """Releases the locks of orchestrations that no longer run, a page of entities per
+        call. Removes no entity: a deleted one (no state) keeps its instance row, since
+        removing it safely needs a store transaction that also finds its inbox empty, which
+        the stores do not offer (a purge between a signal's send and its batch would lose
+        the signal)."""
+        released, continuation = 0, None
+        if request.releaseOrphanedLocks:
+            released, continuation = await _answer(
+                context,
+                lambda: self.client.release_orphaned_locks(
+                    continuation=text(request, "continuationToken") or None
+                ),
+            )
+        return pb.CleanEntityStorageResponse(
+            emptyEntitiesRemoved=0,
+            orphanedLocksReleased=released,
+            continuationToken=wrapped(continuation),
+        )
 
     async def _settle(self, context: Any, call: Callable[[], None]) -> None:
         try:
