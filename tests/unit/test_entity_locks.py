@@ -17,6 +17,7 @@ from dfhost.orchestration.entities import (
     Operation,
     Release,
     SchedulerState,
+    late_grant_releases,
     request_of,
     schedule,
     unreleased_locks,
@@ -192,3 +193,15 @@ def test_an_ending_execution_releases_what_it_did_not() -> None:
     [release] = unreleased_locks("orch1", history, T0)
     assert release.instance_id == B.instance_id
     assert Release.from_event(release.event) == Release("cs-orch1", "orch1")
+
+
+def test_a_grant_that_reaches_a_finished_execution_releases_its_whole_set() -> None:
+    request = _lock("orch1", A, B)
+    history = [_sent(1, A.instance_id, OPERATION_EVENT, request.request_message())]
+    late = [request.granted(T0), _op("other", None).message(A, T0)]
+    releases = late_grant_releases("orch1", history, late, T0)
+    assert [(m.instance_id, Release.from_event(m.event)) for m in releases] == [
+        (A.instance_id, Release("cs-orch1", "orch1")),
+        (B.instance_id, Release("cs-orch1", "orch1")),
+    ]
+    assert late_grant_releases("orch1", history, late[1:], T0) == []

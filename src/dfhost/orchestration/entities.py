@@ -54,6 +54,7 @@ __all__ = [
     "creation_request",
     "deliveries",
     "is_entity",
+    "late_grant_releases",
     "request_of",
     "response",
     "run_batch",
@@ -704,6 +705,33 @@ def schedule(entity: EntityId, work: EpisodeWork, now: datetime) -> Schedule:
     )
 
 
+def _lock_requests(instance_id: str, history: Sequence[HistoryEvent]) -> list[LockRequest]:
+    """The lock requests `instance_id` sent, by their EventSent in its history."""
+    found: list[LockRequest] = []
+    for event in history:
+        if event.type is EventType.EVENT_SENT and event.name == OPERATION_EVENT:
+            data = _json_object(event.input)
+            request = LockRequest.of(data) if data is not None else None
+            if request is not None and request.parent_instance_id == instance_id:
+                found.append(request)
+    return found
+
+
+def late_grant_releases(
+    instance_id: str, history: Sequence[HistoryEvent], inbox: Sequence[Message], now: datetime
+) -> list[Message]:
+    """Releases for the grants that reach a finished execution: its lock request went on down
+    its set after it ended (and after the releases of its end), so every entity of the set
+    is released again (a release from an orchestration that holds nothing changes nothing)."""
+    granted = {m.event.name for m in inbox if m.event.type is EventType.EVENT_RAISED}
+    return [
+        Release(request.critical_section_id, instance_id).message(target, now)
+        for request in _lock_requests(instance_id, history)
+        if request.critical_section_id in granted
+        for target in request.lock_set
+    ]
+
+
 def unreleased_locks(
     instance_id: str, history: Sequence[HistoryEvent], now: datetime
 ) -> list[Message]:
@@ -712,16 +740,11 @@ def unreleased_locks(
     ends, but a terminate, or a failure dfhost decides, does not run the orchestrator. A
     request still on its way down its set is withdrawn where it waits."""
     held: dict[tuple[str, str], None] = {}
+    for request in _lock_requests(instance_id, history):
+        for target in request.lock_set:
+            held[(target, request.critical_section_id)] = None
     for event in history:
-        if event.type is not EventType.EVENT_SENT:
-            continue
-        if event.name == OPERATION_EVENT:
-            data = _json_object(event.input)
-            request = LockRequest.of(data) if data is not None else None
-            if request is not None and request.parent_instance_id == instance_id:
-                for target in request.lock_set:
-                    held[(target, request.critical_section_id)] = None
-        elif event.name == RELEASE_EVENT and event.instance_id:
+        if event.type is EventType.EVENT_SENT and event.name == RELEASE_EVENT and event.instance_id:
             data = _json_object(event.input)
             if data is not None:
                 held.pop((event.instance_id, str(data.get("id") or "")), None)

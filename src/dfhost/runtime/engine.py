@@ -441,13 +441,21 @@ class Engine:
                 ran, outcome = runnable, await self._run_entity_batch(entity, runnable)
             return work, plan.finish(outcome, len(ran.messages), now)
         consumed, outcome = await self._orchestration_outcome(work)
-        if outcome.drop_pending_work and work.instance.status not in TERMINAL_STATUSES:
+        iid = work.instance.instance_id
+        if work.instance.status in TERMINAL_STATUSES:
+            # A lock granted after its orchestration ended goes back at once.
+            releases = entities.late_grant_releases(
+                iid, work.history, consumed.messages, self.clock()
+            )
+        elif outcome.drop_pending_work:
             # An execution that ends holding entity locks (terminated, or failed by dfhost
             # rather than its orchestrator) releases them, as the SDKs do when it ends itself.
             ended = [*work.history, *outcome.new_events]
-            releases = entities.unreleased_locks(work.instance.instance_id, ended, self.clock())
-            if releases:
-                outcome = replace(outcome, messages=[*outcome.messages, *releases])
+            releases = entities.unreleased_locks(iid, ended, self.clock())
+        else:
+            releases = []
+        if releases:
+            outcome = replace(outcome, messages=[*outcome.messages, *releases])
         return consumed, outcome
 
     async def _orchestration_outcome(self, work: EpisodeWork) -> tuple[EpisodeWork, EpisodeOutcome]:
