@@ -5,6 +5,7 @@ the entity's new state, the callers' responses and its actions."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -12,6 +13,7 @@ from google.protobuf import wrappers_pb2
 
 from dfhost.grpc.entities import batch_outcome, batch_request
 from dfhost.grpc.episodes import remote_episode
+from dfhost.grpc.workers import WorkerHub
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
 from dfhost.orchestration.entities import EntityId, LockRequest, Operation, Release, request_of
 from dfhost.orchestration.episode import EntityMessage, EpisodeInput, Failed, Running
@@ -250,3 +252,11 @@ def test_a_batch_of_no_operation_keeps_the_state() -> None:
     consumed, outcome = batch_outcome(COUNTER, work, unchanged, T0, payload_bytes=1024)
     assert consumed.messages == work.messages
     assert outcome.instance.custom_status == "1" and outcome.messages == []
+
+
+async def test_a_batch_with_no_operation_for_a_worker_keeps_an_entity_without_state() -> None:
+    # A lock request alone reaches no worker; the entity must not get an empty state.
+    work = replace(_work(state=None), messages=[])
+    hub = WorkerHub(payload_bytes=1024)
+    _, outcome = await hub.run_entity_batch(COUNTER, work, T0)
+    assert outcome.instance.custom_status is None

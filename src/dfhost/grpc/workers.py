@@ -120,7 +120,8 @@ class WorkerHub:
         request = batch_request(entity, work)
         if not request.operations:
             # Only its creation (or messages that are no operations): nothing for a worker.
-            unchanged = pb.EntityBatchResult(entityState=request.entityState)
+            # (From the stored state: `request.entityState` reads as "" when unset.)
+            unchanged = pb.EntityBatchResult(entityState=wrapped(work.instance.custom_status))
             return batch_outcome(entity, work, unchanged, now, self.payload_bytes)
         item = pb.WorkItem(entityRequest=request)
         answer = await self._answer("entity", entity.name, entity.instance_id, item)
