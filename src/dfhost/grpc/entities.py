@@ -1,13 +1,13 @@
 """An entity's batch as a Durable Task entity work item, the worker's result as what dfhost
 commits, and entities as the protocol shows them.
 
-The batch is the entity's inbox operations (see `dfhost.orchestration.entities`), in order,
-with the stored state. The worker's `EntityBatchResult` commits as a function app's batch
-does: the new state, a response to each call (an EventRaised named by its request id, to the
-caller's execution: the shape the Durable Task SDKs read as a call's result), and its actions
-(signals to entities, created if need be; orchestrations it starts). A worker answering fewer
-operations than it was given leaves the rest in the inbox for the next batch, as DTFx does.
-"""
+The batch is the operations the engine lets run now (the entity's inbox and queue, given its
+locks: see `dfhost.orchestration.entities`), in order, with the stored state. The worker's
+`EntityBatchResult` commits as a function app's batch does: the new state, a response to each
+call (an EventRaised named by its request id, to the caller's execution: the shape the Durable
+Task SDKs read as a call's result), and its actions (signals to entities, created if need be;
+orchestrations it starts). A worker answering fewer operations than it was given leaves the rest
+in the inbox for the next batch, as DTFx does."""
 
 from __future__ import annotations
 

@@ -10,14 +10,14 @@ Whoever sends an operation also asks for the instance to be created if it does n
 same transaction for orchestrators, whose episode outcome carries the message and a start; a
 client retries the send after creating it), so operations never wait for a separate creation.
 
-The engine claims an entity like an orchestration (the lease makes it one batch at a time) and
-calls `run_batch`: every operation in the inbox, in order, through the SDK's `Entity` in one
-call. The SDK does not undo what a failing operation did to the state, so each operation runs
-inside a guard that snapshots the state first and puts it back if the operation raises: the
-failed operation leaves the state unchanged, and the operations after it see that state. The
-new state and the responses to callers (an EventRaised named by the request id, to the caller's
-execution) are committed with the consumed operations, atomically.
-"""
+The engine claims an entity like an orchestration (the lease makes it one batch at a time), lets
+`schedule` decide which operations may run given the entity's locks (the others wait in its
+queue; see "locks" below), and calls `run_batch`: those operations, in order, through the SDK's
+`Entity` in one call. The SDK does not undo what a failing operation did to the state, so each
+operation runs inside a guard that snapshots the state first and puts it back if the operation
+raises: the failed operation leaves the state unchanged, and the operations after it see that
+state. The new state and the responses to callers (an EventRaised named by the request id, to
+the caller's execution) are committed with the consumed operations, atomically."""
 
 from __future__ import annotations
 
