@@ -459,6 +459,7 @@ class Engine:
         return consumed, outcome
 
     async def _orchestration_outcome(self, work: EpisodeWork) -> tuple[EpisodeWork, EpisodeOutcome]:
+        """`_episode_outcome` of an orchestration, before the releases of its entity locks."""
         inst = work.instance
         now = self.clock()
         function = self.app.orchestrator(inst.name)
