@@ -4,10 +4,12 @@ the entity's new state, the callers' responses and its actions."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import wrappers_pb2
 
@@ -17,6 +19,7 @@ from dfhost.grpc.workers import WorkerHub
 from dfhost.history import EventType, HistoryEvent, Instance, OrchestrationStatus
 from dfhost.orchestration.entities import EntityId, LockRequest, Operation, Release, request_of
 from dfhost.orchestration.episode import EntityMessage, EpisodeInput, Failed, Running
+from dfhost.runtime.remote import RemoteAbandoned
 from dfhost.work import EpisodeWork, Message
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -260,3 +263,26 @@ async def test_a_batch_with_no_operation_for_a_worker_keeps_an_entity_without_st
     hub = WorkerHub(payload_bytes=1024)
     _, outcome = await hub.run_entity_batch(COUNTER, work, T0)
     assert outcome.instance.custom_status is None
+
+
+async def test_work_is_given_back_early_while_no_worker_is_connected() -> None:
+    """On a shared hub, another host with workers can run it meanwhile (it waited two minutes)."""
+    hub = WorkerHub(payload_bytes=1024, alone_wait=0.05, retry_after=0)
+    async with asyncio.timeout(5):
+        with pytest.raises(RemoteAbandoned, match="no worker connected"):
+            await hub.run_entity_batch(COUNTER, _work(_call("add", "r1", "1")), T0)
+
+
+async def test_work_waits_for_a_connected_worker_past_the_early_give_back() -> None:
+    hub = WorkerHub(payload_bytes=1024, alone_wait=0.05, retry_after=0)
+    items = hub.stream(pb.GetWorkItemsRequest())
+    batch = asyncio.create_task(hub.run_entity_batch(COUNTER, _work(_call("add", "r1")), T0))
+    try:
+        async with asyncio.timeout(5):
+            item = await anext(items)
+        assert item.HasField("entityRequest")
+        await asyncio.sleep(0.3)  # six give-back intervals: still held for the worker
+        assert not batch.done()
+    finally:
+        batch.cancel()
+        await items.aclose()

@@ -6,7 +6,8 @@ its name) and waits, undelivered, while none is connected. Each carries a comple
 the worker's Complete call resolves it. A worker whose stream ends (it stopped, crashed or
 lost its connection) gives back everything it held: an activity goes to another worker at
 once; an orchestrator work item too, and its episode's lease is released if none takes it
-within `episode_wait`, so that another host may run it. An abandoned work item comes back
+within `episode_wait` (`alone_wait` while no worker at all is connected), so that another
+host may run it. An abandoned work item comes back
 after `retry_after`, so that a worker abandoning everything does not spin the host.
 """
 
@@ -17,7 +18,7 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -88,11 +89,13 @@ class WorkerHub:
         *,
         payload_bytes: int,
         episode_wait: float = 120.0,
+        alone_wait: float = 10.0,
         retry_after: float = 1.0,
         ping_every: float = 30.0,
     ) -> None:
         self.payload_bytes = payload_bytes
         self.episode_wait = episode_wait
+        self.alone_wait = alone_wait
         self.retry_after = retry_after
         self.ping_every = ping_every
         self._workers: dict[str, _Worker] = {}
@@ -134,7 +137,12 @@ class WorkerHub:
         pending = self._new(kind, name, item)
         try:
             async with asyncio.timeout(self.episode_wait):
-                answer = await pending.answer
+                # With no worker connected for `alone_wait`, hand the lease back early: on a
+                # shared hub, a host that has workers can run it meanwhile.
+                while not await _within(pending.answer, self.alone_wait):
+                    if not self._workers:
+                        raise RemoteAbandoned(f"no worker connected for {instance_id}")
+                answer = pending.answer.result()
         except TimeoutError:
             raise RemoteAbandoned(f"no worker answered for {instance_id}") from None
         finally:
@@ -187,7 +195,7 @@ class WorkerHub:
 
     # --- what workers ask -----------------------------------------------------------------
 
-    async def stream(self, request: pb.GetWorkItemsRequest) -> AsyncIterator[pb.WorkItem]:
+    async def stream(self, request: pb.GetWorkItemsRequest) -> AsyncGenerator[pb.WorkItem]:
         """A worker's work items, until it goes (then what it held goes to others)."""
         filters = request.workItemFilters if request.HasField("workItemFilters") else None
         worker = _Worker(
@@ -286,6 +294,12 @@ def _entity_names(filters: pb.WorkItemFilters | None) -> frozenset[str] | None:
     if names is None and (filters.orchestrations or filters.activities):
         return frozenset()
     return names
+
+
+async def _within(future: asyncio.Future[Answer | None], seconds: float) -> bool:
+    """Whether `future` is done within `seconds` (it is not cancelled if not)."""
+    done, _ = await asyncio.wait({future}, timeout=seconds)
+    return bool(done)
 
 
 def _names(filters: object) -> frozenset[str] | None:
