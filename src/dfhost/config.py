@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from dfhost.history import TERMINAL_STATUSES, OrchestrationStatus
 
@@ -84,6 +84,7 @@ __all__ = [
 
 log = logging.getLogger("dfhost")
 T = TypeVar("T")
+S = TypeVar("S", bound=str)
 
 DEFAULT_HUB_NAME = "TestHubName"
 DEFAULT_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -714,6 +715,12 @@ def _positive_seconds(raw: Any, setting: str) -> timedelta:
 # An app's settings
 
 
+VersionMatch = Literal["None", "Strict", "CurrentOrOlder"]
+"""`versionMatchStrategy`: which instances' versions a host runs (orchestration/versioning.py)."""
+VersionFailure = Literal["Reject", "Fail"]
+"""`versionFailureStrategy`: what becomes of an instance whose version a host may not run."""
+
+
 @dataclass(frozen=True, slots=True)
 class AppSettings:
     hub_name: str = DEFAULT_HUB_NAME
@@ -721,6 +728,8 @@ class AppSettings:
     max_concurrent_activities: int = field(default_factory=_default_concurrency)
     max_concurrent_orchestrators: int = field(default_factory=_default_concurrency)
     default_version: str | None = None
+    version_match: VersionMatch = "CurrentOrOlder"
+    version_failure: VersionFailure = "Reject"
     local_http_port: int | None = None
     worker_processes: int = 0
     """`FUNCTIONS_WORKER_PROCESS_COUNT`: processes that run activities and entity operations
@@ -869,6 +878,16 @@ def _app_settings(
         max_concurrent_activities=concurrency("maxConcurrentActivityFunctions"),
         max_concurrent_orchestrators=concurrency("maxConcurrentOrchestratorFunctions"),
         default_version=str(version) if version not in (None, "") else None,
+        version_match=read(
+            lambda: _choice(durable, "versionMatchStrategy", _VERSION_MATCHES),
+            "CurrentOrOlder",
+            fatal=True,
+        ),
+        version_failure=read(
+            lambda: _choice(durable, "versionFailureStrategy", _VERSION_FAILURES),
+            "Reject",
+            fatal=True,
+        ),
         local_http_port=port,
         extended_sessions=read(lambda: _extended_sessions(durable), True, fatal=False),
         worker_processes=from_environment(_worker_processes, default_worker_processes()),
@@ -925,6 +944,22 @@ def _worker_threads() -> int | None:
     if raw is None or not raw.strip():
         return None
     return _positive(raw, "PYTHON_THREADPOOL_THREAD_COUNT")
+
+
+_VERSION_MATCHES: tuple[VersionMatch, ...] = ("CurrentOrOlder", "Strict", "None")
+_VERSION_FAILURES: tuple[VersionFailure, ...] = ("Reject", "Fail")
+"""Each with its default first."""
+
+
+def _choice(durable: Any, key: str, choices: tuple[S, ...]) -> S:
+    """One of `choices` (any casing); the first when the setting is absent."""
+    raw = get_ci(durable, key)
+    if raw is None:
+        return choices[0]
+    for choice in choices:
+        if isinstance(raw, str) and raw.strip().casefold() == choice.casefold():
+            return choice
+    raise SettingsError(f"host.json {DURABLE}.{key} {raw!r} is not one of: {', '.join(choices)}")
 
 
 def _extended_sessions(durable: Any) -> bool:

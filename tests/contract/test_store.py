@@ -425,6 +425,20 @@ async def test_abandon_releases_without_consuming(store: Store) -> None:
         await store.commit_episode("host-a", work, outcome(work))
 
 
+async def test_abandon_until_a_time_makes_it_claimable_then_by_any_host(store: Store) -> None:
+    """A host that may not run an instance's version gives it back for later (the engine's
+    versionFailureStrategy Reject): nobody claims it before then, any host from then on, and
+    the hub's next due time says when."""
+    await store.create_instance(start("a"))
+    work = await claim_one(store, "a", owner="host-a", lease=60)
+    await store.abandon_episode("host-a", work, retry_at=at(10))
+    assert await claim(store, owner="host-a", now=at(5)) == []
+    assert await claim(store, owner="host-b", now=at(5)) == []
+    assert await store.next_due_at(at(5)) == at(10)
+    again = await claim_one(store, "a", owner="host-b", now=at(10))
+    assert [m.message_id for m in again.messages] == [m.message_id for m in work.messages]
+
+
 async def test_commit_appends_history_and_updates_every_field(store: Store) -> None:
     await store.create_instance(start("a"))
     first = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +93,11 @@ class WatchedStore:
         self._watch.activities[owner] += len(leased or ())
         return leased
 
-    async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
+    async def abandon_episode(
+        self, owner: str, work: EpisodeWork, *, retry_at: datetime | None = None
+    ) -> None:
         self._release(work)
-        await self._store.abandon_episode(owner, work)
+        await self._store.abandon_episode(owner, work, retry_at=retry_at)
 
     async def claim_activities(self, claim: Claim, limit: int) -> list[ActivityTask]:
         tasks = await self._store.claim_activities(claim, limit)

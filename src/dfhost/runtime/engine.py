@@ -32,7 +32,7 @@ from dfhost.history import (
     OrchestrationStatus,
     utcnow,
 )
-from dfhost.orchestration import entities, limits
+from dfhost.orchestration import entities, limits, versioning
 from dfhost.orchestration.episode import EpisodeInput, EpisodeResult, Failed, Running
 from dfhost.orchestration.outcome import Replay, Rewind, Settled, failure, plan_episode
 from dfhost.orchestration.session import SessionCache
@@ -65,6 +65,16 @@ class _Held:
     instance: Instance
     history: list[HistoryEvent]
     """Its execution's whole stored history."""
+
+
+REJECT_RETRY = timedelta(seconds=10)
+"""How long an instance whose version this host may not run is left unclaimed before any host
+may claim it again (`versionFailureStrategy` Reject): at once, this host would claim it again
+in a loop, and first, before the hosts that may run it heard of it."""
+
+
+class _VersionRejected(Exception):
+    """This host may not run the instance's version (orchestration/versioning.py)."""
 
 
 WaitForWork = Callable[[datetime | None, bool], Awaitable[None]]
@@ -135,6 +145,8 @@ class Engine:
         self._wait = wait
         self._warned: set[tuple[str, str]] = set()
         """(orchestrator, pitfall kind) pairs already logged: one line each is enough."""
+        self._rejected: set[str] = set()
+        """Instances whose rejection was logged (once each)."""
 
     @property
     def sessions(self) -> SessionCache | None:
@@ -320,9 +332,10 @@ class Engine:
         started_ns = time.time_ns()
         try:
             consumed, outcome = await self._episode_outcome(work)
-        except RemoteAbandoned:
+        except (RemoteAbandoned, _VersionRejected) as exc:
+            retry_at = self.clock() + REJECT_RETRY if isinstance(exc, _VersionRejected) else None
             with contextlib.suppress(StoreError):
-                await self.store.abandon_episode(self.owner, work)
+                await self.store.abandon_episode(self.owner, work, retry_at=retry_at)
             if completes is not None:  # the result it carried unstored must not be lost
                 await self._record_result(completes, work.messages[0])
             return
@@ -476,6 +489,8 @@ class Engine:
         if remote is not None:
             return work, await self._remote_outcome(remote, step)
         assert function is not None
+        if (refused := self._check_version(work, now)) is not None:
+            return work, refused
         if isinstance(step, Rewind):
             reason = step.rewound.reason or "no reason"
             log.info("dfhost: rewinding %s (%s)", inst.instance_id, reason)
@@ -493,6 +508,31 @@ class Engine:
                 self.sessions.forget(inst.instance_id)
             return work, failure(work, now, problem.message, problem.details)
         return work, step.outcome(result, default_version=version)
+
+    def _check_version(self, work: EpisodeWork, now: datetime) -> EpisodeOutcome | None:
+        """The failure of an instance this host may not run (`versionFailureStrategy` Fail);
+        raises `_VersionRejected` to leave it to another host (Reject); None: it may run."""
+        settings = self.app.settings
+        inst = work.instance
+        why = versioning.mismatch(inst.version, settings.default_version, settings.version_match)
+        if why is None:
+            return None
+        if settings.version_failure == "Fail":
+            log.error("dfhost: orchestration %s fails: %s", inst.instance_id, why)
+            return failure(work, now, why, None)
+        if inst.instance_id not in self._rejected:
+            if len(self._rejected) >= 10_000:  # a bound, not a cache: a line more is harmless
+                self._rejected.clear()
+            self._rejected.add(inst.instance_id)
+            log.warning(
+                "dfhost: orchestration %s is left for another host: %s "
+                "(versionMatchStrategy %s; claimable again every %.0f s)",
+                inst.instance_id,
+                why,
+                settings.version_match,
+                REJECT_RETRY.total_seconds(),
+            )
+        raise _VersionRejected(why)
 
     async def _remote_outcome(self, remote: RemoteWorkers, step: Replay | Rewind) -> EpisodeOutcome:
         """A remote worker's episode, committed like a replay's."""

@@ -245,8 +245,11 @@ class Store(Protocol):
         at once (a backend may lease none); the others wait for `claim_activities`.
         """
 
-    async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
-        """Release the lease without consuming anything."""
+    async def abandon_episode(
+        self, owner: str, work: EpisodeWork, *, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease without consuming anything: claimable at once, or from
+        `retry_at` on (by any host, this one included)."""
 
     # --- activities ----------------------------------------------------------------------
     async def claim_activities(self, claim: Claim, limit: int) -> list[ActivityTask]:

@@ -189,12 +189,16 @@ class Episodes:
             history_error=error,
         )
 
-    def abandon(self, owner: str, work: EpisodeWork) -> bool:
-        """Release the lease if `owner` holds it; returns whether it did."""
+    def abandon(self, owner: str, work: EpisodeWork, retry_at: datetime | None = None) -> bool:
+        """Release the lease if `owner` holds it, at once or at `retry_at` (a lock nobody
+        holds until then); returns whether it did."""
         claim = self.in_flight.get(work.instance.instance_id)
         if claim is None or claim.owner != owner or claim.token != work.lease_token:
             return False
-        del self.in_flight[work.instance.instance_id]
+        if retry_at is None:
+            del self.in_flight[work.instance.instance_id]
+        else:
+            claim.owner, claim.lock_until = "", retry_at
         return True
 
     # --- commits -------------------------------------------------------------------------

@@ -359,9 +359,11 @@ class AzureStore(Wakeups):
         self.committed(outcome.instance)
         return []
 
-    async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
-        if self.episodes.abandon(owner, work):
-            self.notify()  # its messages are claimable again
+    async def abandon_episode(
+        self, owner: str, work: EpisodeWork, *, retry_at: datetime | None = None
+    ) -> None:
+        if self.episodes.abandon(owner, work, retry_at):
+            self.notify()  # its messages are claimable again, or when to look again
 
     # --- activities ----------------------------------------------------------------------
     async def claim_activities(self, claim: Claim, limit: int) -> list[ActivityTask]:

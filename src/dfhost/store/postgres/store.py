@@ -346,14 +346,22 @@ class PostgresStore(Wakeups):
             self.notify()
         return done.leased
 
-    async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
+    async def abandon_episode(
+        self, owner: str, work: EpisodeWork, *, retry_at: datetime | None = None
+    ) -> None:
         async def abandon(conn: Conn, retrying: bool) -> bool:
+            # With `retry_at`, a lock with no owner: every host's next due time includes it.
             cur = await conn.execute(
-                "UPDATE instances SET lock_owner = NULL, lock_until = NULL "
+                "UPDATE instances SET lock_owner = NULL, lock_until = %s "
                 "WHERE instance_id = %s AND lock_owner = %s AND lock_token = %s",
-                (work.instance.instance_id, owner, work.lease_token),
+                (
+                    None if retry_at is None else utc(retry_at),
+                    work.instance.instance_id,
+                    owner,
+                    work.lease_token,
+                ),
             )
-            if cur.rowcount > 0:  # its messages are claimable again
+            if cur.rowcount > 0:  # its messages are claimable again, or when to look again
                 await notify(conn, self.schema, self._sender)
             return cur.rowcount > 0
 

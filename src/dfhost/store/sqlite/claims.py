@@ -294,12 +294,20 @@ def commit_episode(
     return enqueued or bool(pending), leased
 
 
-def abandon_episode(conn: sqlite3.Connection, owner: str, work: EpisodeWork) -> bool:
-    """Release the lease if `owner` still holds it; returns whether it did."""
+def abandon_episode(
+    conn: sqlite3.Connection, owner: str, work: EpisodeWork, retry_at: datetime | None
+) -> bool:
+    """Release the lease if `owner` still holds it (claimable from `retry_at` on, when given:
+    a lock with no owner); returns whether it did."""
     cursor = conn.execute(
-        "UPDATE instances SET lock_owner = NULL, lock_until = NULL "
+        "UPDATE instances SET lock_owner = NULL, lock_until = ? "
         "WHERE instance_id = ? AND lock_owner = ? AND lock_token = ?",
-        (work.instance.instance_id, owner, work.lease_token),
+        (
+            None if retry_at is None else format_time(retry_at),
+            work.instance.instance_id,
+            owner,
+            work.lease_token,
+        ),
     )
     return cursor.rowcount > 0
 

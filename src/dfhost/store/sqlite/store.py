@@ -294,9 +294,13 @@ class SqliteStore(Wakeups):
         self.committed(outcome.instance)
         return leased
 
-    async def abandon_episode(self, owner: str, work: EpisodeWork) -> None:
-        if await self._write(lambda conn: claims.abandon_episode(conn, owner, work), durable=False):
-            self.notify()  # its messages are claimable again
+    async def abandon_episode(
+        self, owner: str, work: EpisodeWork, *, retry_at: datetime | None = None
+    ) -> None:
+        if await self._write(
+            lambda conn: claims.abandon_episode(conn, owner, work, retry_at), durable=False
+        ):
+            self.notify()  # its messages are claimable again, or when to look again
 
     # --- activities ----------------------------------------------------------------------
     async def claim_activities(self, claim: Claim, limit: int) -> list[ActivityTask]:
