@@ -191,9 +191,7 @@ def _entity_message(
         return
     else:
         raise _Refused(f"dfhost does not carry out the entity message {which!r}")
-    entity = EntityId.parse(target or "")
-    if entity is None:
-        raise _Refused(f"{target!r} is not an entity id (@name@key)")
+    entity = _entity(target)
     call = EntityMessage(
         action.id, entity.instance_id, operation, payload, request_id or str(uuid.uuid4()), signal
     )
@@ -225,12 +223,7 @@ def _lock_request(
     sorted set whose input is the request (the SDKs read its `id`, the critical section's); the
     grant comes back as an EventRaised named by that id."""
     asked = action.sendEntityMessage.entityLockRequested
-    lock_set: list[str] = []
-    for target in asked.lockSet:
-        entity = EntityId.parse(target)
-        if entity is None:
-            raise _Refused(f"{target!r} is not an entity id (@name@key)")
-        lock_set.append(entity.instance_id)
+    lock_set = [_entity(target).instance_id for target in asked.lockSet]
     if not lock_set or not 0 <= asked.position < len(lock_set):
         raise _Refused("a lock request with no entity at its position")
     # The SDKs sort the set, the same order for every orchestration, so that none waits for
@@ -243,19 +236,10 @@ def _lock_request(
         asked.position,
     )
     events.append(
-        HistoryEvent(
-            type=EventType.EVENT_SENT,
-            timestamp=episode.now,
-            event_id=action.id,
-            name=OPERATION_EVENT,
-            input=request.request_message(),
-            instance_id=request.target,
-        )
+        _sent(episode, action, OPERATION_EVENT, request.request_message(), request.target)
     )
     messages.append(request.message(episode.now))
-    first = EntityId.parse(request.target)
-    assert first is not None
-    starts.append(creation_request(first, episode.now))
+    starts.append(creation_request(_entity(request.target), episode.now))
 
 
 def _unlock(
@@ -266,21 +250,34 @@ def _unlock(
 ) -> None:
     """The release of one entity's lock, recorded as an EventSent and sent as DTFx's."""
     unlock = action.sendEntityMessage.entityUnlockSent
-    entity = EntityId.parse(text(unlock, "targetInstanceId") or "")
-    if entity is None:
-        raise _Refused(f"{text(unlock, 'targetInstanceId')!r} is not an entity id (@name@key)")
+    entity = _entity(text(unlock, "targetInstanceId"))
     release = Release(unlock.criticalSectionId, episode.instance_id)
     events.append(
-        HistoryEvent(
-            type=EventType.EVENT_SENT,
-            timestamp=episode.now,
-            event_id=action.id,
-            name=RELEASE_EVENT,
-            input=release.request_message(),
-            instance_id=entity.instance_id,
-        )
+        _sent(episode, action, RELEASE_EVENT, release.request_message(), entity.instance_id)
     )
     messages.append(release.message(entity.instance_id, episode.now))
+
+
+def _entity(target: str | None) -> EntityId:
+    """The entity a worker's message is for; refused if `target` names none."""
+    entity = EntityId.parse(target or "")
+    if entity is None:
+        raise _Refused(f"{target!r} is not an entity id (@name@key)")
+    return entity
+
+
+def _sent(
+    episode: EpisodeInput, action: pb.OrchestratorAction, name: str, message: str, target: str
+) -> HistoryEvent:
+    """The EventSent that records a lock request or release in the orchestration's history."""
+    return HistoryEvent(
+        type=EventType.EVENT_SENT,
+        timestamp=episode.now,
+        event_id=action.id,
+        name=name,
+        input=message,
+        instance_id=target,
+    )
 
 
 def _completion(done: pb.CompleteOrchestrationAction, now: datetime) -> Outcome:
