@@ -3,12 +3,8 @@ a SQLite hub: a lock whose holder no longer runs is released; one whose holder r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
-
-import pytest
 
 from dfhost.client import DurableClient
 from dfhost.history import utcnow
@@ -18,16 +14,8 @@ from dfhost.orchestration.entities import (
     SchedulerState,
     creation_request,
 )
-from dfhost.store import Claim, Store, open_store
+from dfhost.store import Claim, Store
 from dfhost.work import StartRequest
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
-    await opened.start()
-    yield opened
-    await opened.close()
 
 
 async def _locked_entity(store: Store, key: str, holder: str) -> EntityId:

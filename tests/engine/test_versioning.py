@@ -5,7 +5,7 @@ orchestrator code leaves newer instances to the newer hosts, or fails them if to
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +20,7 @@ from dfhost.history import OrchestrationStatus
 from dfhost.orchestration.versioning import compare_versions, mismatch
 from dfhost.runtime import engine as engine_module
 from dfhost.runtime.engine import Engine
-from dfhost.store import Store, open_store
+from dfhost.store import Store
 from tests.e2e.harness import APPS
 from tests.waiting import eventually
 
@@ -116,14 +116,6 @@ def versioned(base_app: FunctionApp) -> Versioned:
         return replace(base_app, settings=settings)
 
     return at
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
-    await opened.start()
-    yield opened
-    await opened.close()
 
 
 async def test_an_older_host_leaves_a_newer_instance_to_a_newer_host(
